@@ -1,0 +1,192 @@
+"""Clients: one process-wide client per name, and a cheap per-request copy that counts.
+
+Constructing a ``redis.Redis`` costs ~100 µs (it copies a large response-callback
+table), so each named client is built once per process (``ClientSet.add``). A request
+gets a *copy* of that client's attributes (~1 µs) carrying a ``Usage`` that records
+the request's commands, and closes whatever the request left holding a connection
+(pipelines in WATCH mode, pubsubs, monitors) when the request ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from .pools import build_pool
+from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
+
+
+class Usage:
+    """What one request did with one client. Attributes are read by ``stats``."""
+
+    commands = 0
+    seconds = 0.0
+    slowest_name: Any = None
+    slowest_seconds = 0.0
+    reported = False
+    closers: list[Callable[[], Any]] | None = None
+
+    def __init__(self, name: str, options: RedisOptions, pool: Any, request: Any) -> None:
+        self.name = name
+        self.options = options
+        self.pool = pool
+        self.request = request
+        self.slow_threshold = options.slow_command
+        self.wait_start = pool.wait_log.total
+
+    def record(self, name: Any, seconds: float, args: tuple[Any, ...] = (), count: int = 1) -> None:
+        self.commands += count
+        self.seconds += seconds
+        if seconds > self.slowest_seconds:
+            self.slowest_seconds = seconds
+            self.slowest_name = name
+        if self.slow_threshold is not None and seconds > self.slow_threshold:
+            from .stats import warn_slow_command
+
+            warn_slow_command(self, name, args, seconds)
+
+    def hold(self, closer: Callable[[], Any]) -> None:
+        """Remember how to give back a connection the request may keep."""
+        if self.closers is None:
+            self.closers = []
+        self.closers.append(closer)
+
+    def release(self) -> None:
+        """Give back every connection the request kept (idempotent)."""
+        closers, self.closers = self.closers, None
+        for close in closers or ():
+            with contextlib.suppress(Exception):  # a broken connection is dropped
+                close()
+
+    @property
+    def waited(self) -> float:
+        return float(self.pool.wait_log.total - self.wait_start)
+
+
+class AccountedPipeline(Pipeline):
+    """A pipeline that records its round trip (all its commands) on the request."""
+
+    _redisx_usage: Usage | None = None
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        usage = self._redisx_usage
+        count = len(self.command_stack)
+        if usage is None or not count:
+            return super().execute(raise_on_error)
+        started = perf_counter()
+        try:
+            return super().execute(raise_on_error)
+        finally:
+            name = "MULTI" if self.transaction else "PIPELINE"  # type: ignore[truthy-function]
+            usage.record(name, perf_counter() - started, (), count)
+
+    def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        usage = self._redisx_usage
+        if usage is None:
+            return super().immediate_execute_command(*args, **options)
+        started = perf_counter()
+        try:
+            return super().immediate_execute_command(*args, **options)
+        finally:
+            usage.record(args[0], perf_counter() - started, args)
+
+
+class AccountedRedis(redis.Redis):
+    """``redis.Redis`` that records each command on the request it is bound to.
+
+    The process-wide instance has no usage and behaves exactly like ``redis.Redis``.
+    ``super().execute_command`` is called (not ``_execute_command``) so that
+    instrumentation wrapping ``Redis.execute_command`` (OpenTelemetry) still runs.
+    """
+
+    _redisx_usage: Usage | None = None
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        usage = self._redisx_usage
+        if usage is None:
+            return super().execute_command(*args, **options)
+        started = perf_counter()
+        try:
+            return super().execute_command(*args, **options)
+        finally:
+            usage.record(args[0], perf_counter() - started, args)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> AccountedPipeline:
+        pipe = AccountedPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+        usage = self._redisx_usage
+        if usage is not None:
+            pipe._redisx_usage = usage
+            usage.hold(pipe.reset)
+        return pipe
+
+    def pubsub(self, **kwargs: Any) -> Any:
+        pubsub = super().pubsub(**kwargs)
+        if self._redisx_usage is not None:
+            self._redisx_usage.hold(pubsub.close)
+        return pubsub
+
+    def monitor(self) -> Any:
+        monitor = super().monitor()
+        if self._redisx_usage is not None:
+            self._redisx_usage.hold(lambda: monitor.__exit__(None, None, None))
+        return monitor
+
+    def client(self) -> Any:
+        single = super().client()
+        if self._redisx_usage is not None:
+            self._redisx_usage.hold(single.close)
+        return single
+
+    def __repr__(self) -> str:
+        # redis-py's repr shows the pool, whose repr redacts the password.
+        return f"<{type(self).__name__}({self.connection_pool!r})>"
+
+
+class ClientSet:
+    """The clients of one app (kept on the registry): options, pools, clients by name."""
+
+    def __init__(self, app: AppOptions) -> None:
+        self.app = app
+        self.options: dict[str, RedisOptions] = {}
+        self.clients: dict[str, AccountedRedis] = {}
+        self._pools: dict[RedisOptions, Any] = {}
+
+    def add(self, name: str, options: RedisOptions) -> None:
+        """Declare client ``name``; equal options share one pool, others never do."""
+        pool = self._pools.get(options)
+        if pool is None:
+            pool = self._pools[options] = build_pool(options)
+        self.options[name] = options
+        self.clients[name] = AccountedRedis(connection_pool=pool)
+
+    def client(self, name: str = DEFAULT_CLIENT) -> AccountedRedis:
+        try:
+            return self.clients[name]
+        except KeyError:
+            raise LookupError(
+                f"no Redis client named {name!r}; declared: {', '.join(self.clients) or 'none'}"
+            ) from None
+
+    def bind(self, name: str, request: Any) -> AccountedRedis:
+        """A copy of client ``name`` that records on ``request`` (~1 µs, no connection)."""
+        template = self.clients.get(name) or self.client(name)
+        bound = object.__new__(AccountedRedis)
+        bound.__dict__.update(template.__dict__)
+        bound._redisx_usage = Usage(name, self.options[name], template.connection_pool, request)
+        return bound
+
+    def pools(self) -> dict[str, Any]:
+        """Pool of each client, by client name."""
+        return {name: client.connection_pool for name, client in self.clients.items()}
+
+    def close(self) -> None:
+        """Disconnect every pool (tests, scripts that are done)."""
+        for pool in self._pools.values():
+            pool.disconnect()

@@ -1,0 +1,119 @@
+"""``includeme`` and the ``add_redis_client`` directive: Pyramid configuration only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from pyramid.events import ApplicationCreated, NewResponse
+from pyramid.exceptions import ConfigurationConflictError
+
+from .client import ClientSet
+from .request import STATE, client_set, on_new_response, request_redis
+from .settings import (
+    DEFAULT_CLIENT,
+    PREFIX,
+    check_client_name,
+    check_keys,
+    parse_app,
+    parse_client,
+)
+from .startup import on_application_created
+
+log = logging.getLogger("pyramid_redisx")
+
+INTROSPECTION_CATEGORY = "redis clients"
+_DECLARED = "pyramid_redisx_declared"  # registry attribute: {name: where declared}
+
+
+def _redis_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in settings.items() if key.startswith(PREFIX)}
+
+
+def includeme(config: Any) -> None:
+    """Set up pyramid_redisx on ``config``.
+
+    - parses the ``redis.*`` settings now (a bad value raises ``RedisSettingsError``
+      from ``config.include``), and again at commit if they changed meanwhile;
+    - declares the ``default`` client and those named in ``redis.clients``: one
+      connection pool per distinct option set, kept on the registry, no connection
+      opened yet;
+    - adds the ``config.add_redis_client(name, **options)`` directive;
+    - adds the reified ``request.redis`` property (the ``default`` client);
+    - subscribes to ``NewResponse`` (per-request stats line, Server-Timing, releasing
+      connections a request kept) and to ``ApplicationCreated`` (the startup check);
+    - warns about unknown ``redis.*`` keys and rejects near misses of known ones.
+    """
+    registry = config.registry
+    if getattr(registry, _DECLARED, None) is not None:
+        return  # included twice: once is enough
+    settings = config.get_settings() or {}
+    app = parse_app(settings)
+    check_keys(settings, app.clients, top_level_only=True)
+    setattr(registry, _DECLARED, {})
+    setattr(registry, STATE, ClientSet(app))
+
+    config.add_directive("add_redis_client", add_redis_client)
+    config.add_request_method(request_redis, "redis", reify=True)
+    config.add_subscriber(on_new_response, NewResponse)
+    config.add_subscriber(on_application_created, ApplicationCreated)
+
+    for name in (DEFAULT_CLIENT, *app.clients):
+        _declare(config, name, None, f"{PREFIX}clients in the settings" if name != DEFAULT_CLIENT
+                 else "config.include('pyramid_redisx')")  # fmt: skip
+    snapshot = _redis_settings(settings)
+    config.action(None, _finish_configuration, args=(config, snapshot), order=1)
+
+
+def add_redis_client(config: Any, name: str, **options: Any) -> None:
+    """Directive: declare client ``name`` in code.
+
+    ``options`` take the ini key names without prefix, as Python values or ini strings;
+    keys not given fall back to ``redis.<name>.<key>``, then ``redis.<key>``, then the
+    defaults. Declaring a name twice (here or in ``redis.clients``) is a conflict.
+    """
+    _declare(config, name, options, _where(config))
+
+
+def _where(config: Any) -> str:
+    try:
+        return str(config.action_info).strip() or "config.add_redis_client"
+    except Exception:  # noqa: BLE001 - only used to describe a conflict
+        return "config.add_redis_client"
+
+
+def _declare(config: Any, name: str, overrides: dict[str, Any] | None, where: str) -> None:
+    registry = config.registry
+    declared: dict[str, str] = getattr(registry, _DECLARED)
+    discriminator = ("pyramid_redisx.client", name)
+    if name in declared:
+        raise ConfigurationConflictError({discriminator: [declared[name], where]})
+    if name != DEFAULT_CLIENT:
+        check_client_name(
+            name, f"add_redis_client({name!r})" if overrides is not None else PREFIX + "clients"
+        )
+    options = parse_client(name, config.get_settings() or {}, overrides)
+    declared[name] = where
+
+    def add() -> None:
+        # Parsed again at commit: settings may have been added since the include.
+        parsed = parse_client(name, registry.settings or {}, overrides)
+        client_set(registry).add(name, parsed)
+        introspectable["options"] = parsed.redacted()
+
+    introspectable = config.introspectable(INTROSPECTION_CATEGORY, name, name, "redis client")
+    introspectable["options"] = options.redacted()
+    config.action(discriminator, add, introspectables=(introspectable,))
+
+
+def _finish_configuration(config: Any, snapshot: dict[str, Any]) -> None:
+    """After every client is declared: app-wide keys as they are now, unknown keys."""
+    registry = config.registry
+    settings = registry.settings or {}
+    clients = client_set(registry)
+    if _redis_settings(settings) != snapshot:
+        clients.app = parse_app(settings)
+    names = [name for name in getattr(registry, _DECLARED) if name != DEFAULT_CLIENT]
+    for warning in check_keys(settings, names):
+        log.warning(warning)

@@ -1,0 +1,46 @@
+"""The two exceptions users catch: a bad setting, and Redis not answering at startup.
+
+Both are ``pyramid.exceptions.ConfigurationError`` subclasses, so an app that fails to
+configure reports them the way Pyramid reports any other configuration problem.
+"""
+
+from __future__ import annotations
+
+from pyramid.exceptions import ConfigurationError
+
+
+class RedisSettingsError(ConfigurationError):
+    """A ``redis.*`` setting (or a directive option) has a value we cannot use.
+
+    ``key`` is the full settings key (``redis.cache.max_connections``), ``value`` the
+    offending value as shown to users (passwords already redacted) and ``accepted`` a
+    short description of what would have been accepted.
+    """
+
+    def __init__(self, key: str, value: object, accepted: str) -> None:
+        self.key = key
+        self.value = value
+        self.accepted = accepted
+        super().__init__(f"{key} = {value!r} is not valid: {accepted}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RedisUnavailable(ConfigurationError):
+    """The startup check could not PING a client's server.
+
+    ``client`` is the client name, ``url`` the redacted URL, ``cause`` one of
+    ``connection refused``, ``timeout``, ``authentication failed``, ``TLS error``,
+    ``name resolution``, ``error``; ``detail`` redis-py's own message (host:port only).
+    """
+
+    def __init__(self, client: str, url: str, cause: str, detail: str) -> None:
+        self.client = client
+        self.url = url
+        self.cause = cause
+        self.detail = detail
+        super().__init__(f"Redis client {client!r} at {url} is unavailable: {cause} ({detail})")
+
+    def __str__(self) -> str:
+        return str(self.args[0])

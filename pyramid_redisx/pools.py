@@ -1,0 +1,242 @@
+"""Parsed options → one connection pool per distinct option set, and its figures.
+
+The options decide the pool kind (``RedisOptions.kind``): standalone today; Sentinel
+and Cluster slot in as further builders keyed by kind. Pools are redis-py's own
+``BlockingConnectionPool`` / ``ConnectionPool``; the only additions are two hooks
+that cost nothing on the common path:
+
+* waiting for a free connection is timed in the blocking pool's queue, only when the
+  queue was empty (the slow path), per thread, so a request can report its own wait;
+* the pool notes when it has grown to ``pool_warn_ratio`` of ``max_connections``, so
+  the end-of-request saturation check reads the (3 µs) public figures only then.
+
+Pools are fork-aware (redis-py resets a pool inherited by a child process on first
+use), so an app built before ``fork()`` never shares a socket with its children.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from dataclasses import dataclass
+from queue import Empty, LifoQueue
+from time import perf_counter
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
+from redis.retry import Retry
+
+from .errors import RedisSettingsError
+from .settings import RedisOptions
+
+RETRY_BACKOFF_BASE = 0.008  # seconds: first pause before jitter (redis-py's own base)
+
+
+class _WaitLog(threading.local):
+    """Seconds each thread spent waiting for a free connection (monotonic total)."""
+
+    total = 0.0
+
+
+class _TimedLifoQueue(LifoQueue):  # type: ignore[type-arg]
+    """The blocking pool's queue; times a ``get`` only when it has to block."""
+
+    def __init__(self, wait_log: _WaitLog, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self._wait_log = wait_log
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        try:
+            return super().get(False)
+        except Empty:
+            if not block:
+                raise
+        started = perf_counter()
+        try:
+            return super().get(True, timeout)
+        finally:
+            self._wait_log.total += perf_counter() - started
+
+
+class _WatchedPool:
+    """Mixin: remember when the pool grew near ``max_connections``; own a wait log."""
+
+    max_connections: int
+    warn_at: int
+    may_be_saturated: bool
+    wait_log: _WaitLog
+
+    def _watch(self, warn_ratio: float) -> None:
+        self.warn_at = max(1, math.ceil(self.max_connections * warn_ratio))
+        self.may_be_saturated = False
+        self._grown = 0
+
+    def make_connection(self) -> Any:
+        connection = super().make_connection()  # type: ignore[misc]
+        self._grown += 1
+        if self._grown >= self.warn_at:
+            self.may_be_saturated = True
+        return connection
+
+    def reset(self) -> None:
+        super().reset()  # type: ignore[misc]
+        self._grown = 0
+        self.may_be_saturated = False
+
+
+class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
+    def __init__(self, *, warn_ratio: float, **kwargs: Any) -> None:
+        self.wait_log = _WaitLog()
+        kwargs["queue_class"] = functools.partial(_TimedLifoQueue, self.wait_log)
+        self._grown = 0
+        self.warn_at = 1
+        self.may_be_saturated = False
+        super().__init__(**kwargs)
+        self._watch(warn_ratio)
+
+
+class WatchedPool(_WatchedPool, redis.ConnectionPool):
+    def __init__(self, *, warn_ratio: float, **kwargs: Any) -> None:
+        self.wait_log = _WaitLog()  # never waits: fails with "Too many connections"
+        self._grown = 0
+        self.warn_at = 1
+        self.may_be_saturated = False
+        super().__init__(**kwargs)
+        self._watch(warn_ratio)
+
+
+@dataclass(frozen=True)
+class PoolFigures:
+    in_use: int
+    idle: int
+    max: int
+
+
+def pool_figures(pool: Any) -> PoolFigures:
+    """In-use and idle connections from redis-py's public ``get_connection_count()``."""
+    in_use = idle = 0
+    for count, attributes in pool.get_connection_count():
+        state = str(attributes.get("db.client.connection.state", "")).lower()
+        if state == "used":
+            in_use = count
+        elif state == "idle":
+            idle = count
+    return PoolFigures(in_use=in_use, idle=idle, max=pool.max_connections)
+
+
+def retry_policy(options: RedisOptions) -> Retry:
+    """Retries after connection errors; after timeouts only if asked (may apply twice)."""
+    errors: tuple[type[Exception], ...] = (RedisConnectionError,)
+    if options.retry_on_timeout:
+        errors += (RedisTimeoutError,)
+    backoff = ExponentialWithJitterBackoff(
+        cap=options.retry_backoff_cap, base=min(RETRY_BACKOFF_BASE, options.retry_backoff_cap)
+    )
+    return Retry(backoff, options.retries, supported_errors=errors)
+
+
+def connection_kwargs(options: RedisOptions, *, for_check: bool = False) -> dict[str, Any]:
+    """redis-py connection arguments for the transport in ``options`` (and only those).
+
+    ``for_check`` gives the startup check's variant: its own short timeouts, no retry.
+    """
+    kwargs: dict[str, Any] = {
+        "db": options.db,
+        "username": options.username,
+        "password": options.password,
+        "socket_timeout": options.socket_timeout,
+        "socket_connect_timeout": options.socket_connect_timeout,
+        "retry": retry_policy(options),
+        "health_check_interval": options.health_check_interval,
+        "decode_responses": options.decode_responses,
+        "client_name": options.client_name,
+    }
+    if options.protocol is not None:
+        kwargs["protocol"] = options.protocol
+    if options.scheme == "unix":
+        kwargs["path"] = options.path
+        kwargs["connection_class"] = redis.UnixDomainSocketConnection
+    else:
+        kwargs["host"] = options.host
+        kwargs["port"] = options.port
+        kwargs["socket_keepalive"] = options.socket_keepalive
+        kwargs["connection_class"] = redis.Connection
+    if options.scheme == "rediss":
+        kwargs["connection_class"] = redis.SSLConnection
+        for name in (
+            "ssl_ca_certs",
+            "ssl_certfile",
+            "ssl_keyfile",
+            "ssl_cert_reqs",
+            "ssl_check_hostname",
+        ):
+            value = getattr(options, name)
+            if value is not None:
+                kwargs[name] = value
+    if for_check:
+        kwargs["socket_timeout"] = kwargs["socket_connect_timeout"] = options.startup_check_timeout
+        kwargs["retry"] = Retry(ExponentialWithJitterBackoff(), 0)
+        kwargs["health_check_interval"] = 0
+    return kwargs
+
+
+def build_pool(options: RedisOptions) -> Any:
+    """A new pool of the kind ``options`` asks for. Opens no connection."""
+    builder = POOL_BUILDERS.get(options.kind)
+    if builder is None:
+        raise RedisSettingsError(
+            f"redis.{options.kind if options.kind == 'cluster' else 'sentinels'}",
+            options.kind,
+            f"{options.kind} is not supported by this version of pyramid_redisx; "
+            f"supported: {', '.join(POOL_BUILDERS)}",
+        )
+    return builder(options)
+
+
+def _standalone_pool(options: RedisOptions) -> Any:
+    kwargs = connection_kwargs(options)
+    # Maintenance notifications (Redis Enterprise) add a handshake read to every
+    # connect; off, so the worst-case time of a command is the documented formula.
+    kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    if options.blocking:
+        return WatchedBlockingPool(
+            warn_ratio=options.pool_warn_ratio,
+            max_connections=options.max_connections,
+            timeout=options.pool_timeout,
+            **kwargs,
+        )
+    return WatchedPool(
+        warn_ratio=options.pool_warn_ratio, max_connections=options.max_connections, **kwargs
+    )
+
+
+POOL_BUILDERS = {"standalone": _standalone_pool}
+
+
+def retry_pauses(options: RedisOptions) -> float:
+    """Longest total of the pauses between the tries of one retried call."""
+    base = min(RETRY_BACKOFF_BASE, options.retry_backoff_cap)
+    return float(
+        sum(min(options.retry_backoff_cap, base * 2**k) for k in range(1, options.retries + 1))
+    )
+
+
+def worst_case_seconds(options: RedisOptions) -> float:
+    """Upper bound on how long one command can hold a request (documented in README).
+
+    redis-py retries a command after a connection error, and each retry reconnects
+    with its own retries, so pauses can nest. With ``retry_on_timeout`` false (the
+    default) a timeout is never retried: at most one read timeout and one connect
+    timeout. With it true, every attempt may time out on reading and on connecting.
+    """
+    r, pauses = options.retries, retry_pauses(options)
+    wait = options.pool_timeout if options.blocking else 0.0
+    if not options.retry_on_timeout:
+        return wait + options.socket_timeout + options.socket_connect_timeout + (r + 2) * pauses
+    per_attempt = options.socket_timeout + (r + 1) * options.socket_connect_timeout + pauses
+    return wait + (r + 1) * per_attempt + pauses

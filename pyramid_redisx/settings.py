@@ -1,0 +1,620 @@
+"""``redis.*`` settings → frozen options, by one table and pure functions.
+
+Every key is a row of ``CLIENT_SETTINGS`` or ``APP_SETTINGS``: (name, converter,
+default, what it means). Converters take an ini string *or* a Python value (the
+``add_redis_client`` directive) and raise ``ValueError(<what is accepted>)``; the
+parser turns that into a ``RedisSettingsError`` naming the full key. Nothing here
+talks to Redis or keeps state: settings in, options (or an error) out.
+
+Precedence for one option of client ``<name>`` (``default`` reads plain ``redis.<key>``):
+
+1. a query argument of the URL in force (``redis://h/0?socket_timeout=1``),
+   as in redis-py's ``from_url`` — credentials excepted;
+2. the directive's keyword argument, then ``redis.<name>.<key>``;
+3. ``redis.<key>``;
+4. the default in the table.
+
+Credentials: the client's own ``username``/``password`` key wins over the URL's
+(userinfo or query), which wins over the app-wide ``redis.username``/``redis.password``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .errors import RedisSettingsError
+from .redact import SECRET_KEYS, redact_value
+
+log = logging.getLogger("pyramid_redisx")
+
+PREFIX = "redis."
+DEFAULT_CLIENT = "default"
+# Sub-namespaces owned by other packages (pyramid_session_redis, the HTTP cache).
+FOREIGN_NAMESPACES = ("sessions", "http_cache")
+
+_NOT_SET: Any = object()
+
+
+# ---------------------------------------------------------------- converters
+_TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
+_BOOL_WORDS = "true/false, yes/no, on/off, 1/0 (any case)"
+
+
+def to_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise ValueError(f"expected a boolean: {_BOOL_WORDS}")
+
+
+_UNITS = {
+    "ms": 0.001, "msec": 0.001, "msecs": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
+    "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
+    "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+}  # fmt: skip
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.I)
+_DURATION_WORDS = "seconds (0.2) or a span (200 milliseconds, 3 seconds, 250ms)"
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration: {_DURATION_WORDS}")
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        match = _SPAN.match(value)
+        if match:
+            unit = match.group(2).lower() or "s"
+            if unit in _UNITS:
+                return float(match.group(1)) * _UNITS[unit]
+    raise ValueError(f"expected a duration: {_DURATION_WORDS}")
+
+
+def duration(minimum: float = 0.0, *, allow_zero: bool = True) -> Callable[[object], float]:
+    def convert(value: object) -> float:
+        seconds = _seconds(value)
+        if seconds < minimum or (seconds == 0 and not allow_zero) or seconds != seconds:
+            more = "greater than 0" if not allow_zero else f"at least {minimum:g}"
+            raise ValueError(f"expected a duration {more}: {_DURATION_WORDS}")
+        return seconds
+
+    return convert
+
+
+def optional(convert: Callable[[object], Any]) -> Callable[[object], Any]:
+    """An empty string (or None) means unset."""
+
+    def convert_optional(value: object) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return convert(value)
+
+    return convert_optional
+
+
+def integer(low: int, high: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        try:
+            number: int = int(value.strip() if isinstance(value, str) else value)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a whole number from {low} to {high}") from None
+        if not low <= number <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return number
+
+    return convert
+
+
+def ratio(value: object) -> float:
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not 0 < number <= 1:
+        raise ValueError("expected a fraction greater than 0 and at most 1 (e.g. 0.8)")
+    return number
+
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
+
+
+def log_level(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.strip().lower() in _LEVELS:
+        return _LEVELS[value.strip().lower()]
+    raise ValueError("expected a logging level: debug, info, warning, error or critical")
+
+
+def startup_check_mode(value: object) -> str:
+    if isinstance(value, str) and value.strip().lower() == "warn":
+        return "warn"
+    try:
+        return "true" if to_bool(value) else "false"
+    except ValueError:
+        raise ValueError(f"expected true, false or warn ({_BOOL_WORDS})") from None
+
+
+def protocol(value: object) -> int:
+    if str(value).strip() in ("2", "3") and not isinstance(value, bool):
+        return int(str(value).strip())
+    raise ValueError("expected 2 or 3 (RESP version)")
+
+
+def text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected text")
+    return value.strip()
+
+
+def client_name(value: object) -> str:
+    name = text(value)
+    if not name or any(ch.isspace() for ch in name):
+        raise ValueError("expected a name without spaces (CLIENT SETNAME rejects them)")
+    return name
+
+
+def secret(value: object) -> str:
+    """A password, or ``env:VARNAME`` to read it from the environment."""
+    if not isinstance(value, str):
+        raise ValueError("expected text or env:VARNAME")
+    if value.startswith("env:"):
+        variable = value[4:].strip()
+        if not variable:
+            raise ValueError("expected env:VARNAME with a variable name")
+        if variable not in os.environ:
+            raise ValueError(f"environment variable {variable} is not set")
+        return os.environ[variable]
+    return value
+
+
+def existing_file(value: object) -> str:
+    path = text(value)
+    if not os.path.isfile(path):
+        raise ValueError(f"expected the path of an existing file; {path!r} is not one")
+    return path
+
+
+def cert_reqs(value: object) -> str:
+    word = text(value).lower()
+    if word not in ("none", "optional", "required"):
+        raise ValueError("expected none, optional or required")
+    return word
+
+
+def host_port_list(value: object) -> tuple[tuple[str, int], ...]:
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    accepted = "expected host:port pairs separated by spaces or commas"
+    result = []
+    for item in items:
+        host, sep, port = str(item).rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(accepted)
+        result.append((host.strip("[]"), int(port)))
+    if not result:
+        raise ValueError(accepted)
+    return tuple(result)
+
+
+def url(value: object) -> str:
+    """Validate a Redis URL; it is taken apart by ``split_url``."""
+    if not isinstance(value, str):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    split_url(value)
+    return value.strip()
+
+
+def names(value: object) -> tuple[str, ...]:
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    return tuple(str(item) for item in items)
+
+
+# ---------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    convert: Callable[[object], Any]
+    default: Any
+    doc: str
+
+
+DEFAULT_URL = "redis://localhost:6379/0"
+
+CLIENT_SETTINGS: tuple[Setting, ...] = (
+    Setting("url", url, DEFAULT_URL, "redis://, rediss:// (TLS) or unix:// URL; query arguments win over separate keys"),
+    Setting("max_connections", integer(1, 100_000), 32, "connections per process, per pool"),
+    Setting("blocking", to_bool, True, "wait for a free connection instead of failing with 'Too many connections'"),
+    Setting("pool_timeout", duration(), 5.0, "longest wait for a free connection (blocking pool)"),
+    Setting("socket_connect_timeout", duration(allow_zero=False), 2.0, "longest wait to open a connection"),
+    Setting("socket_timeout", duration(allow_zero=False), 2.0, "longest wait for a reply, per attempt"),
+    Setting("socket_keepalive", to_bool, True, "TCP keepalive (ignored for unix://)"),
+    Setting("health_check_interval", duration(), 30.0, "PING a connection idle this long before use (0 = off)"),
+    Setting("retries", integer(0, 20), 3, "retries after a connection error, exponential backoff with jitter"),
+    Setting("retry_on_timeout", to_bool, False, "also retry after a read timeout (may apply a command twice)"),
+    Setting("retry_backoff_cap", duration(), 0.25, "longest pause between two tries"),
+    Setting("decode_responses", to_bool, False, "return str instead of bytes"),
+    Setting("client_name", optional(client_name), None, "CLIENT SETNAME on each connection (off: proxies reject it)"),
+    Setting("username", optional(text), None, "ACL user; overrides the URL's"),
+    Setting("password", optional(secret), None, "password or env:VARNAME; overrides the URL's"),
+    Setting("ssl_ca_certs", optional(existing_file), None, "CA bundle for rediss://"),
+    Setting("ssl_certfile", optional(existing_file), None, "client certificate for rediss://"),
+    Setting("ssl_keyfile", optional(existing_file), None, "client key for rediss://"),
+    Setting("ssl_cert_reqs", optional(cert_reqs), None, "none, optional or required (redis-py: required)"),
+    Setting("ssl_check_hostname", optional(to_bool), None, "check the server certificate's host name (redis-py's default)"),
+    Setting("protocol", optional(protocol), None, "RESP version 2 or 3 (redis-py's default)"),
+    Setting("startup_check", startup_check_mode, "true", "PING at startup: true (fail), warn (log and go on) or false"),
+    Setting("startup_check_timeout", duration(allow_zero=False), 2.0, "time allowed for the startup PING"),
+    Setting("stats", to_bool, True, "per-request line on the pyramid_redisx.stats logger"),
+    Setting("stats_level", log_level, logging.DEBUG, "level of that line"),
+    Setting("pool_warn_ratio", ratio, 0.8, "WARNING when in-use connections reach this share of max_connections"),
+    Setting("slow_command", optional(duration(allow_zero=False)), None, "WARNING for each command slower than this"),
+    Setting("sentinels", optional(host_port_list), None, "Sentinel host:port list"),
+    Setting("sentinel_service", optional(text), None, "Sentinel master name"),
+    Setting("sentinel_password", optional(secret), None, "password of the Sentinels (env:VARNAME allowed)"),
+    Setting("cluster", to_bool, False, "Redis Cluster (redis.url names any node)"),
+)  # fmt: skip
+
+APP_SETTINGS: tuple[Setting, ...] = (
+    Setting("clients", names, (), "names of further clients, e.g. 'cache queue'"),
+    Setting("server_timing", to_bool, False, "add a Server-Timing header to responses of requests that used Redis"),
+    Setting("health_route", optional(text), None, "path of a JSON health view (off when unset)"),
+    Setting("sessions_client", client_name, DEFAULT_CLIENT, "client used by the session integration"),
+)  # fmt: skip
+
+CLIENT_KEYS = {s.name: s for s in CLIENT_SETTINGS}
+APP_KEYS = {s.name: s for s in APP_SETTINGS}
+# URL query arguments we accept: any client option but the URL itself, plus db.
+QUERY_KEYS = (set(CLIENT_KEYS) - {"url"}) | {"db"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+# ---------------------------------------------------------------- options
+@dataclass(frozen=True)
+class RedisOptions:
+    """Everything one client needs, parsed. Equal options share one pool."""
+
+    scheme: str
+    host: str | None
+    port: int | None
+    path: str | None
+    db: int
+    username: str | None
+    password: str | None = field(repr=False)
+    max_connections: int
+    blocking: bool
+    pool_timeout: float
+    socket_connect_timeout: float
+    socket_timeout: float
+    socket_keepalive: bool
+    health_check_interval: float
+    retries: int
+    retry_on_timeout: bool
+    retry_backoff_cap: float
+    decode_responses: bool
+    client_name: str | None
+    ssl_ca_certs: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    ssl_cert_reqs: str | None
+    ssl_check_hostname: bool | None
+    protocol: int | None
+    startup_check: str
+    startup_check_timeout: float
+    stats: bool
+    stats_level: int
+    pool_warn_ratio: float
+    slow_command: float | None
+    sentinels: tuple[tuple[str, int], ...] | None
+    sentinel_service: str | None
+    sentinel_password: str | None = field(repr=False)
+    cluster: bool
+
+    @property
+    def kind(self) -> str:
+        """Which pool this needs: ``standalone``, ``sentinel`` or ``cluster``."""
+        if self.cluster:
+            return "cluster"
+        return "sentinel" if self.sentinels else "standalone"
+
+    @property
+    def url(self) -> str:
+        """The URL in force, password replaced by ***: safe to log."""
+        user = self.username or ""
+        auth = f"{user}:***@" if self.password else (f"{user}@" if user else "")
+        if self.scheme == "unix":
+            return f"unix://{auth}{self.path}?db={self.db}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}"
+
+    def redacted(self) -> dict[str, Any]:
+        """The options as a dict safe to print (``pyramid-redisx info``, introspection)."""
+        shown = {f.name: redact_value(f.name, getattr(self, f.name)) for f in fields(self)}
+        shown["url"] = self.url
+        shown["kind"] = self.kind
+        return shown
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    clients: tuple[str, ...]
+    server_timing: bool
+    health_route: str | None
+    sessions_client: str
+
+
+# ---------------------------------------------------------------- parsing
+def split_url(value: str) -> dict[str, Any]:
+    """Take a Redis URL apart; ``ValueError`` says what is wrong (never the password)."""
+    accepted = "expected a redis://, rediss:// or unix:// URL"
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{accepted} with a valid port") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(accepted)
+    query: dict[str, str] = {}
+    for key, item in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in QUERY_KEYS:
+            raise ValueError(
+                f"unknown URL query argument {key!r}; accepted: {', '.join(sorted(QUERY_KEYS))}"
+            )
+        query[key] = unquote(item)
+    result: dict[str, Any] = {
+        "scheme": scheme,
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "query": query,
+        "host": None,
+        "port": None,
+        "path": None,
+        "db": None,
+    }
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError("expected unix:///path/to/redis.sock")
+        result["path"] = unquote(parts.path)
+    else:
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"{accepted} with a port from 1 to 65535")
+        result["host"] = unquote(parts.hostname) if parts.hostname else "localhost"
+        result["port"] = port or 6379
+        db_path = parts.path.strip("/")
+        if db_path:
+            if not db_path.isdigit():
+                raise ValueError(f"{accepted}; the path must be a database number (/0)")
+            result["db"] = int(db_path)
+    return result
+
+
+def _fail(key: str, option: str, value: object, accepted: str) -> RedisSettingsError:
+    return RedisSettingsError(key, redact_value(option, value), accepted)
+
+
+def client_key(name: str, option: str) -> str:
+    return f"{PREFIX}{option}" if name == DEFAULT_CLIENT else f"{PREFIX}{name}.{option}"
+
+
+def parse_client(
+    name: str,
+    settings: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+) -> RedisOptions:
+    """Parse the options of client ``name`` (see the module docstring for precedence)."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(CLIENT_KEYS))
+    if unknown:
+        bad = unknown[0]
+        raise _fail(
+            f"add_redis_client({name!r}, {bad}=...)", bad, overrides[bad],
+            "unknown option" + _hint(bad, CLIENT_KEYS) + "; accepted: " + ", ".join(CLIENT_KEYS),
+        )  # fmt: skip
+
+    def raw(option: str) -> tuple[str, Any]:
+        """(key shown in errors, raw value) at the client's own level, else app-wide."""
+        own = client_key(name, option)
+        if option in overrides:
+            return f"add_redis_client({name!r}, {option}=...)", overrides[option]
+        if own in settings:
+            return own, settings[own]
+        if name != DEFAULT_CLIENT and PREFIX + option in settings:
+            return PREFIX + option, settings[PREFIX + option]
+        return own, _NOT_SET
+
+    def convert(option: str, key: str, value: Any) -> Any:
+        setting = CLIENT_KEYS[option]
+        if value is _NOT_SET:
+            return setting.default
+        try:
+            return setting.convert(value)
+        except ValueError as exc:
+            raise _fail(key, option, value, str(exc)) from None
+
+    url_key, url_value = raw("url")
+    url_text = convert("url", url_key, url_value)
+    parts = split_url(url_text)
+    query = parts["query"]
+
+    values: dict[str, Any] = {}
+    for option in CLIENT_KEYS:
+        if option in ("url", "username", "password"):
+            continue
+        if option in query:
+            key = f"{url_key} (query argument {option!r})"
+            values[option] = convert(option, key, query[option])
+        else:
+            values[option] = convert(option, *raw(option))
+
+    # Credentials: own key > URL (userinfo, then query) > app-wide key.
+    for option in ("username", "password"):
+        own_key = client_key(name, option)
+        if option in overrides or own_key in settings:
+            values[option] = convert(option, *raw(option))
+        elif option in query:
+            values[option] = convert(
+                option, f"{url_key} (query argument {option!r})", query[option]
+            )
+        elif parts[option] is not None:
+            values[option] = parts[option]
+        else:
+            values[option] = convert(option, *raw(option))
+
+    db = parts["db"] or 0
+    if "db" in query:
+        db = convert_db(f"{url_key} (query argument 'db')", query["db"])
+    options = RedisOptions(
+        scheme=parts["scheme"], host=parts["host"], port=parts["port"], path=parts["path"],
+        db=db, **values,
+    )  # fmt: skip
+    _check_combination(name, options)
+    return options
+
+
+def convert_db(key: str, value: object) -> int:
+    try:
+        return integer(0, 100_000)(value)
+    except ValueError as exc:
+        raise RedisSettingsError(key, value, str(exc)) from None
+
+
+def _check_combination(name: str, options: RedisOptions) -> None:
+    """Keys that are each valid but do not go together."""
+    if options.cluster and options.sentinels:
+        raise RedisSettingsError(
+            client_key(name, "cluster"), "true",
+            f"cannot be combined with {client_key(name, 'sentinels')}: choose Cluster or Sentinel",
+        )  # fmt: skip
+    if options.sentinels and not options.sentinel_service:
+        raise RedisSettingsError(
+            client_key(name, "sentinel_service"), None,
+            f"required with {client_key(name, 'sentinels')}: the master name to ask the Sentinels for",
+        )  # fmt: skip
+    if options.scheme == "unix" and options.kind != "standalone":
+        raise RedisSettingsError(
+            client_key(name, "url"), options.url,
+            f"a unix:// URL cannot be used with {options.kind}: use redis:// or rediss://",
+        )  # fmt: skip
+
+
+def parse_app(settings: Mapping[str, Any]) -> AppOptions:
+    """The app-wide keys: client names, Server-Timing, health route, sessions client."""
+    values: dict[str, Any] = {}
+    for setting in APP_SETTINGS:
+        key = PREFIX + setting.name
+        if key not in settings:
+            values[setting.name] = setting.default
+            continue
+        try:
+            values[setting.name] = setting.convert(settings[key])
+        except ValueError as exc:
+            raise RedisSettingsError(key, settings[key], str(exc)) from None
+    seen: set[str] = set()
+    for client in values["clients"]:
+        check_client_name(client, PREFIX + "clients")
+        if client in seen:
+            raise RedisSettingsError(PREFIX + "clients", settings[PREFIX + "clients"],
+                                     f"client {client!r} is named twice")  # fmt: skip
+        seen.add(client)
+    route = values["health_route"]
+    if route is not None and not route.startswith("/"):
+        raise RedisSettingsError(PREFIX + "health_route", route, "expected a path starting with /")
+    return AppOptions(**values)
+
+
+def check_client_name(client: str, key: str) -> None:
+    accepted = "expected names of letters, digits, _ and - (not starting with a digit)"
+    if not _NAME.match(client):
+        raise RedisSettingsError(key, client, accepted)
+    if client == DEFAULT_CLIENT:
+        raise RedisSettingsError(
+            key, client, "'default' is always declared: configure it with redis.<key>"
+        )
+    if client in FOREIGN_NAMESPACES:
+        raise RedisSettingsError(
+            key, client, f"{client!r} is reserved: redis.{client}.* belongs to another package"
+        )
+    if client in CLIENT_KEYS or client in APP_KEYS:
+        raise RedisSettingsError(
+            key, client, f"{client!r} is the name of a setting; choose another client name"
+        )
+
+
+def _hint(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.8)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keys(
+    settings: Mapping[str, Any], client_names: Iterable[str], *, top_level_only: bool = False
+) -> list[str]:
+    """Raise on a near miss of a known key; return warnings for the other unknown keys.
+
+    ``client_names`` are the declared clients (ini and directive) besides ``default``.
+    ``top_level_only`` checks what can be judged before directives have run: keys of
+    the app and of ``client_names``, not ``redis.<other>.<key>``.
+    """
+    clients = set(client_names)
+    known = set(CLIENT_KEYS) | set(APP_KEYS)
+    warnings = []
+    for key in sorted(k for k in settings if k.startswith(PREFIX)):
+        rest = key[len(PREFIX) :]
+        head, dot, tail = rest.partition(".")
+        if head in FOREIGN_NAMESPACES and dot:
+            continue
+        if not dot:
+            if rest in known:
+                continue
+            hint = _hint(rest, known)
+            if hint:
+                raise RedisSettingsError(
+                    key, redact_value(rest, settings[key]), "unknown setting" + hint
+                )
+            warnings.append(f"unknown setting {key} ignored (not a pyramid_redisx key)")
+            continue
+        if head in clients:
+            if tail in CLIENT_KEYS:
+                continue
+            hint = _hint(tail, CLIENT_KEYS)
+            if hint:
+                raise RedisSettingsError(key, redact_value(tail, settings[key]),
+                                         "unknown client setting" + hint.replace("'", f"'redis.{head}.", 1))  # fmt: skip
+            warnings.append(f"unknown setting {key} ignored (not a pyramid_redisx client key)")
+            continue
+        if top_level_only:
+            continue
+        if tail in CLIENT_KEYS:
+            near = _hint(head, clients)
+            if near:
+                raise RedisSettingsError(key, redact_value(tail, settings[key]),
+                                         f"no client named {head!r}{near}")  # fmt: skip
+            warnings.append(
+                f"setting {key} ignored: no client {head!r} is declared "
+                f"(add it to {PREFIX}clients or use config.add_redis_client)"
+            )
+            continue
+        warnings.append(f"unknown setting {key} ignored (not a pyramid_redisx key)")
+    return warnings
+
+
+assert set(CLIENT_KEYS) >= SECRET_KEYS

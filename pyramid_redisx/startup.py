@@ -1,0 +1,120 @@
+"""The startup check: PING every client once when the app is made, fail fast and clearly.
+
+It opens its own connection (not the pool's) with ``startup_check_timeout`` for
+connect and read and no retry, so a dead server costs at most that long per client
+instead of the pool's full retry budget; it only reads (PING), so it passes against
+replicas and read-only ACL users; and it closes the connection, so a parent process
+that forks workers afterwards holds no socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import ssl
+from time import perf_counter
+from typing import Any
+
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ResponseError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
+
+from .errors import RedisUnavailable
+from .pools import connection_kwargs
+from .settings import RedisOptions
+
+log = logging.getLogger("pyramid_redisx")
+
+_AUTH_REPLIES = ("NOAUTH", "WRONGPASS", "INVALID PASSWORD", "INVALID USERNAME")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def classify(exc: BaseException) -> str:
+    """A short, stable name for why a connection attempt failed."""
+    chain = _chain(exc)
+    message = " ".join(str(e) for e in chain).upper()
+    if any(isinstance(e, (AuthenticationError, AuthorizationError)) for e in chain) or (
+        isinstance(exc, ResponseError) and any(word in message for word in _AUTH_REPLIES)
+    ):
+        return "authentication failed"
+    if any(isinstance(e, ssl.SSLError) for e in chain) or "SSL" in message:
+        return "TLS error"
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return "name resolution"
+    if any(isinstance(e, (RedisTimeoutError, socket.timeout, TimeoutError)) for e in chain):
+        return "timeout"
+    codes = {getattr(e, "errno", None) for e in chain} | {
+        e.args[0] for e in chain if e.args and isinstance(e.args[0], int)
+    }
+    if errno.ECONNREFUSED in codes or "CONNECTION REFUSED" in message:
+        return "connection refused"
+    if codes & {socket.EAI_NONAME, socket.EAI_AGAIN, getattr(socket, "EAI_NODATA", -5)}:
+        return "name resolution"
+    if isinstance(exc, ResponseError) and "NOPERM" in message:
+        return "permission denied"
+    if "CLOSED BY SERVER" in message or errno.ECONNRESET in codes:
+        return "connection closed by server"
+    return "error"
+
+
+def ping(options: RedisOptions) -> tuple[float, Any]:
+    """PING once on a fresh connection; return (seconds, reply). Raises on failure."""
+    kwargs = connection_kwargs(options, for_check=True)
+    connection = kwargs.pop("connection_class")(**kwargs)
+    started = perf_counter()
+    try:
+        connection.connect()
+        connection.send_command("PING")
+        reply = connection.read_response()
+        return perf_counter() - started, reply
+    finally:
+        connection.disconnect()
+
+
+def check_client(name: str, options: RedisOptions) -> float:
+    """PING client ``name``; raise ``RedisUnavailable`` (no password in it) on failure."""
+    try:
+        seconds, _ = ping(options)
+    except Exception as exc:  # every failure is reported, classified
+        raise RedisUnavailable(name, options.url, classify(exc), str(exc)) from exc
+    return seconds
+
+
+def check_all(clients: dict[str, RedisOptions]) -> None:
+    """Check each distinct option set once, in declaration order, per its mode."""
+    checked: set[RedisOptions] = set()
+    for name, options in clients.items():
+        if options.startup_check == "false" or options in checked:
+            continue
+        checked.add(options)
+        try:
+            seconds = check_client(name, options)
+        except RedisUnavailable as exc:
+            if options.startup_check == "warn":
+                log.warning("startup check failed, going on (startup_check = warn): %s", exc)
+                continue
+            raise
+        log.info(
+            "redis client=%s reachable at %s (PING %.2f ms)", name, options.url, seconds * 1000
+        )
+
+
+def on_application_created(event: Any) -> None:
+    """``ApplicationCreated`` subscriber: runs during ``config.make_wsgi_app()``."""
+    from .request import client_set
+
+    check_all(client_set(event.app.registry).options)

@@ -1,0 +1,111 @@
+"""The per-request line, pool warnings, slow-command warnings and Server-Timing.
+
+Formatting is pure (``stats_line``, ``server_timing``); ``report`` decides what to log
+for one client at the end of a request and reads the pool's figures (3 µs, public
+API) only when a line will be written or the pool may be saturated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .pools import PoolFigures, pool_figures
+
+if TYPE_CHECKING:
+    from .client import Usage
+
+stats_log = logging.getLogger("pyramid_redisx.stats")
+pool_log = logging.getLogger("pyramid_redisx.pool")
+slow_log = logging.getLogger("pyramid_redisx.slow")
+
+WAIT_WARNING = 0.010  # seconds waited for a free connection that deserve a WARNING
+KEY_SHOWN = 64  # characters of a key shown in a slow-command warning
+
+
+def command_name(name: Any) -> str:
+    """``GET``, ``CLIENT_LIST``: a command name as one greppable token."""
+    if isinstance(name, bytes):
+        name = name.decode("latin-1")
+    return str(name).upper().replace(" ", "_") if name is not None else "-"
+
+
+def _ms(seconds: float) -> str:
+    return "0" if seconds <= 0 else f"{seconds * 1000:.2f}"
+
+
+def stats_line(usage: Usage, figures: PoolFigures) -> tuple[str, dict[str, Any]]:
+    """The line and the record attributes for one client's work in one request."""
+    fields = {
+        "redis_client": usage.name,
+        "redis_commands": usage.commands,
+        "redis_time_ms": round(usage.seconds * 1000, 3),
+        "redis_slowest": f"{command_name(usage.slowest_name)}:{_ms(usage.slowest_seconds)}",
+        "redis_in_use": figures.in_use,
+        "redis_idle": figures.idle,
+        "redis_max": figures.max,
+        "redis_waited_ms": round(usage.waited * 1000, 3),
+    }
+    line = (
+        f"redis client={usage.name} commands={usage.commands} time_ms={_ms(usage.seconds)} "
+        f"slowest={fields['redis_slowest']} in_use={figures.in_use} idle={figures.idle} "
+        f"max={figures.max} waited_ms={_ms(usage.waited)}"
+    )
+    return line, fields
+
+
+def report(usage: Usage) -> None:
+    """Log the line (if enabled) and any pool warning for one client of one request."""
+    options = usage.options
+    pool = usage.pool
+    waited = usage.waited
+    write_line = options.stats and stats_log.isEnabledFor(options.stats_level)
+    if not (write_line or pool.may_be_saturated or waited >= WAIT_WARNING):
+        return
+    figures = pool_figures(pool)
+    if write_line:
+        line, fields = stats_line(usage, figures)
+        stats_log.log(options.stats_level, line, extra=fields)
+    if figures.in_use >= pool.warn_at:
+        pool_log.warning(
+            "redis client=%s pool nearly full: in_use=%d idle=%d max=%d (pool_warn_ratio %g)",
+            usage.name, figures.in_use, figures.idle, figures.max, options.pool_warn_ratio,
+        )  # fmt: skip
+    if waited >= WAIT_WARNING:
+        pool_log.warning(
+            "redis client=%s request waited %.1f ms for a free connection (in_use=%d max=%d)",
+            usage.name, waited * 1000, figures.in_use, figures.max,
+        )  # fmt: skip
+
+
+def _key(args: tuple[Any, ...]) -> str:
+    """First argument of a command (its key, usually), truncated; never a credential."""
+    if len(args) < 2 or command_name(args[0]) in ("AUTH", "HELLO", "MIGRATE"):
+        return "-"
+    key = args[1]
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    key = str(key)
+    return key if len(key) <= KEY_SHOWN else key[:KEY_SHOWN] + "…"
+
+
+def warn_slow_command(usage: Usage, name: Any, args: tuple[Any, ...], seconds: float) -> None:
+    path = getattr(usage.request, "path", "-")
+    slow_log.warning(
+        "redis client=%s slow command %s key=%s took %.2f ms (slow_command %.2f ms) path=%s",
+        usage.name, command_name(name), _key(args), seconds * 1000,
+        (usage.slow_threshold or 0) * 1000, path,
+    )  # fmt: skip
+
+
+def server_timing(usages: Iterable[Usage]) -> str | None:
+    """``redis;dur=<ms>;desc="<n> commands"`` for the request, or None if it ran none."""
+    commands = 0
+    seconds = 0.0
+    for usage in usages:
+        commands += usage.commands
+        seconds += usage.seconds
+    if not commands:
+        return None
+    return f'redis;dur={seconds * 1000:.2f};desc="{commands} commands"'
