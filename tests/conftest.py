@@ -1,0 +1,76 @@
+"""Shared fixtures: real servers (from pyramid_redisx.testing) and app builders."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import webtest
+from pyramid.config import Configurator
+from pyramid.response import Response
+
+from pyramid_redisx.request import client_set
+
+pytest_plugins = ["pyramid_redisx.testing"]
+
+View = Callable[[Any], Any]
+
+
+def build_app(
+    settings: dict[str, Any],
+    views: dict[str, View] | None = None,
+    setup: Callable[[Configurator], None] | None = None,
+) -> webtest.TestApp:
+    """A Pyramid app with pyramid_redisx and one route per ``views`` item.
+
+    A view may return a Response or a str (sent as the body).
+    """
+    config = Configurator(settings=dict(settings))
+    config.include("pyramid_redisx")
+    if setup:
+        setup(config)
+    for index, (path, view) in enumerate((views or {}).items()):
+
+        def wrapped(request: Any, view: View = view) -> Any:
+            result = view(request)
+            return result if isinstance(result, Response) else Response(str(result))
+
+        config.add_route(f"r{index}", path)
+        config.add_view(wrapped, route_name=f"r{index}")
+    app = config.make_wsgi_app()
+    return webtest.TestApp(app)
+
+
+def pools_of(testapp: webtest.TestApp) -> dict[str, Any]:
+    return client_set(testapp.app.registry).pools()
+
+
+@pytest.fixture
+def make_app(redis_url: str) -> Iterator[Callable[..., webtest.TestApp]]:
+    """``make_app(views, **settings)`` against the session server; pools closed after."""
+    apps: list[webtest.TestApp] = []
+
+    def make(
+        views: dict[str, View] | None = None,
+        setup: Callable[[Configurator], None] | None = None,
+        **settings: Any,
+    ) -> webtest.TestApp:
+        settings = {f"redis.{key}" if not key.startswith("redis.") else key: value
+                    for key, value in settings.items()}  # fmt: skip
+        settings.setdefault("redis.url", redis_url)
+        app = build_app(settings, views, setup)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        client_set(app.app.registry).close()
+
+
+@pytest.fixture
+def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every record of every logger at DEBUG and above."""
+    caplog.set_level(logging.DEBUG)
+    return caplog
