@@ -155,6 +155,9 @@ def connection_kwargs(options: RedisOptions, *, for_check: bool = False) -> dict
         "health_check_interval": options.health_check_interval,
         "decode_responses": options.decode_responses,
         "client_name": options.client_name,
+        # Maintenance notifications (Redis Enterprise) add a handshake read to every
+        # connect; off, so the worst-case time of a command is the documented formula.
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
     if options.protocol is not None:
         kwargs["protocol"] = options.protocol
@@ -200,9 +203,6 @@ def build_pool(options: RedisOptions) -> Any:
 
 def _standalone_pool(options: RedisOptions) -> Any:
     kwargs = connection_kwargs(options)
-    # Maintenance notifications (Redis Enterprise) add a handshake read to every
-    # connect; off, so the worst-case time of a command is the documented formula.
-    kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     if options.blocking:
         return WatchedBlockingPool(
             warn_ratio=options.pool_warn_ratio,

@@ -6,16 +6,18 @@ default, what it means). Converters take an ini string *or* a Python value (the
 parser turns that into a ``RedisSettingsError`` naming the full key. Nothing here
 talks to Redis or keeps state: settings in, options (or an error) out.
 
-Precedence for one option of client ``<name>`` (``default`` reads plain ``redis.<key>``):
+Precedence for one option of client ``<name>`` (``default`` reads plain ``redis.<key>``),
+first found wins:
 
-1. a query argument of the URL in force (``redis://h/0?socket_timeout=1``),
-   as in redis-py's ``from_url`` — credentials excepted;
-2. the directive's keyword argument, then ``redis.<name>.<key>``;
-3. ``redis.<key>``;
-4. the default in the table.
+* the client has its own URL (``redis.<name>.url``, the directive's ``url``, or it is
+  ``default``): a query argument of that URL (as in redis-py's ``from_url``), the
+  directive's keyword argument or ``redis.<name>.<key>``, ``redis.<key>``, the default;
+* it inherits ``redis.url``: its own key, the URL's query argument, ``redis.<key>``,
+  the default — so a client's own ``socket_timeout`` is never overridden by an app URL.
 
-Credentials: the client's own ``username``/``password`` key wins over the URL's
-(userinfo or query), which wins over the app-wide ``redis.username``/``redis.password``.
+Credentials (``username``, ``password``): a separate key beats the URL's userinfo and
+query at the same level; so ``redis.<name>.password`` > the client's own URL >
+``redis.password`` > an inherited URL's credentials (which then match ``default``'s).
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def optional(convert: Callable[[object], Any]) -> Callable[[object], Any]:
 
 def integer(low: int, high: int) -> Callable[[object], int]:
     def convert(value: object) -> int:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError(f"expected a whole number from {low} to {high}")
         try:
             number: int = int(value.strip() if isinstance(value, str) else value)  # type: ignore[call-overload]
@@ -452,33 +454,21 @@ def parse_client(
             raise _fail(key, option, value, str(exc)) from None
 
     url_key, url_value = raw("url")
-    url_text = convert("url", url_key, url_value)
-    parts = split_url(url_text)
+    parts = split_url(convert("url", url_key, url_value))
     query = parts["query"]
 
+    # Levels: O the client's own key, U the URL in force (query; userinfo for
+    # credentials), A the app-wide key. A URL's arguments win over separate keys of
+    # its own level, and a separate credential key wins over the URL's (DESIGN);
+    # a client's own keys beat the arguments of a URL it merely inherits.
+    own_url = url_key == client_key(name, "url") or "url" in overrides
     values: dict[str, Any] = {}
     for option in CLIENT_KEYS:
-        if option in ("url", "username", "password"):
+        if option == "url":
             continue
-        if option in query:
-            key = f"{url_key} (query argument {option!r})"
-            values[option] = convert(option, key, query[option])
-        else:
-            values[option] = convert(option, *raw(option))
-
-    # Credentials: own key > URL (userinfo, then query) > app-wide key.
-    for option in ("username", "password"):
-        own_key = client_key(name, option)
-        if option in overrides or own_key in settings:
-            values[option] = convert(option, *raw(option))
-        elif option in query:
-            values[option] = convert(
-                option, f"{url_key} (query argument {option!r})", query[option]
-            )
-        elif parts[option] is not None:
-            values[option] = parts[option]
-        else:
-            values[option] = convert(option, *raw(option))
+        credential = option in ("username", "password")
+        order = ("OUA" if credential else "UOA") if own_url else ("OAU" if credential else "OUA")
+        values[option] = _first(option, order, name, settings, overrides, parts, url_key, convert)
 
     db = parts["db"] or 0
     if "db" in query:
@@ -489,6 +479,36 @@ def parse_client(
     )  # fmt: skip
     _check_combination(name, options)
     return options
+
+
+def _first(
+    option: str,
+    order: str,
+    name: str,
+    settings: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    parts: Mapping[str, Any],
+    url_key: str,
+    convert: Callable[[str, str, Any], Any],
+) -> Any:
+    """The value of ``option`` from the first level in ``order`` (O, U, A) that has one."""
+    for level in order:
+        if level == "O":
+            if option in overrides:
+                return convert(
+                    option, f"add_redis_client({name!r}, {option}=...)", overrides[option]
+                )
+            if client_key(name, option) in settings:
+                return convert(option, client_key(name, option), settings[client_key(name, option)])
+        elif level == "U":
+            if option in parts["query"]:
+                key = f"{url_key} (query argument {option!r})"
+                return convert(option, key, parts["query"][option])
+            if option in ("username", "password") and parts[option] is not None:
+                return parts[option]
+        elif name != DEFAULT_CLIENT and PREFIX + option in settings:
+            return convert(option, PREFIX + option, settings[PREFIX + option])
+    return CLIENT_KEYS[option].default
 
 
 def convert_db(key: str, value: object) -> int:

@@ -90,6 +90,7 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", self.directory,
             "--loglevel", "warning",
+            "--enable-debug-command", "local",  # DEBUG SLEEP for slow-server tests
         ]  # fmt: skip
         if self.password:
             command += ["--requirepass", self.password]
@@ -104,11 +105,13 @@ class RedisServer:
                 with self.client(socket_connect_timeout=0.5) as client:
                     client.ping()
                 return self
-            except redis.ConnectionError:
+            except redis.ConnectionError as exc:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     error = self.process.stderr.read().decode() if self.process.stderr else ""
                     self.stop()
-                    raise RuntimeError(f"redis server on port {self.port} did not start: {error}")
+                    raise RuntimeError(
+                        f"redis server on port {self.port} did not start: {error}"
+                    ) from exc
                 time.sleep(0.02)
 
     def stop(self) -> None:

@@ -1,0 +1,219 @@
+"""Connections come back whatever the view did; dead, stalled and forked servers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import webtest
+
+from pyramid_redisx import get_redis
+from pyramid_redisx.pools import pool_figures, worst_case_seconds
+from pyramid_redisx.request import client_set
+from tests.conftest import build_app, pools_of
+
+
+def in_use(app: webtest.TestApp) -> int:
+    return pool_figures(pools_of(app)["default"]).in_use
+
+
+# ------------------------------------------------------------------- leaks
+def test_view_that_raised_returns_its_connection(make_app: Any) -> None:
+    def view(request: Any) -> str:
+        request.redis.incr("n")
+        raise ValueError("boom")
+
+    app = make_app({"/": view})
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            app.get("/")
+    assert in_use(app) == 0
+
+
+def test_abandoned_watch_pipeline_is_released(make_app: Any, redis_server: Any) -> None:
+    def view(request: Any) -> str:
+        pipe = request.redis.pipeline()
+        pipe.watch("k")  # immediate mode: this pipeline now holds a connection
+        pipe.get("k")
+        return str(in_use_during(request))
+
+    def in_use_during(request: Any) -> int:
+        return pool_figures(request.redis.connection_pool).in_use
+
+    app = make_app({"/": view}, max_connections="2")
+    assert [app.get("/").text for _ in range(4)] == ["1"] * 4  # held during, back after
+    assert in_use(app) == 0
+
+
+def test_open_pubsub_is_closed_at_request_end(make_app: Any, redis_server: Any) -> None:
+    def view(request: Any) -> str:
+        pubsub = request.redis.pubsub()
+        pubsub.subscribe("news")
+        pubsub.get_message(timeout=1)
+        return "subscribed"
+
+    app = make_app({"/": view})
+    with redis_server.client() as admin:
+        app.get("/")
+        app.get("/")
+        assert admin.client_list(_type="pubsub") == []
+    assert in_use(app) == 0
+
+
+def test_monitor_and_single_connection_client_are_released(make_app: Any) -> None:
+    def view(request: Any) -> str:
+        request.redis.monitor()
+        request.redis.client().ping()
+        return "ok"
+
+    app = make_app({"/": view})
+    app.get("/")
+    assert in_use(app) == 0
+
+
+def test_many_mixed_requests_leave_nothing_in_use(make_app: Any, redis_server: Any) -> None:
+    def leaky(request: Any) -> str:
+        kind = request.params["kind"]
+        if kind == "pipe":
+            request.redis.pipeline().watch("x")
+        elif kind == "pubsub":
+            request.redis.pubsub().subscribe("c")
+        elif kind == "raise":
+            request.redis.get("x")
+            raise KeyError("raised")
+        else:
+            request.redis.get("x")
+        return kind
+
+    app = make_app({"/": leaky}, max_connections="4")
+    for i in range(400):
+        kind = ("pipe", "pubsub", "raise", "get")[i % 4]
+        if kind == "raise":
+            with pytest.raises(KeyError):
+                app.get("/", params={"kind": kind})
+        else:
+            app.get("/", params={"kind": kind})
+    assert in_use(app) == 0
+    with redis_server.client() as admin:
+        assert len(admin.client_list()) <= 4 + 1  # the pool's connections + this one
+
+
+# ------------------------------------------------------------- dead server
+FAST = {
+    "redis.socket_timeout": "0.3",
+    "redis.socket_connect_timeout": "0.3",
+    "redis.retries": "1",
+    "redis.retry_backoff_cap": "0.05",
+    "redis.startup_check_timeout": "0.5",
+}
+
+
+def incr_view(request: Any) -> str:
+    return str(request.redis.incr("n"))
+
+
+def timed_get(app: webtest.TestApp) -> tuple[float, BaseException | None]:
+    started = time.monotonic()
+    try:
+        app.get("/")
+        error = None
+    except redis.RedisError as exc:
+        error = exc
+    return time.monotonic() - started, error
+
+
+@pytest.mark.slow
+def test_server_killed_then_restarted_on_the_same_port(redis_server_factory: Any) -> None:
+    server = redis_server_factory()
+    app = build_app({"redis.url": server.url, **FAST}, {"/": incr_view})
+    bound = worst_case_seconds(client_set(app.app.registry).options["default"])
+    assert app.get("/").text == "1"
+    server.stop()
+    for _ in range(3):
+        elapsed, error = timed_get(app)
+        assert isinstance(error, redis.ConnectionError), error
+        assert elapsed < bound, (elapsed, bound)
+    server.start()  # same port, empty keyspace
+    assert app.get("/").text == "1"  # no app rebuild needed
+    assert in_use(app) == 0
+
+
+@pytest.mark.slow
+def test_stalled_server_times_out_then_recovers(redis_server_factory: Any) -> None:
+    server = redis_server_factory()
+    app = build_app({"redis.url": server.url, **FAST}, {"/": incr_view})
+    assert app.get("/").text == "1"
+    server.pause()
+    try:
+        elapsed, error = timed_get(app)
+        assert isinstance(error, redis.TimeoutError), error
+        assert 0.25 < elapsed < 0.3 + 0.3 + 0.5  # socket_timeout (+ one reconnect), no retry
+    finally:
+        server.resume()
+    assert app.get("/").text in ("2", "3")  # INCR may or may not have landed before the stall
+    assert in_use(app) == 0
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("retry_on_timeout", ["false", "true"])
+def test_worst_case_formula_holds(silent_listener: int, retry_on_timeout: str) -> None:
+    settings = {
+        "redis.url": f"redis://127.0.0.1:{silent_listener}/0",
+        "redis.startup_check": "false",
+        **FAST,
+        "redis.retries": "2",
+        "redis.retry_on_timeout": retry_on_timeout,
+    }
+    app = build_app(settings, {"/": incr_view})
+    options = client_set(app.app.registry).options["default"]
+    elapsed, error = timed_get(app)
+    assert isinstance(error, redis.TimeoutError), error
+    print(
+        f"elapsed {elapsed:.2f}s, bound {worst_case_seconds(options) - options.pool_timeout:.2f}s"
+    )
+    assert (
+        options.socket_timeout * 0.9 < elapsed <= worst_case_seconds(options) - options.pool_timeout
+    )
+
+
+# ------------------------------------------------------------------- fork
+def test_forked_children_never_share_the_parents_socket(make_app: Any) -> None:
+    """gunicorn --preload: the app is built (and used) in the parent, then forked."""
+    app = make_app({"/": lambda request: request.redis.client_id()})
+    parent_id = int(app.get("/").text)
+    children = []
+    for _ in range(2):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: use the inherited app, report its connection id
+            try:
+                os.close(read_end)
+                ids = {int(app.get("/").text) for _ in range(20)}
+                os.write(write_end, ",".join(map(str, sorted(ids))).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        children.append((pid, read_end))
+    child_ids = []
+    for pid, read_end in children:
+        with os.fdopen(read_end) as pipe:
+            child_ids.append({int(x) for x in pipe.read().split(",") if x})
+        os.waitpid(pid, 0)
+    assert all(len(ids) == 1 for ids in child_ids), child_ids  # each child reuses its own
+    first, second = (ids.pop() for ids in child_ids)
+    assert len({parent_id, first, second}) == 3
+    assert int(app.get("/").text) == parent_id  # the parent's connection is untouched
+    assert get_redis(app.app.registry).ping()

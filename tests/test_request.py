@@ -1,0 +1,197 @@
+"""request.redis, get_redis, named clients and pool sharing, against a real server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+from pyramid.config import Configurator
+from pyramid.exceptions import ConfigurationConflictError
+
+from pyramid_redisx import get_redis
+from pyramid_redisx.pools import pool_figures
+from pyramid_redisx.request import client_set
+from tests.conftest import pools_of
+
+
+def _client_count(server_client: redis.Redis) -> int:
+    return len(server_client.client_list())
+
+
+def test_request_redis_is_reified_and_get_redis_returns_it(make_app: Any) -> None:
+    seen: dict[str, Any] = {}
+
+    def view(request: Any) -> str:
+        seen["first"] = request.redis
+        seen["second"] = request.redis
+        seen["get_redis"] = get_redis(request)
+        seen["registry"] = get_redis(request.registry)
+        return "ok"
+
+    make_app({"/": view}).get("/")
+    assert seen["first"] is seen["second"] is seen["get_redis"]
+    assert isinstance(seen["first"], redis.Redis)
+    # the process-wide client is a different object on the same pool
+    assert seen["registry"] is not seen["first"]
+    assert seen["registry"].connection_pool is seen["first"].connection_pool
+
+
+def test_request_redis_opens_no_connection_by_itself(make_app: Any, redis_server: Any) -> None:
+    app = make_app({"/": lambda request: repr(type(request.redis))})
+    with redis_server.client() as admin:
+        before = _client_count(admin)
+        app.get("/")
+        app.get("/")
+        assert _client_count(admin) == before
+    figures = pool_figures(pools_of(app)["default"])
+    assert (figures.in_use, figures.idle) == (0, 0)
+
+
+def test_counter_and_connection_reuse(make_app: Any, redis_server: Any) -> None:
+    app = make_app({"/": lambda request: request.redis.incr("hits")})
+    assert [app.get("/").text for _ in range(5)] == ["1", "2", "3", "4", "5"]
+    figures = pool_figures(pools_of(app)["default"])
+    assert (figures.in_use, figures.idle, figures.max) == (0, 1, 32)
+
+
+def test_named_clients_fall_back_and_use_their_own_db(make_app: Any, redis_url: str) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+
+    def view(request: Any) -> str:
+        request.redis.set("where", "default")
+        get_redis(request, "cache").set("where", "cache")
+        return "ok"
+
+    app = make_app(
+        {"/": view}, clients="cache queue", max_connections="7", **{"cache.url": f"{base}/3"}
+    )
+    app.get("/")
+    clients = client_set(app.app.registry)
+    assert clients.options["cache"].db == 3
+    assert clients.options["cache"].max_connections == 7  # from redis.max_connections
+    assert clients.options["queue"].db == 0
+    with redis.Redis.from_url(f"{base}/3") as db3, redis.Redis.from_url(f"{base}/0") as db0:
+        assert db3.get("where") == b"cache"
+        assert db0.get("where") == b"default"
+
+
+def test_identical_options_share_a_pool_different_never(make_app: Any) -> None:
+    app = make_app(
+        clients="same other slow",
+        **{"other.max_connections": "5", "slow.socket_timeout": "30 seconds"},
+    )
+    pools = pools_of(app)
+    assert pools["same"] is pools["default"]
+    assert pools["other"] is not pools["default"]
+    assert pools["slow"] is not pools["default"]
+    # same URL, different options: never shared
+    assert pools["slow"].connection_kwargs["socket_timeout"] == 30.0
+
+
+def test_unknown_client_name_is_a_clear_error(make_app: Any) -> None:
+    errors: list[str] = []
+
+    def view(request: Any) -> str:
+        try:
+            get_redis(request, "nope")
+        except LookupError as exc:
+            errors.append(str(exc))
+        return "ok"
+
+    make_app({"/": view}).get("/")
+    assert errors == ["no Redis client named 'nope'; declared: default"]
+
+
+def test_get_redis_without_include_says_what_to_do() -> None:
+    config = Configurator()
+    with pytest.raises(RuntimeError, match=r'config.include\("pyramid_redisx"\)'):
+        get_redis(config.registry)
+
+
+def test_directive_declares_a_client_with_python_values(make_app: Any) -> None:
+    def setup(config: Configurator) -> None:
+        config.add_redis_client("jobs", max_connections=3, socket_timeout="250ms", blocking=False)
+
+    app = make_app({"/": lambda request: get_redis(request, "jobs").ping()}, setup=setup)
+    assert app.get("/").text == "True"
+    options = client_set(app.app.registry).options["jobs"]
+    assert (options.max_connections, options.socket_timeout, options.blocking) == (3, 0.25, False)
+    assert type(pools_of(app)["jobs"]).__mro__[1] is not redis.BlockingConnectionPool
+    assert not isinstance(pools_of(app)["jobs"], redis.BlockingConnectionPool)
+    introspector = app.app.registry.introspector
+    shown = introspector.get("redis clients", "jobs")
+    assert shown["options"]["max_connections"] == 3
+
+
+def test_directive_conflicts_with_ini_client(redis_url: str) -> None:
+    config = Configurator(settings={"redis.url": redis_url, "redis.clients": "cache"})
+    config.include("pyramid_redisx")
+    with pytest.raises(ConfigurationConflictError, match="cache"):
+        config.add_redis_client("cache", max_connections=2)
+
+
+def test_directive_twice_is_a_conflict(redis_url: str) -> None:
+    config = Configurator(settings={"redis.url": redis_url})
+    config.include("pyramid_redisx")
+    config.add_redis_client("jobs")
+    with pytest.raises(ConfigurationConflictError, match="jobs"):
+        config.add_redis_client("jobs", max_connections=2)
+    with pytest.raises(ConfigurationConflictError, match="default"):
+        config.add_redis_client("default")
+
+
+def test_blocking_pool_waits_under_a_burst(make_app: Any) -> None:
+    """32 threads on 4 connections: every request succeeds, none 'Too many connections'."""
+    app = make_app({"/": lambda request: request.redis.execute_command("DEBUG", "SLEEP", "0.005")
+                    and request.redis.incr("n")}, max_connections="4")  # fmt: skip
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        for _ in range(5):
+            try:
+                app.get("/")
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted
+                failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with redis.Redis.from_url(app.app.registry.settings["redis.url"]) as admin:
+        assert int(admin.get("n")) == 160
+    figures = pool_figures(pools_of(app)["default"])
+    assert figures.in_use == 0 and figures.idle <= 4
+
+
+def test_non_blocking_pool_fails_fast_when_full(make_app: Any) -> None:
+    """redis.blocking = false gives redis-py's plain pool: 'Too many connections'."""
+    app = make_app(blocking="false", max_connections="1")
+    pool = pools_of(app)["default"]
+    assert not isinstance(pool, redis.BlockingConnectionPool)
+    held = pool.get_connection()
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.MaxConnectionsError):
+            get_redis(app.app.registry).ping()
+        assert time.monotonic() - started < 0.5
+    finally:
+        pool.release(held)
+
+
+def test_blocking_pool_timeout_is_a_clear_error(make_app: Any) -> None:
+    app = make_app(max_connections="1", pool_timeout="200ms")
+    pool = pools_of(app)["default"]
+    assert isinstance(pool, redis.BlockingConnectionPool)
+    held = pool.get_connection()
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError, match="No connection available"):
+            get_redis(app.app.registry).ping()
+        assert 0.15 < time.monotonic() - started < 1.0
+    finally:
+        pool.release(held)

@@ -1,0 +1,135 @@
+"""The startup check: fail fast at make_wsgi_app(), with a classified cause."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pyramid.config import Configurator
+
+from pyramid_redisx import RedisUnavailable
+from pyramid_redisx.testing import free_port
+
+
+def make(settings: dict[str, str]) -> Any:
+    config = Configurator(settings=settings)
+    config.include("pyramid_redisx")  # parsing only: no connection yet
+    return config.make_wsgi_app()
+
+
+def check_fails(settings: dict[str, str], cause: str, bound: float) -> RedisUnavailable:
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailable) as info:
+        make(settings)
+    elapsed = time.monotonic() - started
+    assert info.value.cause == cause, str(info.value)
+    assert elapsed < bound, f"startup check took {elapsed:.2f}s (bound {bound}s)"
+    return info.value
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def test_refused_names_client_url_and_cause() -> None:
+    port = free_port()
+    error = check_fails(
+        {"redis.url": f"redis://:hunter2-pw@127.0.0.1:{port}/2"}, "connection refused", 1.0
+    )
+    assert error.client == "default"
+    assert error.url == f"redis://:***@127.0.0.1:{port}/2"
+    assert str(error).startswith(
+        f"Redis client 'default' at redis://:***@127.0.0.1:{port}/2 is unavailable: connection refused"
+    )
+    assert "hunter2-pw" not in str(error) and "hunter2-pw" not in repr(error)
+
+
+def test_named_client_is_checked_and_named(redis_url: str) -> None:
+    port = free_port()
+    error = check_fails(
+        {"redis.url": redis_url, "redis.clients": "cache", "redis.cache.url": f"redis://127.0.0.1:{port}/0"},
+        "connection refused", 1.0,
+    )  # fmt: skip
+    assert error.client == "cache"
+
+
+def test_timeout_within_startup_check_timeout_plus_margin(silent_listener: int) -> None:
+    settings = {
+        "redis.url": f"redis://127.0.0.1:{silent_listener}/0",
+        "redis.startup_check_timeout": "0.5",
+    }
+    started = time.monotonic()
+    check_fails(settings, "timeout", 0.5 + 1.0)
+    assert time.monotonic() - started >= 0.45  # it did wait for the answer
+
+
+def test_auth_failures(redis_server_factory: Any) -> None:
+    server = redis_server_factory("right-pw-1")
+    url = f"redis://127.0.0.1:{server.port}/0"
+    wrong = check_fails(
+        {"redis.url": url, "redis.password": "wrong-pw-2"}, "authentication failed", 1.0
+    )
+    assert "wrong-pw-2" not in str(wrong) and "right-pw-1" not in str(wrong)
+    check_fails({"redis.url": url}, "authentication failed", 1.0)  # NOAUTH
+    make({"redis.url": url, "redis.password": "right-pw-1"})
+
+
+def test_name_resolution() -> None:
+    check_fails({"redis.url": "redis://no-such-host.invalid:6379/0"}, "name resolution", 5.0)
+
+
+def test_tls_against_a_plain_server(redis_url: str) -> None:
+    check_fails({"redis.url": redis_url.replace("redis://", "rediss://")}, "TLS error", 3.0)
+
+
+def test_read_only_replica_and_read_only_user_pass(
+    redis_server: Any, redis_server_factory: Any
+) -> None:
+    replica = redis_server_factory(None, "--replicaof", "127.0.0.1", str(redis_server.port))
+    make({"redis.url": replica.url})
+    with redis_server.client() as admin:
+        admin.acl_setuser("reader", enabled=True, passwords=["+reader-pw"], keys=["*"],
+                          commands=["+@read", "+ping"])  # fmt: skip
+        try:
+            make({"redis.url": f"redis://reader:reader-pw@127.0.0.1:{redis_server.port}/0"})
+        finally:
+            admin.acl_deluser("reader")
+
+
+def test_warn_logs_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pyramid_redisx")
+    port = free_port()
+    app = make({"redis.url": f"redis://127.0.0.1:{port}/0", "redis.startup_check": "warn"})
+    assert app is not None
+    (record,) = [r for r in caplog.records if r.name == "pyramid_redisx"]
+    assert (
+        "startup check failed" in record.getMessage()
+        and "connection refused" in record.getMessage()
+    )
+
+
+def test_false_skips_the_check(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = free_port()
+    started = time.monotonic()
+    make({"redis.url": f"redis://127.0.0.1:{port}/0", "redis.startup_check": "false"})
+    assert time.monotonic() - started < 0.5
+    assert not [r for r in caplog.records if r.name.startswith("pyramid_redisx")]
+
+
+def test_include_alone_does_not_connect() -> None:
+    """The check belongs to make_wsgi_app (ApplicationCreated), not to the include."""
+    config = Configurator(settings={"redis.url": f"redis://127.0.0.1:{free_port()}/0"})
+    config.include("pyramid_redisx")
+    config.commit()
+    with pytest.raises(RedisUnavailable):
+        config.make_wsgi_app()

@@ -1,0 +1,172 @@
+"""The per-request line, pool warnings, slow commands and Server-Timing."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any
+
+import pytest
+from pyramid.response import Response
+
+from pyramid_redisx import get_redis
+
+LINE = re.compile(
+    r"^redis client=(?P<client>\S+) commands=(?P<commands>\d+) time_ms=(?P<time>[\d.]+) "
+    r"slowest=(?P<slowest>[A-Z_]+):(?P<slowest_ms>[\d.]+) in_use=(?P<in_use>\d+) "
+    r"idle=(?P<idle>\d+) max=(?P<max>\d+) waited_ms=(?P<waited>[\d.]+)$"
+)
+
+
+def stats_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "pyramid_redisx.stats"]
+
+
+def test_one_line_per_used_client_in_the_contract_format(make_app: Any, all_logs: Any) -> None:
+    def view(request: Any) -> str:
+        request.redis.set("k", "v")
+        request.redis.get("k")
+        request.redis.get("k")
+        get_redis(request, "cache").ping()
+        get_redis(request, "idle")  # bound but never used: no line
+        return "ok"
+
+    make_app({"/": view}, clients="cache idle", **{"cache.max_connections": "9"}).get("/")
+    records = stats_records(all_logs)
+    assert [r.redis_client for r in records] == ["default", "cache"]  # type: ignore[attr-defined]
+    default = LINE.match(records[0].getMessage())
+    assert default, records[0].getMessage()
+    assert default["client"] == "default" and default["commands"] == "3"
+    assert default["slowest"] in ("SET", "GET")
+    assert (default["in_use"], default["idle"], default["max"], default["waited"]) == (
+        "0",
+        "1",
+        "32",
+        "0",
+    )
+    assert records[0].levelno == logging.DEBUG
+    cache = records[1]
+    assert cache.redis_commands == 1 and cache.redis_max == 9  # type: ignore[attr-defined]
+    assert cache.redis_slowest.startswith("PING:")  # type: ignore[attr-defined]
+    for record in records:
+        for name in ("redis_client", "redis_commands", "redis_time_ms", "redis_slowest",
+                     "redis_in_use", "redis_idle", "redis_max", "redis_waited_ms"):  # fmt: skip
+            assert hasattr(record, name)
+        assert record.redis_time_ms > 0  # type: ignore[attr-defined]
+
+
+def test_pipeline_counts_each_command_in_one_entry(make_app: Any, all_logs: Any) -> None:
+    def view(request: Any) -> str:
+        pipe = request.redis.pipeline()
+        for i in range(20):
+            pipe.set(f"k{i}", i)
+        pipe.execute()
+        return "ok"
+
+    make_app({"/": view}).get("/")
+    (record,) = stats_records(all_logs)
+    assert record.redis_commands == 20  # type: ignore[attr-defined]
+    assert record.redis_slowest.startswith("MULTI:")  # type: ignore[attr-defined]
+
+
+def test_no_line_for_a_request_without_redis(make_app: Any, all_logs: Any) -> None:
+    make_app({"/": lambda request: "plain", "/bound": lambda request: repr(request.redis)}).get("/")
+    assert stats_records(all_logs) == []
+
+
+def test_line_off_by_setting_and_by_level(make_app: Any, caplog: pytest.LogCaptureFixture) -> None:
+    views = {"/": lambda request: request.redis.ping()}
+    caplog.set_level(logging.DEBUG)
+    make_app(views, stats="false").get("/")
+    assert stats_records(caplog) == []
+    caplog.set_level(logging.INFO, logger="pyramid_redisx.stats")
+    make_app(views).get("/")  # level DEBUG, logger at INFO: nothing built
+    assert stats_records(caplog) == []
+    make_app(views, stats_level="warning").get("/")
+    (record,) = stats_records(caplog)
+    assert record.levelno == logging.WARNING
+
+
+def test_line_also_for_a_view_that_raised(make_app: Any, all_logs: Any) -> None:
+    def view(request: Any) -> str:
+        request.redis.incr("n")
+        raise RuntimeError("boom")
+
+    app = make_app({"/": view})
+    with pytest.raises(RuntimeError):
+        app.get("/")
+    (record,) = stats_records(all_logs)
+    assert record.redis_commands == 1  # type: ignore[attr-defined]
+
+
+def test_saturation_and_wait_warnings(make_app: Any, all_logs: Any) -> None:
+    barrier = threading.Barrier(4)
+
+    def view(request: Any) -> str:
+        barrier.wait(5)
+        request.redis.execute_command("DEBUG", "SLEEP", "0.05")
+        return "ok"
+
+    app = make_app({"/": view}, max_connections="2", pool_warn_ratio="0.5")
+    threads = [threading.Thread(target=app.get, args=("/",)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    warnings = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.pool"]
+    assert any("waited" in w and "for a free connection" in w for w in warnings), warnings
+    waited = [r.redis_waited_ms for r in stats_records(all_logs)]  # type: ignore[attr-defined]
+    assert max(waited) >= 40  # two of four requests waited for a 50 ms command
+    # a full pool at the end of a request of its own is flagged too
+    assert any("pool nearly full" in w for w in warnings) or max(waited) >= 40
+
+
+def test_saturation_warning_from_in_use_ratio(make_app: Any, all_logs: Any) -> None:
+    app = make_app(
+        {"/": lambda request: request.redis.ping()}, max_connections="4", pool_warn_ratio="0.5"
+    )
+    pool = get_redis(app.app.registry).connection_pool
+    held = [pool.get_connection() for _ in range(2)]  # another "request" holds two
+    try:
+        app.get("/")
+    finally:
+        for connection in held:
+            pool.release(connection)
+    warnings = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.pool"]
+    assert warnings == [
+        "redis client=default pool nearly full: in_use=2 idle=1 max=4 (pool_warn_ratio 0.5)"
+    ]
+
+
+def test_slow_command_warning_names_command_key_client_and_path(
+    make_app: Any, all_logs: Any
+) -> None:
+    def view(request: Any) -> str:
+        request.redis.get("fast-key")
+        request.redis.blpop(["empty-list"], timeout=0.03)  # blocks 30 ms on the server
+        request.redis.set("a-key", "secret-value")
+        return "ok"
+
+    make_app({"/page": view}, slow_command="20ms").get("/page")
+    slow = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.slow"]
+    assert len(slow) == 1, slow
+    assert slow[0].startswith("redis client=default slow command BLPOP key=empty-list took ")
+    assert "path=/page" in slow[0] and "secret-value" not in slow[0]
+
+
+def test_server_timing_header_exact_and_merged(make_app: Any) -> None:
+    def view(request: Any) -> Response:
+        request.redis.set("a", 1)
+        request.redis.get("a")
+        response = Response("ok")
+        response.headers["Server-Timing"] = "db;dur=1.5"
+        return response
+
+    app = make_app({"/": view, "/none": lambda request: "none"}, server_timing="true")
+    header = app.get("/").headers["Server-Timing"]
+    match = re.fullmatch(r'db;dur=1\.5, redis;dur=(\d+\.\d\d);desc="2 commands"', header)
+    assert match, header
+    assert "Server-Timing" not in app.get("/none").headers
+    off = make_app({"/": view})
+    assert off.get("/").headers["Server-Timing"] == "db;dur=1.5"
