@@ -95,9 +95,11 @@ class RedisServer:
         if self.password:
             command += ["--requirepass", self.password]
         command += list(self.args)
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
+        log_path = Path(self.directory) / "server.log"
+        with open(log_path, "ab") as log:  # a file, not a pipe: nothing can fill up and block
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         _STARTED.add(self)
         deadline = time.monotonic() + timeout
         while True:
@@ -107,7 +109,7 @@ class RedisServer:
                 return self
             except redis.ConnectionError as exc:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    error = self.process.stderr.read().decode() if self.process.stderr else ""
+                    error = log_path.read_text(errors="replace")[-2000:]
                     self.stop()
                     raise RuntimeError(
                         f"redis server on port {self.port} did not start: {error}"
@@ -122,8 +124,6 @@ class RedisServer:
                 os.kill(process.pid, signal.SIGCONT)  # a paused server cannot die cleanly
             process.kill()
             process.wait(10)
-        if process is not None and process.stderr:
-            process.stderr.close()
         _STARTED.discard(self)
 
     def restart(self) -> RedisServer:
