@@ -21,6 +21,10 @@ from .pools import build_pool
 from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
 
 
+# request.__dict__ key a debug panel sets (before the view runs) to get every command.
+TRACE = "pyramid_redisx_trace"
+
+
 class Usage:
     """What one request did with one client. Attributes are read by ``stats``."""
 
@@ -30,6 +34,8 @@ class Usage:
     slowest_seconds = 0.0
     reported = False
     closers: list[Callable[[], Any]] | None = None
+    # Every command in order, only when a debug panel asked for it (see TRACE).
+    trace: list[tuple[Any, tuple[Any, ...], float, list[tuple[Any, ...]] | None]] | None = None
 
     def __init__(self, name: str, options: RedisOptions, pool: Any, request: Any) -> None:
         self.name = name
@@ -39,7 +45,17 @@ class Usage:
         self.slow_threshold = options.slow_command
         self.wait_start = pool.wait_log.total
 
-    def record(self, name: Any, seconds: float, args: tuple[Any, ...] = (), count: int = 1) -> None:
+    def record(
+        self,
+        name: Any,
+        seconds: float,
+        args: tuple[Any, ...] = (),
+        count: int = 1,
+        inner: list[tuple[Any, ...]] | None = None,
+    ) -> None:
+        """One round trip: a command, or a pipeline of ``count`` commands (``inner``)."""
+        if self.trace is not None:
+            self.trace.append((name, args, seconds, inner))
         self.commands += count
         self.seconds += seconds
         if seconds > self.slowest_seconds:
@@ -78,12 +94,13 @@ class AccountedPipeline(Pipeline):
         count = len(self.command_stack)
         if usage is None or not count:
             return super().execute(raise_on_error)
+        inner = [args for args, _ in self.command_stack] if usage.trace is not None else None
         started = perf_counter()
         try:
             return super().execute(raise_on_error)
         finally:
             name = "MULTI" if self.transaction else "PIPELINE"  # type: ignore[truthy-function]
-            usage.record(name, perf_counter() - started, (), count)
+            usage.record(name, perf_counter() - started, (), count, inner)
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         usage = self._redisx_usage
@@ -179,7 +196,10 @@ class ClientSet:
         template = self.clients.get(name) or self.client(name)
         bound = object.__new__(AccountedRedis)
         bound.__dict__.update(template.__dict__)
-        bound._redisx_usage = Usage(name, self.options[name], template.connection_pool, request)
+        usage = Usage(name, self.options[name], template.connection_pool, request)
+        if TRACE in request.__dict__:
+            usage.trace = []
+        bound._redisx_usage = usage
         return bound
 
     def pools(self) -> dict[str, Any]:
