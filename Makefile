@@ -29,8 +29,8 @@ test-pyramid110: $(BIN110)/.installed
 	$(BIN110)/pytest -q
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check pyramid_redisx tests bench demo_app
+	$(BIN)/ruff format --check pyramid_redisx tests bench demo_app
 	$(BIN)/mypy
 
 ## demo: the demo app against an embedded Redis server started for it
