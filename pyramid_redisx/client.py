@@ -20,7 +20,6 @@ from redis.client import Pipeline
 from .pools import build_pool
 from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
 
-
 # request.__dict__ key a debug panel sets (before the view runs) to get every command.
 TRACE = "pyramid_redisx_trace"
 

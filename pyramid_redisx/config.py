@@ -10,6 +10,7 @@ from pyramid.events import ApplicationCreated, NewResponse
 from pyramid.exceptions import ConfigurationConflictError
 
 from .client import ClientSet
+from .health import health_view
 from .request import STATE, client_set, on_new_response, request_redis
 from .settings import (
     DEFAULT_CLIENT,
@@ -43,6 +44,7 @@ def includeme(config: Any) -> None:
     - adds the reified ``request.redis`` property (the ``default`` client);
     - subscribes to ``NewResponse`` (per-request stats line, Server-Timing, releasing
       connections a request kept) and to ``ApplicationCreated`` (the startup check);
+    - with ``redis.health_route``, a JSON health view at that path;
     - warns about unknown ``redis.*`` keys and rejects near misses of known ones.
     """
     registry = config.registry
@@ -62,6 +64,9 @@ def includeme(config: Any) -> None:
     for name in (DEFAULT_CLIENT, *app.clients):
         _declare(config, name, None, f"{PREFIX}clients in the settings" if name != DEFAULT_CLIENT
                  else "config.include('pyramid_redisx')")  # fmt: skip
+    if app.health_route:
+        config.add_route("pyramid_redisx.health", app.health_route)
+        config.add_view(health_view, route_name="pyramid_redisx.health", renderer="json")
     snapshot = _redis_settings(settings)
     config.action(None, _finish_configuration, args=(config, snapshot), order=1)
 

@@ -1,0 +1,147 @@
+"""The JSON health view and the pyramid-redisx console script, against real servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from pyramid_redisx.pools import pool_figures
+from tests.conftest import build_app, pools_of
+
+PASSWORD = "Health-Pw-777"
+
+
+def test_health_ok_down_and_back(redis_server_factory: Any, redis_url: str) -> None:
+    server = redis_server_factory(PASSWORD)
+    settings = {
+        "redis.url": redis_url,
+        "redis.health_route": "/health/redis",
+        "redis.clients": "cache",
+        "redis.cache.url": f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0",
+        "redis.cache.max_connections": "5",
+    }
+    app = build_app(settings)
+    ok = app.get("/health/redis")
+    assert ok.status_int == 200 and ok.headers["Cache-Control"] == "no-store"
+    assert ok.json["status"] == "ok"
+    cache = ok.json["clients"]["cache"]
+    assert cache["ok"] is True and cache["role"] == "master" and cache["latency_ms"] > 0
+    assert cache["pool"] == {"in_use": 0, "idle": 0, "max": 5}
+    assert "error" not in cache
+
+    server.stop()
+    started = time.monotonic()
+    down = app.get("/health/redis", status=503)
+    assert time.monotonic() - started < 1.5  # short timeout, no retry budget
+    assert down.json["status"] == "down"
+    assert down.json["clients"]["default"]["ok"] is True
+    failing = down.json["clients"]["cache"]
+    assert failing["ok"] is False and failing["error"].startswith("connection refused: ")
+    assert PASSWORD not in down.text and PASSWORD not in ok.text
+
+    server.start()
+    assert app.get("/health/redis").json["status"] == "ok"  # no app rebuild
+
+
+def test_health_reuses_one_connection_and_never_takes_from_the_pool(
+    make_app: Any, redis_server: Any
+) -> None:
+    app = make_app(health_route="/health", max_connections="2")
+    pool = pools_of(app)["default"]
+    held = [pool.get_connection() for _ in range(2)]  # the app's pool is exhausted
+    try:
+        with redis_server.client() as admin:
+            app.get("/health")
+            before = admin.info("stats")["total_connections_received"]
+            results = []
+            threads = [
+                threading.Thread(target=lambda: results.append(app.get("/health").json["status"]))
+                for _ in range(20)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            after = admin.info("stats")["total_connections_received"]
+        assert results == ["ok"] * 20  # answered although the pool had nothing free
+        assert after - before == 0  # 20 checks, not one new connection
+        assert pool_figures(pool).in_use == 2
+    finally:
+        for connection in held:
+            pool.release(connection)
+
+
+def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pyramid_redisx.cli", *args],
+        capture_output=True, text=True, timeout=30, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def _ini(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "app.ini"
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+def test_cli_check_and_info(tmp_path: Path, redis_server: Any, redis_server_factory: Any) -> None:
+    dead = redis_server_factory()
+    ini = _ini(tmp_path, f"""
+        [app:main]
+        use = egg:pyramid_redisx#demo
+        redis.url = redis://:{PASSWORD}@127.0.0.1:%(port)s/0
+        redis.clients = cache
+        redis.cache.url = redis://127.0.0.1:{dead.port}/2
+        redis.cache.password = env:CLI_TEST_PW
+        redis.max_connections = 12
+        """)  # fmt: skip
+    with redis_server.client() as admin:
+        admin.config_set("requirepass", PASSWORD)
+        try:
+            env = {"CLI_TEST_PW": "other-secret-pw"}
+            dead.stop()
+            failed = _run_cli("check", ini, f"port={redis_server.port}", env=env)
+            dead.start()
+            passed = _run_cli("check", ini, f"port={redis_server.port}", env=env)
+        finally:
+            with redis.Redis(port=redis_server.port, password=PASSWORD) as authed:
+                authed.config_set("requirepass", "")
+    assert failed.returncode == 1, failed.stderr
+    lines = failed.stdout.splitlines()
+    assert lines[0].startswith(
+        f"default  ok    redis://:***@127.0.0.1:{redis_server.port}/0  role=master version="
+    )
+    assert "max_connections=12 blocking=true" in lines[0]
+    assert lines[1].startswith(
+        f"cache    DOWN  redis://:***@127.0.0.1:{dead.port}/2  connection refused"
+    )
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert passed.stdout.count(" ok ") == 2
+
+    shown = _run_cli("info", ini, f"port={redis_server.port}", env=env)
+    assert shown.returncode == 0
+    assert "[default]\n" in shown.stdout and "[cache]\n" in shown.stdout
+    assert "max_connections = 12" in shown.stdout and "db = 2" in shown.stdout
+    for result in (failed, passed, shown):
+        assert PASSWORD not in result.stdout + result.stderr
+        assert "other-secret-pw" not in result.stdout + result.stderr
+
+
+def test_cli_bad_settings_exit_1_with_the_key(tmp_path: Path) -> None:
+    ini = _ini(tmp_path, """
+        [app:main]
+        use = egg:pyramid_redisx#demo
+        redis.max_connections = lots
+        """)  # fmt: skip
+    result = _run_cli("check", ini)
+    assert result.returncode == 1
+    assert "redis.max_connections = 'lots' is not valid" in result.stderr
+    assert "Traceback" not in result.stderr
