@@ -195,3 +195,20 @@ def test_blocking_pool_timeout_is_a_clear_error(make_app: Any) -> None:
         assert 0.15 < time.monotonic() - started < 1.0
     finally:
         pool.release(held)
+
+
+def test_instrumentation_on_redis_execute_command_sees_each_command_once(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What opentelemetry-instrumentation-redis does: wrap Redis.execute_command."""
+    seen: list[Any] = []
+    original = redis.Redis.execute_command
+
+    def wrapper(self: Any, *args: Any, **options: Any) -> Any:
+        seen.append(args[0])
+        return original(self, *args, **options)
+
+    app = make_app({"/": lambda request: request.redis.set("a", 1) and request.redis.get("a")})
+    monkeypatch.setattr(redis.Redis, "execute_command", wrapper)
+    assert app.get("/").text == "b'1'"
+    assert seen == ["SET", "GET"]
