@@ -11,7 +11,7 @@ BIN110 := $(VENV110)/bin
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test,dev]'
+	$(BIN)/pip install -q -e '.[test,dev,demo]'
 	touch $@
 
 $(BIN110)/.installed: pyproject.toml

@@ -1,0 +1,197 @@
+"""The pyramid_debugtoolbar Redis panel, with the real toolbar, through webtest."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import webtest
+
+from pyramid_redisx.debugtoolbar import ARG_SHOWN, shown_arguments
+from pyramid_redisx.redact import MASK
+from pyramid_redisx.request import client_set
+from tests.conftest import build_app
+
+PASSWORD = "Tb-s3cret-pw-7781"
+LONG = "long-value:" + "0123456789" * 30  # well over ARG_SHOWN characters
+PAGE = "<html><body>{}</body></html>"
+
+
+@pytest.fixture
+def toolbar_app() -> Iterator[Callable[..., webtest.TestApp]]:
+    """``toolbar_app(url, views, **settings)``: an app with the toolbar and the Redis panel."""
+    apps: list[webtest.TestApp] = []
+
+    def make(url: str, views: dict[str, Any], **settings: Any) -> webtest.TestApp:
+        settings = {
+            "redis.url": url,
+            "pyramid.includes": "pyramid_debugtoolbar",
+            "debugtoolbar.includes": "pyramid_redisx.debugtoolbar",
+            "debugtoolbar.intercept_redirects": "false",
+            **settings,
+        }
+        app = build_app(settings, views)
+        app.extra_environ["REMOTE_ADDR"] = "127.0.0.1"  # webtest sets none; the toolbar needs one
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        client_set(app.app.registry).close()
+
+
+def toolbar_page(app: webtest.TestApp, path: str) -> str:
+    """GET ``path``, then the toolbar page of that request (from the injected button)."""
+    response = app.get(path)
+    found = re.search(r'href="http://localhost(/_debug_toolbar/[0-9a-f]+)"', response.text)
+    assert found, response.text
+    return str(app.get(found.group(1)).text)
+
+
+def redis_panel(page: str) -> str:
+    """The Redis panel's content in the toolbar page."""
+    assert 'id="pDebugPanel-redis"' in page  # the tab
+    content = page.split('id="pDebugPanel-redis-content"', 1)[1]
+    found = re.search(r'<div class="redisx-panel">(.*?)</div>', content, re.S)
+    assert found, content
+    return found.group(1)
+
+
+ROW = re.compile(
+    r"<td>(\d+)</td><td>([^<]*)</td><td><code>([^<]*)</code></td><td>([^<]*)</td>"
+    r"<td>(.*?)</td><td>([\d.]+)</td><td>(yes|no)</td></tr>",
+    re.S,
+)
+
+
+def rows(panel: str) -> list[dict[str, Any]]:
+    """One dict per entry of the command table."""
+    found = []
+    for chunk in panel.split('<tr class="redisx-command">')[1:]:
+        match = ROW.match(chunk)
+        assert match, chunk
+        number, client, name, key, args, ms, pipelined = match.groups()
+        inner = re.findall(r"<li><code>([^<]*)</code> ([^<]*) <code>([^<]*)</code></li>", args)
+        found.append(
+            {"number": int(number), "client": client, "name": name, "key": key,
+             "args": re.sub(r"<ol.*</ol>", "", args, flags=re.S), "ms": float(ms),
+             "pipelined": pipelined == "yes", "inner": inner}
+        )  # fmt: skip
+    return found
+
+
+def test_panel_lists_the_commands_redacted_with_pools(
+    toolbar_app: Any, redis_server_factory: Any
+) -> None:
+    server = redis_server_factory(PASSWORD)
+
+    def view(request: Any) -> str:
+        r = request.redis
+        r.get("greeting")
+        r.set("blob", LONG)
+        pipe = r.pipeline(transaction=False)
+        pipe.incr("hits").lpush("seen", "a").expire("hits", 60)
+        pipe.execute()
+        with r.pipeline() as tx:
+            tx.hset("user:1", "password", PASSWORD).hget("user:1", "name").execute()
+        r.execute_command("AUTH", PASSWORD)
+        r.config_set("requirepass", PASSWORD)  # same password: a CONFIG SET of a secret
+        return PAGE.format("used redis")
+
+    def plain(request: Any) -> str:
+        return PAGE.format("no redis")
+
+    app = toolbar_app(server.url, {"/": view, "/plain": plain}, **{"redis.max_connections": "7"})
+    page = toolbar_page(app, "/")
+    panel = redis_panel(page)
+
+    entries = rows(panel)
+    assert [e["name"] for e in entries] == ["GET", "SET", "PIPELINE", "MULTI", "AUTH", "CONFIG_SET"]
+    assert [e["number"] for e in entries] == [1, 2, 3, 4, 5, 6]
+    assert {e["client"] for e in entries} == {"default"}
+    get, set_, pipeline, transaction, auth, config_set = entries
+    assert (get["key"], get["pipelined"], get["inner"]) == ("greeting", False, [])
+    # the written value: cut to ARG_SHOWN characters, never whole
+    assert set_["key"] == "blob"
+    assert set_["args"] == LONG[:ARG_SHOWN] + "…"
+    # a pipeline and a transaction: one entry each, their commands inside, in order
+    assert pipeline["pipelined"] and transaction["pipelined"]
+    assert pipeline["inner"] == [
+        ("INCRBY", "hits", "1"),
+        ("LPUSH", "seen", "a"),
+        ("EXPIRE", "hits", "60"),
+    ]
+    assert transaction["inner"] == [
+        ("HSET", "user:1", f"password {MASK}"),
+        ("HGET", "user:1", "name"),
+    ]
+    # credentials
+    assert (auth["key"], auth["args"]) == ("-", MASK)
+    assert (config_set["key"], config_set["args"]) == ("requirepass", MASK)
+    assert all(e["ms"] >= 0 for e in entries)
+
+    # totals (a pipeline counts its commands), slowest, the tab's subtitle
+    assert re.search(r"9 commands in 6 round trips, [\d.]+ ms; slowest: [A-Z_]+ [\d.]+ ms", panel)
+    assert re.search(r"9 commands, [\d.]+ ms", page)
+
+    # pool figures: the request's connection is back in the pool
+    pool = re.search(
+        r"<tr><td>default</td><td>(\d+)</td><td>[\d.]+</td><td>(\d+)</td><td>(\d+)</td>"
+        r"<td>(\d+)</td><td>([\d.]+)</td></tr>",
+        panel,
+    )
+    assert pool, panel
+    assert pool.groups() == ("9", "0", "1", "7", "0.00")
+
+    # never the password, never the whole value: not in the panel, nor elsewhere on the
+    # toolbar page (its Settings panel shows redis.url, redacted)
+    assert PASSWORD not in page
+    assert LONG not in page
+    assert "redis.url" in page and f":{MASK}@127.0.0.1:{server.port}" in page
+
+    # a request that did not use Redis: the panel is there, and says so
+    quiet = toolbar_page(app, "/plain")
+    assert "No Redis commands in this request." in redis_panel(quiet)
+    assert "redisx-command" not in quiet
+    assert PASSWORD not in quiet
+
+
+def test_panel_follows_named_clients(toolbar_app: Any, redis_url: str) -> None:
+    def view(request: Any) -> str:
+        from pyramid_redisx import get_redis
+
+        get_redis(request, "cache").set("k", "v")
+        request.redis.incr("n")
+        return PAGE.format("ok")
+
+    app = toolbar_app(
+        redis_url,
+        {"/": view},
+        **{"redis.clients": "cache", "redis.cache.url": redis_url.replace("/0", "/1")},
+    )
+    panel = redis_panel(toolbar_page(app, "/"))
+    assert [(e["client"], e["name"], e["key"]) for e in rows(panel)] == [
+        ("cache", "SET", "k"),
+        ("default", "INCRBY", "n"),
+    ]
+    assert "<tr><td>cache</td><td>1</td>" in panel
+    assert "<tr><td>default</td><td>1</td>" in panel
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "shown"),
+    [
+        ("AUTH", ("user", PASSWORD), [MASK, MASK]),
+        ("HELLO", ("3", "AUTH", "user", PASSWORD), [MASK] * 4),
+        ("MIGRATE", ("h", "6379", "", "0", "5", "AUTH", PASSWORD), [MASK] * 7),
+        ("CONFIG_SET", ("masterauth", PASSWORD, "maxmemory", "1mb"),
+         ["masterauth", MASK, "maxmemory", "1mb"]),
+        ("ACL_SETUSER", ("alice", "on", f">{PASSWORD}", "~*"), ["alice", "on", MASK, "~*"]),
+        ("SET", (b"k", b"\xff" + b"v" * 500), ["k", "\ufffd" + "v" * (ARG_SHOWN - 1) + "…"]),
+        ("RPUSH", ("l", *range(12)), ["l", *map(str, range(9)), "… 3 more"]),
+    ],
+)  # fmt: skip
+def test_shown_arguments(name: str, args: tuple[Any, ...], shown: list[str]) -> None:
+    assert shown_arguments(name, args) == shown
