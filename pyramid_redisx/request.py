@@ -56,17 +56,18 @@ def request_redis(request: Any) -> AccountedRedis:
 
 
 def _finish(request: Any, response: Any) -> None:
-    bound = request.__dict__.get(BOUND)
+    """Release, report and time the request's Redis work; once per request."""
+    bound = request.__dict__.pop(BOUND, None)
     if not bound:
         return
-    usages = [client._redisx_usage for client in bound.values()]
-    for usage in usages:
-        usage.release()
-        if usage.commands and not usage.reported:
-            usage.reported = True
+    for client in bound.values():
+        usage = client._redisx_usage
+        if usage.closers is not None:
+            usage.release()
+        if usage.commands:
             report(usage)
     if response is not None and client_set(request.registry).app.server_timing:
-        timing = server_timing(usages)
+        timing = server_timing(client._redisx_usage for client in bound.values())
         if timing:
             existing = response.headers.get("Server-Timing")
             response.headers["Server-Timing"] = f"{existing}, {timing}" if existing else timing

@@ -1,0 +1,467 @@
+"""Benchmark: ``request.redis`` (pyramid_redisx) against a module-global redis-py client.
+
+    python bench/bench_request.py [--rounds N] [--block N] [--warmup N] [--json PATH]
+
+Starts its own Redis server (``pyramid_redisx.testing.RedisServer``), builds one Pyramid
+app per variant and calls each WSGI app in-process. Variants take turns in blocks of
+``--block`` timed requests (after ``--warmup`` untimed ones), in a new random order each
+round; each variant is summarised by the median of all its timed requests. See
+bench/README.md for the variants, the method and measured figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from io import BytesIO
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any
+
+import redis
+from pyramid.config import Configurator
+from pyramid.events import NewResponse
+from pyramid.response import Response
+
+from pyramid_redisx.testing import RedisServer, server_binary
+
+HERE = Path(__file__).resolve().parent
+KEY = "bench:key"
+VALUE = b"v" * 32
+PIPELINE_SIZE = 20
+PIPELINE_KEYS = [f"bench:p{i}" for i in range(PIPELINE_SIZE)]
+
+# The baseline: a client built once per process, as the NOTES recommend.
+BARE: redis.Redis | None = None
+
+TARGETS = {
+    "B/A": ("ratio", 1.03),
+    "C/A": ("ratio", 1.10),
+    "E-D": ("us", 2.0),
+    "per_command": ("us", 1.0),
+}
+
+
+# ----------------------------------------------------------------------------- views
+def bare_get_view(request: Any) -> Response:
+    return Response(body=BARE.get(KEY))  # type: ignore[union-attr]
+
+
+def redisx_get_view(request: Any) -> Response:
+    return Response(body=request.redis.get(KEY))
+
+
+def constant_view(request: Any) -> Response:
+    return Response(body=b"hello")
+
+
+def bare_pipeline_view(request: Any) -> Response:
+    pipe = BARE.pipeline(transaction=False)  # type: ignore[union-attr]
+    for key in PIPELINE_KEYS:
+        pipe.set(key, VALUE)
+    pipe.execute()
+    return Response(body=b"ok")
+
+
+def redisx_pipeline_view(request: Any) -> Response:
+    pipe = request.redis.pipeline(transaction=False)
+    for key in PIPELINE_KEYS:
+        pipe.set(key, VALUE)
+    pipe.execute()
+    return Response(body=b"ok")
+
+
+def noop_subscriber(event: Any) -> None:
+    pass
+
+
+def dummy_property(request: Any) -> object:
+    return object()
+
+
+class DiscardHandler(logging.Handler):
+    """Receives the stats records (so they are built) and writes nothing."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+
+class CountingHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+# ----------------------------------------------------------------------------- apps
+def make_app(
+    view: Callable[[Any], Response], *, extras: bool, redisx: dict[str, str] | None
+) -> Any:
+    """One app: ``extras`` adds a reified request property and a NewResponse subscriber
+    (what pyramid_tm / a SQLAlchemy starter already cost); ``redisx`` is the settings to
+    include pyramid_redisx with, or None for no include."""
+    with Configurator(settings=dict(redisx or {})) as config:
+        if redisx is not None:
+            config.include("pyramid_redisx")
+        if extras:
+            config.add_request_method(dummy_property, "dummy", reify=True)
+            config.add_subscriber(noop_subscriber, NewResponse)
+        config.add_route("bench", "/")
+        config.add_view(view, route_name="bench")
+    return config.make_wsgi_app()
+
+
+def base_environ() -> dict[str, Any]:
+    """A minimal GET / environ, built once per variant and copied per request."""
+    return {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "localhost",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+
+def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+    start_response.status = status  # type: ignore[attr-defined]
+
+
+STATS_LOG = logging.getLogger("pyramid_redisx.stats")
+
+
+class Variant:
+    def __init__(self, key: str, label: str, app: Any, stats_level: int = logging.DEBUG) -> None:
+        self.key = key
+        self.label = label
+        self.app = app
+        self.stats_level = stats_level  # level of the pyramid_redisx.stats logger
+        self.environ = base_environ()
+        self.samples: list[int] = []  # ns per timed request
+        self.block_medians: list[float] = []  # ns, one per round
+
+    def prepare(self) -> None:
+        if STATS_LOG.level != self.stats_level:
+            STATS_LOG.setLevel(self.stats_level)
+
+    def call_once(self) -> bytes:
+        body = self.app(self.environ.copy(), start_response)
+        try:
+            return b"".join(body)
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+    def run_block(self, block: int, warmup: int) -> None:
+        app = self.app
+        environ = self.environ
+        samples = []
+        self.prepare()
+        for _ in range(warmup):
+            self.call_once()
+        for _ in range(block):
+            env = environ.copy()
+            started = perf_counter_ns()
+            body = app(env, start_response)
+            for _chunk in body:
+                pass
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            samples.append(perf_counter_ns() - started)
+        self.samples.extend(samples)
+        self.block_medians.append(statistics.median(samples))
+
+
+def build_variants(url: str, port: int) -> dict[str, Variant]:
+    global BARE
+    BARE = redis.Redis(
+        connection_pool=redis.BlockingConnectionPool(
+            host="127.0.0.1",
+            port=port,
+            max_connections=32,
+            timeout=5,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
+    )
+    stats_off = {"redis.url": url, "redis.stats": "false"}
+    stats_on = {"redis.url": url, "redis.stats": "true"}
+    default = {"redis.url": url}  # the server must be named; everything else default
+    specs = [
+        ("A", "bare GET (module-global client)", bare_get_view, True, None),
+        ("B", "redisx GET, stats off", redisx_get_view, True, stats_off),
+        ("C", "redisx GET, stats on (DEBUG, discarded)", redisx_get_view, True, stats_on),
+        ("C1", "redisx GET, stats on, logger at INFO", redisx_get_view, True, stats_on),
+        ("D", "no Redis view, no include", constant_view, True, None),
+        ("E", "no Redis view, include (stats on)", constant_view, True, default),
+        ("D0", "D on plain Pyramid (no property/subscriber)", constant_view, False, None),
+        ("E0", "E on plain Pyramid (no property/subscriber)", constant_view, False, default),
+        ("F_bare", f"pipeline of {PIPELINE_SIZE} SETs, bare", bare_pipeline_view, True, None),
+        ("F_redisx", f"pipeline of {PIPELINE_SIZE} SETs, redisx", redisx_pipeline_view, True, stats_off),
+    ]  # fmt: skip
+    variants = {
+        key: Variant(key, label, make_app(view, extras=extras, redisx=settings))
+        for key, label, view, extras, settings in specs
+    }
+    # C1: the default settings in production, where DEBUG lines of the add-on are off
+    variants["C1"].stats_level = logging.INFO
+    return variants
+
+
+def configure_stats_logger() -> logging.Logger:
+    STATS_LOG.setLevel(logging.DEBUG)
+    STATS_LOG.handlers[:] = [DiscardHandler()]
+    STATS_LOG.propagate = False
+    return STATS_LOG
+
+
+def sanity_check(variants: dict[str, Variant], stats_log: logging.Logger) -> None:
+    """Every variant answers 200 with the expected body; only C writes a stats line."""
+    counter = CountingHandler()
+    stats_log.addHandler(counter)
+    try:
+        for variant in variants.values():
+            before = len(counter.records)
+            variant.prepare()
+            body = variant.call_once()
+            status = start_response.status  # type: ignore[attr-defined]
+            if not status.startswith("200"):
+                raise SystemExit(f"variant {variant.key}: {status}")
+            expected = {"A": VALUE, "B": VALUE, "C": VALUE, "D": b"hello", "E": b"hello"}
+            want = expected.get(variant.key[0], b"ok")
+            if body != want:
+                raise SystemExit(f"variant {variant.key}: body {body!r}, expected {want!r}")
+            lines = len(counter.records) - before
+            if lines != (1 if variant.key == "C" else 0):
+                raise SystemExit(f"variant {variant.key}: {lines} stats lines")
+    finally:
+        stats_log.removeHandler(counter)
+
+
+# ----------------------------------------------------------------------------- figures
+def summary(samples: list[int]) -> dict[str, float]:
+    q1, _median, q3 = statistics.quantiles(samples, n=4)
+    return {
+        "median_us": statistics.median(samples) / 1000,
+        "p25_us": q1 / 1000,
+        "p75_us": q3 / 1000,
+        "mean_us": statistics.fmean(samples) / 1000,
+        "n": len(samples),
+    }
+
+
+def paired(a: list[float], b: list[float], scale: float = 1.0) -> dict[str, float]:
+    """Per-round differences of block medians (b - a): how much the figure moves."""
+    diffs = [(y - x) / 1000 / scale for x, y in zip(a, b, strict=True)]
+    q1, q2, q3 = statistics.quantiles(diffs, n=4)
+    return {"median_us": q2, "p25_us": q1, "p75_us": q3}
+
+
+def comparisons(variants: dict[str, Variant], figures: dict[str, dict[str, float]]) -> dict:
+    def med(key: str) -> float:
+        return figures[key]["median_us"]
+
+    def rounds(key: str) -> list[float]:
+        return variants[key].block_medians
+
+    result: dict[str, dict[str, Any]] = {}
+    for name, (base, other) in {"B/A": ("A", "B"), "C/A": ("A", "C"), "C1/A": ("A", "C1")}.items():
+        result[name] = {
+            "ratio": med(other) / med(base),
+            "diff_us": med(other) - med(base),
+            "per_round_diff": paired(rounds(base), rounds(other)),
+        }
+    for name, (base, other) in {
+        "E-D": ("D", "E"),
+        "E0-D0": ("D0", "E0"),
+        "D-D0": ("D0", "D"),
+        "A-D": ("D", "A"),
+    }.items():
+        result[name] = {
+            "diff_us": med(other) - med(base),
+            "per_round_diff": paired(rounds(base), rounds(other)),
+        }
+    f_diff = med("F_redisx") - med("F_bare")
+    result["per_command"] = {
+        "diff_us": f_diff / PIPELINE_SIZE,
+        "pipeline_diff_us": f_diff,
+        # the same difference once the fixed per-request cost (B - A) is taken out
+        "marginal_us": (f_diff - (med("B") - med("A"))) / PIPELINE_SIZE,
+        "per_round_diff": paired(rounds("F_bare"), rounds("F_redisx"), PIPELINE_SIZE),
+    }
+    for name, (kind, limit) in TARGETS.items():
+        value = result[name]["ratio" if kind == "ratio" else "diff_us"]
+        result[name]["target"] = f"<= {limit:g}{'' if kind == 'ratio' else ' us'}"
+        result[name]["met"] = value <= limit
+    return result
+
+
+def machine(server: RedisServer) -> dict[str, Any]:
+    info = server.client().info("server")
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    cpu_model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = dirty = None
+    try:
+        root = HERE.parent
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "pyramid_redisx"],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu_model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "redis_py": redis.__version__,
+        "hiredis": version("hiredis"),
+        "hiredis_in_use": bool(redis.utils.HIREDIS_AVAILABLE),
+        "pyramid": version("pyramid"),
+        "webob": version("webob"),
+        "pyramid_redisx": version("pyramid_redisx"),
+        "pyramid_redisx_commit": commit,
+        "pyramid_redisx_tree_modified": dirty,
+        "server": info.get("server_name") or "redis",
+        "server_version": info.get("valkey_version") or info.get("redis_version"),
+        "server_binary": server_binary(),
+        "transport": "TCP loopback 127.0.0.1",
+    }
+
+
+def print_report(
+    variants: dict[str, Variant], figures: dict, result: dict, about: dict, seconds: float
+) -> None:
+    print(
+        f"\n{about['nproc']} CPUs, Python {about['python']}, redis-py {about['redis_py']} "
+        f"(hiredis {about['hiredis']}), Pyramid {about['pyramid']}, "
+        f"{about['server']} {about['server_version']} on loopback; {seconds:.0f} s\n"
+    )
+    print(f"{'variant':<10}{'what':<46}{'median':>9}{'p25':>9}{'p75':>9}{'n':>7}")
+    for key, variant in variants.items():
+        f = figures[key]
+        print(
+            f"{key:<10}{variant.label:<46}{f['median_us']:>7.1f}µs"
+            f"{f['p25_us']:>7.1f}µs{f['p75_us']:>7.1f}µs{f['n']:>7}"
+        )
+    print(f"\n{'figure':<14}{'value':>10}{'µs':>10}   {'target':<12}{'':<8}per-round diff p25..p75")
+    for name in ("B/A", "C/A", "C1/A", "E-D", "E0-D0", "D-D0", "A-D", "per_command"):
+        r = result[name]
+        ratio = f"{r['ratio']:.3f}" if "ratio" in r else ""
+        target = r.get("target", "")
+        met = ("ok" if r["met"] else "MISSED") if "met" in r else ""
+        spread = r["per_round_diff"]
+        print(
+            f"{name:<14}{ratio:>10}{r['diff_us']:>+10.2f}   {target:<12}{met:<8}"
+            f"{spread['p25_us']:+.2f}..{spread['p75_us']:+.2f}"
+        )
+    pc = result["per_command"]
+    print(
+        f"\nper_command = (F_redisx - F_bare) / {PIPELINE_SIZE}; without the fixed (B - A) "
+        f"cost: {pc['marginal_us']:+.2f} µs per command"
+    )
+
+
+def iterate(variants: Iterable[Variant], rounds: int, block: int, warmup: int) -> None:
+    order = list(variants)
+    rng = random.Random()
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for variant in order:
+            variant.run_block(block, warmup)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=300, help="rounds (default 300)")
+    parser.add_argument("--block", type=int, default=25, help="timed requests per block")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed requests per block")
+    parser.add_argument(
+        "--json", default=str(HERE / "results.json"), help="where to write the figures"
+    )
+    args = parser.parse_args(argv)
+    if args.rounds < 2 or args.block < 1:
+        parser.error("need --rounds >= 2 and --block >= 1")
+
+    server = RedisServer().start()
+    try:
+        with server.client() as client:
+            client.set(KEY, VALUE)
+        variants = build_variants(server.url, server.port)
+        stats_log = configure_stats_logger()
+        sanity_check(variants, stats_log)
+        about = machine(server)
+        started = time.perf_counter()
+        iterate(variants.values(), args.rounds, args.block, args.warmup)
+        seconds = time.perf_counter() - started
+    finally:
+        server.cleanup()
+
+    figures = {key: summary(v.samples) for key, v in variants.items()}
+    result = comparisons(variants, figures)
+    print_report(variants, figures, result, about, seconds)
+    output = {
+        "machine": about,
+        "method": {
+            "rounds": args.rounds,
+            "block": args.block,
+            "warmup_per_block": args.warmup,
+            "order": "new random order of variants each round",
+            "summary": "median (p25, p75) of all timed requests of a variant",
+            "call": "in-process WSGI, environ built once per variant and copied per request",
+            "seconds": round(seconds, 1),
+        },
+        "variants": {k: {"label": v.label, **figures[k]} for k, v in variants.items()},
+        "comparisons": result,
+    }
+    Path(args.json).write_text(json.dumps(output, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
