@@ -49,6 +49,8 @@ TARGETS = {
     "C/A": ("ratio", 1.10),
     "E-D": ("us", 2.0),
     "per_command": ("us", 1.0),
+    "G/B": ("ratio", 1.05),
+    "H/B": ("ratio", 1.05),
 }
 
 
@@ -221,6 +223,8 @@ def build_variants(url: str, port: int) -> dict[str, Variant]:
         ("E0", "E on plain Pyramid (no property/subscriber)", constant_view, False, default),
         ("F_bare", f"pipeline of {PIPELINE_SIZE} SETs, bare", bare_pipeline_view, True, None),
         ("F_redisx", f"pipeline of {PIPELINE_SIZE} SETs, redisx", redisx_pipeline_view, True, stats_off),
+        ("G", "B + Server-Timing header", redisx_get_view, True, {**stats_off, "redis.server_timing": "true"}),
+        ("H", "B + slow_command = 1 second", redisx_get_view, True, {**stats_off, "redis.slow_command": "1 second"}),
     ]  # fmt: skip
     variants = {
         key: Variant(key, label, make_app(view, extras=extras, redisx=settings))
@@ -250,7 +254,8 @@ def sanity_check(variants: dict[str, Variant], stats_log: logging.Logger) -> Non
             status = start_response.status  # type: ignore[attr-defined]
             if not status.startswith("200"):
                 raise SystemExit(f"variant {variant.key}: {status}")
-            expected = {"A": VALUE, "B": VALUE, "C": VALUE, "D": b"hello", "E": b"hello"}
+            expected = {"A": VALUE, "B": VALUE, "C": VALUE, "D": b"hello", "E": b"hello",
+                        "G": VALUE, "H": VALUE}  # fmt: skip
             want = expected.get(variant.key[0], b"ok")
             if body != want:
                 raise SystemExit(f"variant {variant.key}: body {body!r}, expected {want!r}")
@@ -288,7 +293,13 @@ def comparisons(variants: dict[str, Variant], figures: dict[str, dict[str, float
         return variants[key].block_medians
 
     result: dict[str, dict[str, Any]] = {}
-    for name, (base, other) in {"B/A": ("A", "B"), "C/A": ("A", "C"), "C1/A": ("A", "C1")}.items():
+    for name, (base, other) in {
+        "B/A": ("A", "B"),
+        "C/A": ("A", "C"),
+        "C1/A": ("A", "C1"),
+        "G/B": ("B", "G"),
+        "H/B": ("B", "H"),
+    }.items():
         result[name] = {
             "ratio": med(other) / med(base),
             "diff_us": med(other) - med(base),
@@ -389,7 +400,7 @@ def print_report(
             f"{f['p25_us']:>7.1f}µs{f['p75_us']:>7.1f}µs{f['n']:>7}"
         )
     print(f"\n{'figure':<14}{'value':>10}{'µs':>10}   {'target':<12}{'':<8}per-round diff p25..p75")
-    for name in ("B/A", "C/A", "C1/A", "E-D", "E0-D0", "D-D0", "A-D", "per_command"):
+    for name in ("B/A", "C/A", "C1/A", "G/B", "H/B", "E-D", "E0-D0", "D-D0", "A-D", "per_command"):
         r = result[name]
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else ""
         target = r.get("target", "")

@@ -69,8 +69,17 @@ def _finish(request: Any, response: Any) -> None:
     if response is not None and client_set(request.registry).app.server_timing:
         timing = server_timing(client._redisx_usage for client in bound.values())
         if timing:
-            existing = response.headers.get("Server-Timing")
-            response.headers["Server-Timing"] = f"{existing}, {timing}" if existing else timing
+            add_server_timing(response, timing)
+
+
+def add_server_timing(response: Any, timing: str) -> None:
+    """Append ``timing`` to the response's Server-Timing header (kept, not replaced)."""
+    headerlist = response.headerlist
+    for index, (name, value) in enumerate(headerlist):
+        if name.lower() == "server-timing":
+            headerlist[index] = (name, f"{value}, {timing}")
+            return
+    headerlist.append(("Server-Timing", timing))
 
 
 def on_new_response(event: Any) -> None:
