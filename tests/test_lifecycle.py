@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -157,14 +155,6 @@ def test_stalled_server_times_out_then_recovers(redis_server_factory: Any) -> No
         server.resume()
     assert app.get("/").text in ("2", "3")  # INCR may or may not have landed before the stall
     assert in_use(app) == 0
-
-
-@pytest.fixture
-def silent_listener() -> Iterator[int]:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        yield listener.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,15 +27,6 @@ def check_fails(settings: dict[str, str], cause: str, bound: float) -> RedisUnav
     assert info.value.cause == cause, str(info.value)
     assert elapsed < bound, f"startup check took {elapsed:.2f}s (bound {bound}s)"
     return info.value
-
-
-@pytest.fixture
-def silent_listener() -> Iterator[int]:
-    """A TCP port that accepts connections and never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
 
 
 def test_refused_names_client_url_and_cause() -> None:
