@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,28 @@ def test_cli_bad_settings_exit_1_with_the_key(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "redis.max_connections = 'lots' is not valid" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_pshell_has_request_redis_and_get_redis(tmp_path: Path, redis_url: str) -> None:
+    ini = _ini(tmp_path, f"""
+        [app:main]
+        use = egg:pyramid_redisx#demo
+        pyramid.includes = pyramid_redisx
+        redis.url = {redis_url}
+        redis.clients = cache
+        """)  # fmt: skip
+    script = (
+        "from pyramid_redisx import get_redis\n"
+        'print("got", request.redis.incr("pshell"), get_redis(registry, "cache").incr("pshell"))\n'
+    )
+    command = [str(Path(sys.executable).parent / "pshell"), ini]
+    if version("pyramid").startswith("1."):
+        # Pyramid 1.10's pshell loads every shell entry point through pkg_resources, which
+        # fails on today's setuptools; bootstrap() gives pshell's request and registry.
+        script = (
+            f"from pyramid.paster import bootstrap\nenv = bootstrap({ini!r})\n"
+            "request, registry = env['request'], env['registry']\n" + script
+        )
+        command = [sys.executable, "-"]
+    result = subprocess.run(command, input=script, capture_output=True, text=True, timeout=30)
+    assert "got 1 2" in result.stdout, result.stdout + result.stderr
