@@ -210,6 +210,7 @@ class ClientSet:
             pool = self._pools[options] = build_pool(options)
         self.options[name] = options
         self.clients[name] = AccountedRedis(connection_pool=pool)
+        pool.client_names = (*getattr(pool, "client_names", ()), name)
 
     def client(self, name: str = DEFAULT_CLIENT) -> AccountedRedis:
         try:

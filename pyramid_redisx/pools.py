@@ -89,7 +89,25 @@ class _WatchedPool:
         self.may_be_saturated = False
 
 
+class PoolExhausted(RedisConnectionError):
+    """No free connection within ``pool_timeout``: names the client, not just the pool."""
+
+
 class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
+    client_names: tuple[str, ...] = ()  # set by ClientSet.add: who shares this pool
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_connection(*args, **kwargs)
+        except RedisConnectionError as exc:
+            if str(exc) != "No connection available.":
+                raise
+            names = ", ".join(self.client_names) or "?"
+            raise PoolExhausted(
+                f"redis client {names}: no free connection within {self.timeout:g} s "
+                f"(max_connections {self.max_connections}, all in use)"
+            ) from exc
+
     def __init__(self, *, warn_ratio: float, **kwargs: Any) -> None:
         self.wait_log = _WaitLog()
         kwargs["queue_class"] = functools.partial(_TimedLifoQueue, self.wait_log)
