@@ -42,8 +42,6 @@ DEFAULT_CLIENT = "default"
 # Sub-namespaces owned by other packages (pyramid_session_redis, the HTTP cache).
 FOREIGN_NAMESPACES = ("sessions", "http_cache")
 
-_NOT_SET: Any = object()
-
 
 # ---------------------------------------------------------------- converters
 _TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
@@ -433,82 +431,68 @@ def parse_client(
             "unknown option" + _hint(bad, CLIENT_KEYS) + "; accepted: " + ", ".join(CLIENT_KEYS),
         )  # fmt: skip
 
-    def raw(option: str) -> tuple[str, Any]:
-        """(key shown in errors, raw value) at the client's own level, else app-wide."""
-        own = client_key(name, option)
-        if option in overrides:
-            return f"add_redis_client({name!r}, {option}=...)", overrides[option]
-        if own in settings:
-            return own, settings[own]
-        if name != DEFAULT_CLIENT and PREFIX + option in settings:
-            return PREFIX + option, settings[PREFIX + option]
-        return own, _NOT_SET
+    def found(option: str, level: str) -> tuple[str, Any, bool] | None:
+        """(key shown in errors, raw value, needs converting) at one level, if set there.
 
-    def convert(option: str, key: str, value: Any) -> Any:
-        setting = CLIENT_KEYS[option]
-        if value is _NOT_SET:
-            return setting.default
-        try:
-            return setting.convert(value)
-        except ValueError as exc:
-            raise _fail(key, option, value, str(exc)) from None
+        Levels: O the client's own key (directive argument, ``redis.<name>.<key>``),
+        U the URL in force (query argument; userinfo for credentials), A the app-wide
+        ``redis.<key>`` (named clients only).
+        """
+        if level == "O":
+            if option in overrides:
+                return f"add_redis_client({name!r}, {option}=...)", overrides[option], True
+            if client_key(name, option) in settings:
+                return client_key(name, option), settings[client_key(name, option)], True
+        elif level == "U":
+            if option in parts["query"]:
+                return f"{url_key} (query argument {option!r})", parts["query"][option], True
+            if option in ("username", "password") and parts[option] is not None:
+                return url_key, parts[option], False  # userinfo: taken as written
+        elif name != DEFAULT_CLIENT and PREFIX + option in settings:
+            return PREFIX + option, settings[PREFIX + option], True
+        return None
 
-    url_key, url_value = raw("url")
-    parts = split_url(convert("url", url_key, url_value))
-    query = parts["query"]
+    def value(option: str, order: str) -> Any:
+        """The option from the first level in ``order`` that sets it, else the default."""
+        for level in order:
+            hit = found(option, level)
+            if hit is not None:
+                key, raw, needs_converting = hit
+                if not needs_converting:
+                    return raw
+                try:
+                    return CLIENT_KEYS[option].convert(raw)
+                except ValueError as exc:
+                    raise _fail(key, option, raw, str(exc)) from None
+        return CLIENT_KEYS[option].default
 
-    # Levels: O the client's own key, U the URL in force (query; userinfo for
-    # credentials), A the app-wide key. A URL's arguments win over separate keys of
-    # its own level, and a separate credential key wins over the URL's (DESIGN);
-    # a client's own keys beat the arguments of a URL it merely inherits.
-    own_url = url_key == client_key(name, "url") or "url" in overrides
+    # The URL comes from the client's own level or the app's (never from itself).
+    url_key = next(
+        (hit[0] for hit in (found("url", "O"), found("url", "A")) if hit), client_key(name, "url")
+    )
+    parts = split_url(value("url", "OA"))
+
+    # A URL's arguments win over separate keys of its own level, and a separate
+    # credential key wins over the URL's (DESIGN); a client's own keys beat the
+    # arguments of a URL it merely inherits.
+    own_url = url_key != PREFIX + "url" or name == DEFAULT_CLIENT
     values: dict[str, Any] = {}
     for option in CLIENT_KEYS:
         if option == "url":
             continue
         credential = option in ("username", "password")
         order = ("OUA" if credential else "UOA") if own_url else ("OAU" if credential else "OUA")
-        values[option] = _first(option, order, name, settings, overrides, parts, url_key, convert)
+        values[option] = value(option, order)
 
     db = parts["db"] or 0
-    if "db" in query:
-        db = convert_db(f"{url_key} (query argument 'db')", query["db"])
+    if "db" in parts["query"]:
+        db = convert_db(f"{url_key} (query argument 'db')", parts["query"]["db"])
     options = RedisOptions(
         scheme=parts["scheme"], host=parts["host"], port=parts["port"], path=parts["path"],
         db=db, **values,
     )  # fmt: skip
     _check_combination(name, options)
     return options
-
-
-def _first(
-    option: str,
-    order: str,
-    name: str,
-    settings: Mapping[str, Any],
-    overrides: Mapping[str, Any],
-    parts: Mapping[str, Any],
-    url_key: str,
-    convert: Callable[[str, str, Any], Any],
-) -> Any:
-    """The value of ``option`` from the first level in ``order`` (O, U, A) that has one."""
-    for level in order:
-        if level == "O":
-            if option in overrides:
-                return convert(
-                    option, f"add_redis_client({name!r}, {option}=...)", overrides[option]
-                )
-            if client_key(name, option) in settings:
-                return convert(option, client_key(name, option), settings[client_key(name, option)])
-        elif level == "U":
-            if option in parts["query"]:
-                key = f"{url_key} (query argument {option!r})"
-                return convert(option, key, parts["query"][option])
-            if option in ("username", "password") and parts[option] is not None:
-                return parts[option]
-        elif name != DEFAULT_CLIENT and PREFIX + option in settings:
-            return convert(option, PREFIX + option, settings[PREFIX + option])
-    return CLIENT_KEYS[option].default
 
 
 def convert_db(key: str, value: object) -> int:

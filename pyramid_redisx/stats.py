@@ -62,7 +62,7 @@ def report(usage: Usage) -> None:
     """Log the line (if enabled) and any pool warning for one client of one request."""
     options = usage.options
     pool = usage.pool
-    waited = pool.wait_log.total - usage.wait_start
+    waited = usage.waited
     write_line = options.stats and stats_log.isEnabledFor(options.stats_level)
     if not (write_line or pool.may_be_saturated or waited >= WAIT_WARNING):
         return
