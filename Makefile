@@ -37,9 +37,15 @@ lint: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/python -m demo_app.run development.ini
 
-## bench: request.redis against a module-global redis-py client
-bench: $(BIN)/.installed
+$(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@
+
+## bench: in-process comparison, waitress throughput and pool pressure, the plot
+bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/bench_request.py
+	$(BIN)/python bench/bench_server.py
+	$(BIN)/python bench/plot.py
 
 clean:
 	rm -rf $(VENV) $(VENV110) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -83,6 +83,51 @@ def redisx_pipeline_view(request: Any) -> Response:
     return Response(body=b"ok")
 
 
+def bare_get10_view(request: Any) -> Response:
+    client = BARE
+    for _ in range(10):
+        value = client.get(KEY)  # type: ignore[union-attr]
+    return Response(body=value)
+
+
+def redisx_get10_view(request: Any) -> Response:
+    client = request.redis
+    for _ in range(10):
+        value = client.get(KEY)
+    return Response(body=value)
+
+
+# pyramid_redis 0.1.4 (the PyPI peer): its reified request.redis builds a StrictRedis
+# per request on a pool kept in a registry utility, so its views read like ours.
+peer_get_view, peer_get10_view, peer_pipeline_view = (
+    redisx_get_view, redisx_get10_view, redisx_pipeline_view)  # fmt: skip
+
+# websauna-style: get_redis(request) builds a client per call on a process-wide pool.
+WEBSAUNA_POOL: redis.BlockingConnectionPool | None = None
+
+
+def websauna_get_redis(request: Any) -> redis.Redis:
+    return redis.Redis(connection_pool=WEBSAUNA_POOL)
+
+
+def websauna_get_view(request: Any) -> Response:
+    return Response(body=websauna_get_redis(request).get(KEY))
+
+
+def websauna_get10_view(request: Any) -> Response:
+    for _ in range(10):
+        value = websauna_get_redis(request).get(KEY)
+    return Response(body=value)
+
+
+def websauna_pipeline_view(request: Any) -> Response:
+    pipe = websauna_get_redis(request).pipeline(transaction=False)
+    for key in PIPELINE_KEYS:
+        pipe.set(key, VALUE)
+    pipe.execute()
+    return Response(body=b"ok")
+
+
 def noop_subscriber(event: Any) -> None:
     pass
 
@@ -109,14 +154,19 @@ class CountingHandler(logging.Handler):
 
 # ----------------------------------------------------------------------------- apps
 def make_app(
-    view: Callable[[Any], Response], *, extras: bool, redisx: dict[str, str] | None
+    view: Callable[[Any], Response],
+    *,
+    extras: bool,
+    redisx: dict[str, str] | None,
+    include: str = "pyramid_redisx",
 ) -> Any:
     """One app: ``extras`` adds a reified request property and a NewResponse subscriber
     (what pyramid_tm / a SQLAlchemy starter already cost); ``redisx`` is the settings to
-    include pyramid_redisx with, or None for no include."""
+    include ``include`` (pyramid_redisx, or the peer pyramid_redis) with, or None for no
+    include."""
     with Configurator(settings=dict(redisx or {})) as config:
         if redisx is not None:
-            config.include("pyramid_redisx")
+            config.include(include)
         if extras:
             config.add_request_method(dummy_property, "dummy", reify=True)
             config.add_subscriber(noop_subscriber, NewResponse)
@@ -197,21 +247,43 @@ class Variant:
         self.block_medians.append(statistics.median(samples))
 
 
+# Workloads (columns of the comparison table) and what each row's variants are.
+WORKLOADS = {
+    "get1": "one GET",
+    "get10": "10 sequential GETs",
+    "pipe20": f"pipeline of {PIPELINE_SIZE} SETs",
+    "none": "view not using Redis",
+}
+MATRIX = {
+    "Pyramid without Redis": {"none": "D"},
+    "redis-py module-global client (baseline)": {"get1": "A", "get10": "A10", "pipe20": "F_bare", "none": "D"},
+    "pyramid_redisx, stats off": {"get1": "B", "get10": "B10", "pipe20": "F_redisx", "none": "E"},
+    "pyramid_redisx, stats at DEBUG (discarded)": {"get1": "C", "get10": "C10", "pipe20": "F_C", "none": "E"},
+    "pyramid_redisx, Server-Timing on": {"get1": "G", "get10": "G10", "pipe20": "F_G", "none": "E"},
+    "pyramid_redis 0.1.4 (peer)": {"get1": "P", "get10": "P10", "pipe20": "F_P", "none": "PN"},
+    "websauna-style client per call": {"get1": "W", "get10": "W10", "pipe20": "F_W", "none": "D"},
+}  # fmt: skip
+
+
+def peer_available() -> bool:
+    try:
+        import pyramid_redis  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def build_variants(url: str, port: int) -> dict[str, Variant]:
-    global BARE
-    BARE = redis.Redis(
-        connection_pool=redis.BlockingConnectionPool(
-            host="127.0.0.1",
-            port=port,
-            max_connections=32,
-            timeout=5,
-            socket_timeout=2,
-            socket_connect_timeout=2,
-        )
-    )
+    global BARE, WEBSAUNA_POOL
+    pool_args = {"host": "127.0.0.1", "port": port, "max_connections": 32, "timeout": 5,
+                 "socket_timeout": 2, "socket_connect_timeout": 2}  # fmt: skip
+    BARE = redis.Redis(connection_pool=redis.BlockingConnectionPool(**pool_args))  # type: ignore[arg-type]
+    WEBSAUNA_POOL = redis.BlockingConnectionPool(**pool_args)  # type: ignore[arg-type]
     stats_off = {"redis.url": url, "redis.stats": "false"}
     stats_on = {"redis.url": url, "redis.stats": "true"}
+    timing = {**stats_off, "redis.server_timing": "true"}
     default = {"redis.url": url}  # the server must be named; everything else default
+    n = PIPELINE_SIZE
     specs = [
         ("A", "bare GET (module-global client)", bare_get_view, True, None),
         ("B", "redisx GET, stats off", redisx_get_view, True, stats_off),
@@ -221,15 +293,33 @@ def build_variants(url: str, port: int) -> dict[str, Variant]:
         ("E", "no Redis view, include (stats on)", constant_view, True, default),
         ("D0", "D on plain Pyramid (no property/subscriber)", constant_view, False, None),
         ("E0", "E on plain Pyramid (no property/subscriber)", constant_view, False, default),
-        ("F_bare", f"pipeline of {PIPELINE_SIZE} SETs, bare", bare_pipeline_view, True, None),
-        ("F_redisx", f"pipeline of {PIPELINE_SIZE} SETs, redisx", redisx_pipeline_view, True, stats_off),
-        ("G", "B + Server-Timing header", redisx_get_view, True, {**stats_off, "redis.server_timing": "true"}),
+        ("F_bare", f"pipeline of {n} SETs, bare", bare_pipeline_view, True, None),
+        ("F_redisx", f"pipeline of {n} SETs, redisx", redisx_pipeline_view, True, stats_off),
+        ("G", "B + Server-Timing header", redisx_get_view, True, timing),
         ("H", "B + slow_command = 1 second", redisx_get_view, True, {**stats_off, "redis.slow_command": "1 second"}),
+        ("A10", "10 GETs, bare", bare_get10_view, True, None),
+        ("B10", "10 GETs, redisx stats off", redisx_get10_view, True, stats_off),
+        ("C10", "10 GETs, redisx stats on (DEBUG)", redisx_get10_view, True, stats_on),
+        ("G10", "10 GETs, redisx Server-Timing", redisx_get10_view, True, timing),
+        ("F_C", f"pipeline of {n} SETs, redisx stats on (DEBUG)", redisx_pipeline_view, True, stats_on),
+        ("F_G", f"pipeline of {n} SETs, redisx Server-Timing", redisx_pipeline_view, True, timing),
+        ("W", "GET, websauna-style client per call", websauna_get_view, True, None),
+        ("W10", "10 GETs, websauna-style", websauna_get10_view, True, None),
+        ("F_W", f"pipeline of {n} SETs, websauna-style", websauna_pipeline_view, True, None),
     ]  # fmt: skip
-    variants = {
-        key: Variant(key, label, make_app(view, extras=extras, redisx=settings))
-        for key, label, view, extras, settings in specs
-    }
+    if peer_available():
+        peer = {"redis.url": url}
+        specs += [
+            ("P", "GET, pyramid_redis 0.1.4", peer_get_view, True, peer),
+            ("P10", "10 GETs, pyramid_redis 0.1.4", peer_get10_view, True, peer),
+            ("F_P", f"pipeline of {n} SETs, pyramid_redis 0.1.4", peer_pipeline_view, True, peer),
+            ("PN", "no Redis view, pyramid_redis 0.1.4 included", constant_view, True, peer),
+        ]  # fmt: skip
+    variants = {}
+    for key, label, view, extras, settings in specs:
+        include = "pyramid_redis" if key in ("P", "P10", "F_P", "PN") else "pyramid_redisx"
+        app = make_app(view, extras=extras, redisx=settings, include=include)
+        variants[key] = Variant(key, label, app)
     # C1: the default settings in production, where DEBUG lines of the add-on are off
     variants["C1"].stats_level = logging.INFO
     return variants
@@ -254,13 +344,13 @@ def sanity_check(variants: dict[str, Variant], stats_log: logging.Logger) -> Non
             status = start_response.status  # type: ignore[attr-defined]
             if not status.startswith("200"):
                 raise SystemExit(f"variant {variant.key}: {status}")
-            expected = {"A": VALUE, "B": VALUE, "C": VALUE, "D": b"hello", "E": b"hello",
-                        "G": VALUE, "H": VALUE}  # fmt: skip
-            want = expected.get(variant.key[0], b"ok")
+            want = b"hello" if variant.key in ("D", "E", "D0", "E0", "PN") else VALUE
+            if variant.key.startswith("F"):
+                want = b"ok"
             if body != want:
                 raise SystemExit(f"variant {variant.key}: body {body!r}, expected {want!r}")
             lines = len(counter.records) - before
-            if lines != (1 if variant.key == "C" else 0):
+            if lines != (1 if variant.key in ("C", "C10", "F_C") else 0):
                 raise SystemExit(f"variant {variant.key}: {lines} stats lines")
     finally:
         stats_log.removeHandler(counter)
@@ -322,6 +412,20 @@ def comparisons(variants: dict[str, Variant], figures: dict[str, dict[str, float
         # the same difference once the fixed per-request cost (B - A) is taken out
         "marginal_us": (f_diff - (med("B") - med("A"))) / PIPELINE_SIZE,
         "per_round_diff": paired(rounds("F_bare"), rounds("F_redisx"), PIPELINE_SIZE),
+    }
+    baseline = MATRIX["redis-py module-global client (baseline)"]
+    result["matrix"] = {
+        row: {
+            workload: {
+                "variant": key,
+                "median_us": med(key),
+                "diff_us": med(key) - med(baseline[workload]),
+                "ratio": med(key) / med(baseline[workload]),
+            }
+            for workload, key in cells.items()
+            if key in figures
+        }
+        for row, cells in MATRIX.items()
     }
     for name, (kind, limit) in TARGETS.items():
         value = result[name]["ratio" if kind == "ratio" else "diff_us"]
@@ -410,6 +514,16 @@ def print_report(
             f"{name:<14}{ratio:>10}{r['diff_us']:>+10.2f}   {target:<12}{met:<8}"
             f"{spread['p25_us']:+.2f}..{spread['p75_us']:+.2f}"
         )
+    print(f"\nµs per request (× the redis-py baseline of the same workload); {about['nproc']} CPUs")
+    print(f"{'':<44}" + "".join(f"{WORKLOADS[w]:>24}" for w in WORKLOADS))
+    for row, cells in result["matrix"].items():
+        line = f"{row:<44}"
+        for workload in WORKLOADS:
+            cell = cells.get(workload)
+            line += f"{cell['median_us']:>14.1f} (×{cell['ratio']:.2f})" if cell else f"{'-':>24}"
+        print(line)
+    if "P" not in figures:
+        print("pyramid_redis 0.1.4 is not installed: pip install -e '.[bench]'")
     pc = result["per_command"]
     print(
         f"\nper_command = (F_redisx - F_bare) / {PIPELINE_SIZE}; without the fixed (B - A) "
@@ -466,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             "call": "in-process WSGI, environ built once per variant and copied per request",
             "seconds": round(seconds, 1),
         },
+        "workloads": WORKLOADS,
         "variants": {k: {"label": v.label, **figures[k]} for k, v in variants.items()},
         "comparisons": result,
     }

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
+from weakref import ref
 
 import redis
 from redis.client import Pipeline
@@ -22,36 +23,41 @@ from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
 
 # request.__dict__ key a debug panel sets (before the view runs) to get every command.
 TRACE = "pyramid_redisx_trace"
+BOUND = "_pyramid_redisx_bound"  # request.__dict__ key: {name: bound client}
 
 
 class Usage:
     """What one request did with one client. Attributes are read by ``stats``.
 
-    Holds the request's WSGI environ (for the path in slow-command warnings), not the
-    request: a bound client lives in ``request.__dict__`` and must not make a cycle.
+    Holds the request's WSGI environ (for the path in slow-command warnings) and a weak
+    reference to the request, not the request: a bound client lives in
+    ``request.__dict__`` and must not make a cycle. The counters start as class
+    attributes, so a new ``Usage`` (one per request and client) sets only six.
     """
 
-    __slots__ = (
-        "closers", "commands", "environ", "name", "options", "pool", "seconds",
-        "slow_threshold", "slowest_name", "slowest_seconds", "trace", "wait_start", "watch",
-    )  # fmt: skip
+    commands = 0
+    seconds = 0.0
+    slowest_name: Any = None
+    slowest_seconds = 0.0
+    closers: list[Callable[[], Any]] | None = None
+    # Every command in order, only when a debug panel asked for it (see TRACE).
+    trace: list[tuple[Any, tuple[Any, ...], float, list[Any] | None]] | None = None
 
-    def __init__(self, name: str, options: RedisOptions, pool: Any, environ: Any) -> None:
+    def __init__(
+        self, name: str, options: RedisOptions, pool: Any, environ: Any, request_ref: Any
+    ) -> None:
         self.name = name
         self.options = options
         self.pool = pool
         self.environ = environ
-        self.slow_threshold = options.slow_command
+        self.request_ref: Callable[[], Any] = request_ref
         self.wait_start = pool.wait_log.total
-        self.commands = 0
-        self.seconds = 0.0
-        self.slowest_name: Any = None
-        self.slowest_seconds = 0.0
-        self.closers: list[Callable[[], Any]] | None = None
-        # Every command in order, only when a debug panel asked for it (see TRACE).
-        self.trace: list[tuple[Any, tuple[Any, ...], float, list[Any] | None]] | None = None
         # True when each command needs more than counting (trace or slow threshold).
-        self.watch = self.slow_threshold is not None
+        self.watch = options.slow_command is not None
+
+    @property
+    def slow_threshold(self) -> float | None:
+        return self.options.slow_command
 
     def record(
         self,
@@ -82,9 +88,17 @@ class Usage:
             warn_slow_command(self, name, args, seconds)
 
     def hold(self, closer: Callable[[], Any]) -> None:
-        """Remember how to give back a connection the request may keep."""
+        """Remember how to give back a connection the request may keep.
+
+        The first one also registers a finished callback on the request, which runs
+        even when the view raised and no response was made (and for requests made by
+        scripts, which see no ``NewResponse``).
+        """
         if self.closers is None:
             self.closers = []
+            request = self.request_ref()
+            if request is not None:
+                request.add_finished_callback(release_request)
         self.closers.append(closer)
 
     def release(self) -> None:
@@ -194,6 +208,12 @@ class AccountedRedis(redis.Redis):
         return f"<{type(self).__name__}({self.connection_pool!r})>"
 
 
+def release_request(request: Any) -> None:
+    """Finished callback: give back the connections the request's clients still hold."""
+    for client in (request.__dict__.get(BOUND) or {}).values():
+        client._redisx_usage.release()
+
+
 class ClientSet:
     """The clients of one app (kept on the registry): options, pools, clients by name."""
 
@@ -202,6 +222,8 @@ class ClientSet:
         self.options: dict[str, RedisOptions] = {}
         self.clients: dict[str, AccountedRedis] = {}
         self._pools: dict[RedisOptions, Any] = {}
+        # Per client: (class of its per-request copies, options, pool).
+        self._binding: dict[str, tuple[type[AccountedRedis], RedisOptions, Any]] = {}
 
     def add(self, name: str, options: RedisOptions) -> None:
         """Declare client ``name``; equal options share one pool, others never do."""
@@ -209,7 +231,11 @@ class ClientSet:
         if pool is None:
             pool = self._pools[options] = build_pool(options)
         self.options[name] = options
-        self.clients[name] = AccountedRedis(connection_pool=pool)
+        client = self.clients[name] = AccountedRedis(connection_pool=pool)
+        # Per-request copies share the process-wide client's attributes through a class
+        # made for this client: a copy is then one object with one attribute (the usage).
+        bound_class = type(f"AccountedRedis[{name}]", (AccountedRedis,), dict(vars(client)))
+        self._binding[name] = (bound_class, options, pool)
         pool.client_names = (*getattr(pool, "client_names", ()), name)
 
     def client(self, name: str = DEFAULT_CLIENT) -> AccountedRedis:
@@ -220,13 +246,21 @@ class ClientSet:
                 f"no Redis client named {name!r}; declared: {', '.join(self.clients) or 'none'}"
             ) from None
 
-    def bind(self, name: str, request: Any) -> AccountedRedis:
-        """A copy of client ``name`` that records on ``request`` (~1 µs, no connection)."""
-        template = self.clients.get(name) or self.client(name)
-        bound = object.__new__(AccountedRedis)
-        bound.__dict__.update(template.__dict__)
-        usage = Usage(name, self.options[name], template.connection_pool, request.environ)
-        if TRACE in request.__dict__:
+    def bind(self, name: str, request: Any, state: dict[str, Any]) -> AccountedRedis:
+        """A copy of client ``name`` that records on ``request`` (< 1 µs, no connection).
+
+        ``state`` is ``request.__dict__``: read once by the caller, because every
+        attribute lookup on a Pyramid request with request methods walks the MRO of a
+        class made for that request alone (~0.3 µs each).
+        """
+        binding = self._binding.get(name)
+        if binding is None:
+            self.client(name)  # raises LookupError naming the declared clients
+            raise LookupError(name)  # pragma: no cover - declared clients have a binding
+        bound_class, options, pool = binding
+        bound = object.__new__(bound_class)
+        usage = Usage(name, options, pool, state.get("environ"), ref(request))
+        if TRACE in state:
             usage.trace = []
             usage.watch = True
         bound._redisx_usage = usage

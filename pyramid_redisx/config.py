@@ -44,6 +44,8 @@ def includeme(config: Any) -> None:
     - adds the reified ``request.redis`` property (the ``default`` client);
     - subscribes to ``NewResponse`` (per-request stats line, Server-Timing, releasing
       connections a request kept) and to ``ApplicationCreated`` (the startup check);
+    - adds a tween that does the ``NewResponse`` work for a request whose view raised
+      past every exception view (no response, so no ``NewResponse``);
     - with ``redis.health_route``, a JSON health view at that path;
     - warns about unknown ``redis.*`` keys and rejects near misses of known ones.
     """
@@ -59,6 +61,7 @@ def includeme(config: Any) -> None:
     config.add_directive("add_redis_client", add_redis_client)
     config.add_request_method(request_redis, "redis", reify=True)
     config.add_subscriber(on_new_response, NewResponse)
+    config.add_tween("pyramid_redisx.request.redis_tween_factory")
     config.add_subscriber(on_application_created, ApplicationCreated)
 
     for name in (DEFAULT_CLIENT, *app.clients):

@@ -25,10 +25,9 @@ from pyramid_debugtoolbar.panels.settings import (  # type: ignore[import-untype
     SettingsDebugPanel,
 )
 
-from .client import TRACE, Usage
+from .client import BOUND, TRACE, Usage
 from .pools import pool_figures
 from .redact import MASK, looks_secret, redact_value
-from .request import BOUND
 from .stats import command_name
 
 ARG_SHOWN = 60  # characters of one argument shown

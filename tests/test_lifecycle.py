@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import redis
 import webtest
+from pyramid.interfaces import ITweens
+from pyramid.scripting import prepare
 
 from pyramid_redisx import get_redis
 from pyramid_redisx.pools import pool_figures, worst_case_seconds
@@ -71,6 +73,47 @@ def test_monitor_and_single_connection_client_are_released(make_app: Any) -> Non
 
     app = make_app({"/": view})
     app.get("/")
+    assert in_use(app) == 0
+
+
+def test_held_connections_released_without_the_tween(redis_server: Any) -> None:
+    """An explicit pyramid.tweens list leaves our tween out: a view that raised with a
+    pubsub and a WATCH pipeline open still gives both back (the finished callback)."""
+
+    def view(request: Any) -> str:
+        request.redis.pubsub().subscribe("news")
+        request.redis.pipeline().watch("k")
+        raise KeyError("raised")
+
+    settings = {"redis.url": redis_server.url,
+                "pyramid.tweens": "pyramid.tweens.excview_tween_factory"}  # fmt: skip
+    app = build_app(settings, {"/": view})
+    try:
+        tweens = app.app.registry.queryUtility(ITweens)
+        assert [name for name, _ in tweens.explicit] == ["pyramid.tweens.excview_tween_factory"]
+        for _ in range(3):
+            with pytest.raises(KeyError):
+                app.get("/")
+        assert in_use(app) == 0
+        with redis_server.client() as admin:
+            assert admin.client_list(_type="pubsub") == []
+    finally:
+        client_set(app.app.registry).close()
+
+
+def test_script_request_gives_back_held_connections_when_closed(make_app: Any) -> None:
+    """A request made by a script (pshell, prepare()) sees no tween and no NewResponse."""
+    app = make_app()
+    env = prepare(registry=app.app.registry)
+    try:
+        client = get_redis(env["request"])
+        client.pubsub().subscribe("news")
+        assert in_use(app) == 1
+    finally:
+        env["closer"]()  # Pyramid 2 runs the request's finished callbacks here
+    request = env["request"]
+    if request.finished_callbacks:  # Pyramid 1.10's closer does not: the script does
+        request._process_finished_callbacks()
     assert in_use(app) == 0
 
 

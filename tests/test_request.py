@@ -13,7 +13,7 @@ from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationConflictError
 
 from pyramid_redisx import get_redis
-from pyramid_redisx.pools import pool_figures
+from pyramid_redisx.pools import PoolFigures, pool_figures
 from pyramid_redisx.request import client_set
 from tests.conftest import pools_of
 
@@ -167,6 +167,34 @@ def test_blocking_pool_waits_under_a_burst(make_app: Any) -> None:
         assert int(admin.get("n")) == 160
     figures = pool_figures(pools_of(app)["default"])
     assert figures.in_use == 0 and figures.idle <= 4
+
+
+@pytest.mark.parametrize("blocking", ["true", "false"])
+def test_connection_count_is_redis_pys_own(make_app: Any, blocking: str) -> None:
+    """Our pools answer get_connection_count() faster; the answer is redis-py's, idle,
+    busy and after a fork-style reset, for both pool classes."""
+    app = make_app(blocking=blocking, max_connections="5")
+    pool = pools_of(app)["default"]
+    base = type(pool).__mro__[2]  # redis-py's class, after ours and the mixin
+    assert base in (redis.BlockingConnectionPool, redis.ConnectionPool)
+
+    def both() -> tuple[Any, Any]:
+        return pool.get_connection_count(), base.get_connection_count(pool)
+
+    ours, theirs = both()
+    assert ours == theirs and [n for n, _ in ours] == [0, 0]
+    held = [pool.get_connection() for _ in range(4)]
+    pool.release(held.pop())
+    ours, theirs = both()
+    assert ours == theirs and [n for n, _ in ours] == [1, 3]
+    assert pool_figures(pool) == PoolFigures(in_use=3, idle=1, max=5)
+    ours[0][1]["mutated"] = True  # a caller may change what it got: not our copy
+    assert pool.get_connection_count() == base.get_connection_count(pool)
+    for connection in held:
+        pool.release(connection)
+    assert both()[0] == both()[1] and [n for n, _ in both()[0]] == [4, 0]
+    pool.reset()
+    assert both()[0] == both()[1] and [n for n, _ in both()[0]] == [0, 0]
 
 
 def test_non_blocking_pool_fails_fast_when_full(make_app: Any) -> None:

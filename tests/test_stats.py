@@ -98,6 +98,28 @@ def test_line_also_for_a_view_that_raised(make_app: Any, all_logs: Any) -> None:
         app.get("/")
     (record,) = stats_records(all_logs)
     assert record.redis_commands == 1  # type: ignore[attr-defined]
+    assert record.redis_in_use == 0  # type: ignore[attr-defined]
+
+
+def test_one_line_when_an_exception_view_renders_the_error(make_app: Any, all_logs: Any) -> None:
+    """The exception view's response gets NewResponse: one line, the tween stays out."""
+
+    def view(request: Any) -> str:
+        request.redis.incr("n")
+        raise RuntimeError("boom")
+
+    def error_view(exc: Any, request: Any) -> Response:
+        request.redis.incr("errors")
+        return Response("sorry", status=503)
+
+    def setup(config: Any) -> None:
+        config.add_exception_view(error_view, RuntimeError)
+
+    app = make_app({"/": view}, setup=setup, server_timing="true")
+    response = app.get("/", status=503)
+    (record,) = stats_records(all_logs)
+    assert record.redis_commands == 2  # type: ignore[attr-defined]
+    assert 'desc="2 commands"' in response.headers["Server-Timing"]
 
 
 def test_saturation_and_wait_warnings(make_app: Any, all_logs: Any) -> None:

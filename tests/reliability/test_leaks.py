@@ -148,7 +148,7 @@ def test_ten_thousand_misbehaving_requests_leak_nothing(
         "by_kind": dict(kinds_seen),
         "server_connections_max": max(server_counts),
         "server_connections_end": len(left),
-        "pool_figures_end": {n: vars(pool_figures(p)) for n, p in pools.items()},
+        "pool_figures_end": {n: pool_figures(p)._asdict() for n, p in pools.items()},
     }
     print("\nscenario 3 (leaks):", json.dumps(figures))
     for key, value in figures.items():
