@@ -38,7 +38,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.client import HTTPConnection
+from http.client import HTTPConnection, HTTPException
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -187,7 +187,7 @@ def request(conn: HTTPConnection, expected: bytes) -> str:
         conn.request("GET", "/")
         response = conn.getresponse()
         body = response.read()
-    except (OSError, ValueError, RuntimeError):  # http.client errors included
+    except (OSError, HTTPException):  # refused, reset, timed out, malformed response
         conn.close()  # reopened by the next request
         return "other"
     if response.status == 200 and body == expected:
@@ -364,18 +364,18 @@ def cpu_model() -> str | None:
     return None
 
 
-def git_commit() -> str | None:
+def git(*args: str) -> str | None:
     try:
         return subprocess.run(
-            ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+            ["git", "-C", str(HERE.parent), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
 
 def machine(client: redis.Redis) -> dict[str, Any]:
     info = client.info("server")
+    status = git("status", "--porcelain", "pyramid_redisx")  # None: not a git checkout
     return {
         "nproc": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -388,7 +388,8 @@ def machine(client: redis.Redis) -> dict[str, Any]:
         "pyramid": version("pyramid"),
         "waitress": version("waitress"),
         "pyramid_redisx": version("pyramid_redisx"),
-        "pyramid_redisx_commit": git_commit(),
+        "pyramid_redisx_commit": git("rev-parse", "--short", "HEAD"),
+        "pyramid_redisx_tree_modified": None if status is None else bool(status),
         "server": info.get("server_name") or "redis",
         "server_version": info.get("valkey_version") or info.get("redis_version"),
         "server_binary": server_binary(),

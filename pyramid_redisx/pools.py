@@ -72,6 +72,7 @@ class _WatchedPool:
     wait_log: _WaitLog
 
     def _watch(self, warn_ratio: float) -> None:
+        self.warned: dict[str, tuple[float, int]] = {}  # stats: when each WARNING last went
         self.warn_at = max(1, math.ceil(self.max_connections * warn_ratio))
         self.may_be_saturated = False
         self._grown = 0

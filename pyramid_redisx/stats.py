@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from .pools import PoolFigures, pool_figures
@@ -21,6 +22,7 @@ pool_log = logging.getLogger("pyramid_redisx.pool")
 slow_log = logging.getLogger("pyramid_redisx.slow")
 
 WAIT_WARNING = 0.010  # seconds waited for a free connection that deserve a WARNING
+WARN_EVERY = 1.0  # seconds: at most one pool WARNING of each kind per pool this often
 KEY_SHOWN = 64  # characters of a key shown in a slow-command warning
 
 
@@ -91,15 +93,37 @@ def report(usage: Usage) -> None:
         record.__dict__.update(fields)
         stats_log.handle(record)
     if figures.in_use >= pool.warn_at:
-        pool_log.warning(
-            "redis client=%s pool nearly full: in_use=%d idle=%d max=%d (pool_warn_ratio %g)",
-            usage.name, figures.in_use, figures.idle, figures.max, options.pool_warn_ratio,
-        )  # fmt: skip
+        held = _may_warn(pool, "full")
+        if held is not None:
+            pool_log.warning(
+                "redis client=%s pool nearly full: in_use=%d idle=%d max=%d (pool_warn_ratio %g)%s",
+                usage.name, figures.in_use, figures.idle, figures.max, options.pool_warn_ratio,
+                _held_back(held),
+            )  # fmt: skip
     if waited >= WAIT_WARNING:
-        pool_log.warning(
-            "redis client=%s request waited %.1f ms for a free connection (in_use=%d max=%d)",
-            usage.name, waited * 1000, figures.in_use, figures.max,
-        )  # fmt: skip
+        held = _may_warn(pool, "waited")
+        if held is not None:
+            pool_log.warning(
+                "redis client=%s request waited %.1f ms for a free connection (in_use=%d max=%d)%s",
+                usage.name, waited * 1000, figures.in_use, figures.max, _held_back(held),
+            )  # fmt: skip
+
+
+def _may_warn(pool: Any, kind: str) -> int | None:
+    """At most one pool WARNING of a kind per pool per ``WARN_EVERY`` seconds: None to
+    keep quiet, else how many were held back since the last one (a saturated pool
+    would otherwise log once or twice per request)."""
+    now = monotonic()
+    last, held = pool.warned.get(kind, (-WARN_EVERY, 0))
+    if now - last < WARN_EVERY:
+        pool.warned[kind] = (last, held + 1)
+        return None
+    pool.warned[kind] = (now, 0)
+    return int(held)
+
+
+def _held_back(held: int) -> str:
+    return f"; {held} more like this in the last {WARN_EVERY:g} s not logged" if held else ""
 
 
 def _key(args: tuple[Any, ...]) -> str:

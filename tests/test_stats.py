@@ -161,6 +161,29 @@ def test_saturation_warning_from_in_use_ratio(make_app: Any, all_logs: Any) -> N
     ]
 
 
+def test_pool_warnings_at_most_once_a_second_with_a_count(make_app: Any, all_logs: Any) -> None:
+    app = make_app(
+        {"/": lambda request: request.redis.ping()}, max_connections="4", pool_warn_ratio="0.5"
+    )
+    pool = get_redis(app.app.registry).connection_pool
+    held = [pool.get_connection() for _ in range(2)]
+    try:
+        for _ in range(5):
+            app.get("/")
+        last, _count = pool.warned["full"]
+        pool.warned["full"] = (last - 1.0, _count)  # as if a second had gone by
+        app.get("/")
+    finally:
+        for connection in held:
+            pool.release(connection)
+    warnings = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.pool"]
+    assert warnings == [
+        "redis client=default pool nearly full: in_use=2 idle=1 max=4 (pool_warn_ratio 0.5)",
+        "redis client=default pool nearly full: in_use=2 idle=1 max=4 (pool_warn_ratio 0.5)"
+        "; 4 more like this in the last 1 s not logged",
+    ]
+
+
 def test_slow_command_warning_names_command_key_client_and_path(
     make_app: Any, all_logs: Any
 ) -> None:
