@@ -10,7 +10,9 @@ body). Then, in ``--rounds`` rounds, each in a new random order:
 
 * throughput and latency (waitress 8 threads): 8 client threads, each with one HTTP/1.1
   keep-alive connection, send ``GET /`` as fast as they can for 0.5 s of warm-up and
-  ``--seconds`` timed; apps ``bare`` (module-global client, the baseline), ``redisx``
+  ``--seconds`` timed; apps ``bare`` (module-global client, the baseline),
+  ``bare_extras`` (the same with one reified request property and one ``NewResponse``
+  subscriber: Pyramid's fixed cost of the include's hooks, as in bench_request.py), ``redisx``
   (``request.redis``), ``websauna`` (a client built per call) and ``no_redis`` (the
   HTTP/Pyramid floor). Reported: req/s (median over rounds), p50/p99 latency (all
   samples), errors, req/s relative to ``bare``, CPU of client, app and Redis processes;
@@ -68,6 +70,7 @@ class AppSpec:
 
 APPS = [
     AppSpec("bare", "module-global client (baseline)", server_app.VALUE, 8, 8),
+    AppSpec("bare_extras", "bare + a request property + a subscriber", server_app.VALUE, 8, 8),
     AppSpec("redisx", "request.redis (pyramid_redisx)", server_app.VALUE, 8, 8),
     AppSpec("websauna", "redis.Redis(pool) built per call", server_app.VALUE, 8, 8),
     AppSpec("no_redis", "no Redis, plain Pyramid", server_app.HELLO, 8, 8),
@@ -417,7 +420,7 @@ def method(args: argparse.Namespace) -> dict[str, Any]:
         "rounds: client = this process, app = the waitress process, redis = INFO cpu, "
         "machine = /proc/stat busy time of all CPUs, other = machine - the three; "
         "app_cpu_us_per_request = the app process's CPU per timed response, median of rounds",
-        "views": "bare, redisx, websauna: one GET of a 32-byte key; no_redis: Response(b'hello')",
+        "views": "bare, bare_extras, redisx, websauna: one GET of a 32-byte key; no_redis: Response(b'hello')",
     }
 
 
@@ -427,7 +430,7 @@ def print_throughput(summaries: dict[str, dict[str, Any]], args: argparse.Namesp
         f"timed × {args.rounds} rounds; req/s median of rounds, latency over all samples"
     )
     print(
-        f"{'variant':<10}{'what':<35}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
+        f"{'variant':<12}{'what':<42}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
         f"{'/bare':>7}{'  (rounds)':<16}{'cpu: client':>11}{'app':>6}{'redis':>6}{'other':>6}{'app µs/req':>11}"
     )
     for spec in APPS:
@@ -438,7 +441,7 @@ def print_throughput(summaries: dict[str, dict[str, Any]], args: argparse.Namesp
                                                 max(s["ratio_to_bare_rounds"])))  # fmt: skip
         cpu = s["cpu_cores_busy"]
         print(
-            f"{spec.name:<10}{spec.label:<35}{s['rps_median']:>8.0f}{s['p50_ms']:>8.2f}"
+            f"{spec.name:<12}{spec.label:<42}{s['rps_median']:>8.0f}{s['p50_ms']:>8.2f}"
             f"{s['p99_ms']:>8.2f}{s['errors']:>7}{s['ratio_to_bare']:>7.3f}  {rounds:<16}"
             f"{cpu['client']:>11.0%}{cpu['app']:>6.0%}{cpu['redis']:>6.0%}"
             f"{cpu['other']:>6.0%}{s['app_cpu_us_per_request']:>11.0f}"

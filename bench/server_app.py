@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import redis
 import waitress
 from pyramid.config import Configurator
+from pyramid.events import NewResponse
 from pyramid.response import Response
 
 KEY = "bench:key"
@@ -87,6 +88,7 @@ def redisx_settings(variant: str, url: str) -> dict[str, str] | None:
 
 VIEWS = {
     "bare": bare_view,
+    "bare_extras": bare_view,
     "redisx": redisx_view,
     "websauna": websauna_view,
     "no_redis": no_redis_view,
@@ -102,7 +104,7 @@ def make_app(variant: str | None = None, url: str | None = None) -> Any:
     url = url or os.environ["BENCH_REDIS_URL"]
     if variant not in VIEWS:
         raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VIEWS)}")
-    if variant == "bare":
+    if variant in ("bare", "bare_extras"):
         BARE = redis.Redis(connection_pool=blocking_pool(url))
     elif variant == "websauna":
         POOL = blocking_pool(url)
@@ -110,6 +112,11 @@ def make_app(variant: str | None = None, url: str | None = None) -> Any:
     with Configurator(settings=dict(settings or {})) as config:
         if settings is not None:
             config.include("pyramid_redisx")
+        if variant == "bare_extras":
+            # Pyramid's fixed cost of any request property + NewResponse subscriber (what
+            # the include adds to an app that has none: pyramid_tm's request.tm has one).
+            config.add_request_method(lambda request: object(), "dummy", reify=True)
+            config.add_subscriber(lambda event: None, NewResponse)
         config.add_route("bench", "/")
         config.add_view(VIEWS[variant], route_name="bench")
         config.add_view(redis_error_view, context=redis.RedisError)
