@@ -78,7 +78,8 @@ def _finish(state: dict[str, Any], response: Any) -> None:
             usage.release()
         if usage.commands:
             report(usage)
-    if response is not None and client_set(state["registry"]).app.server_timing:
+    registry = state.get("registry")  # set by the router; a hand-made request may lack it
+    if response is not None and registry is not None and client_set(registry).app.server_timing:
         timing = server_timing(client._redisx_usage for client in bound.values())
         if timing:
             add_server_timing(response, timing)
