@@ -222,8 +222,7 @@ class ClientSet:
         self.options: dict[str, RedisOptions] = {}
         self.clients: dict[str, AccountedRedis] = {}
         self._pools: dict[RedisOptions, Any] = {}
-        # Per client: (class of its per-request copies, options, pool).
-        self._binding: dict[str, tuple[type[AccountedRedis], RedisOptions, Any]] = {}
+        self._bound_classes: dict[str, type[AccountedRedis]] = {}  # of per-request copies
 
     def add(self, name: str, options: RedisOptions) -> None:
         """Declare client ``name``; equal options share one pool, others never do."""
@@ -234,8 +233,9 @@ class ClientSet:
         client = self.clients[name] = AccountedRedis(connection_pool=pool)
         # Per-request copies share the process-wide client's attributes through a class
         # made for this client: a copy is then one object with one attribute (the usage).
-        bound_class = type(f"AccountedRedis[{name}]", (AccountedRedis,), dict(vars(client)))
-        self._binding[name] = (bound_class, options, pool)
+        self._bound_classes[name] = type(
+            f"AccountedRedis[{name}]", (AccountedRedis,), dict(vars(client))
+        )
         pool.client_names = (*getattr(pool, "client_names", ()), name)
 
     def client(self, name: str = DEFAULT_CLIENT) -> AccountedRedis:
@@ -253,13 +253,19 @@ class ClientSet:
         attribute lookup on a Pyramid request with request methods walks the MRO of a
         class made for that request alone (~0.3 µs each).
         """
-        binding = self._binding.get(name)
-        if binding is None:
-            self.client(name)  # raises LookupError naming the declared clients
-            raise LookupError(name)  # pragma: no cover - declared clients have a binding
-        bound_class, options, pool = binding
+        try:
+            bound_class = self._bound_classes[name]
+        except KeyError:
+            self.client(name)  # raises the LookupError that names the declared clients
+            raise
         bound = object.__new__(bound_class)
-        usage = Usage(name, options, pool, state.get("environ"), ref(request))
+        usage = Usage(
+            name,
+            self.options[name],
+            self.clients[name].connection_pool,
+            state.get("environ"),
+            ref(request),
+        )
         if TRACE in state:
             usage.trace = []
             usage.watch = True

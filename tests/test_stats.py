@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -144,17 +146,24 @@ def test_saturation_and_wait_warnings(make_app: Any, all_logs: Any) -> None:
     assert any("pool nearly full" in w for w in warnings) or max(waited) >= 40
 
 
-def test_saturation_warning_from_in_use_ratio(make_app: Any, all_logs: Any) -> None:
+@contextlib.contextmanager
+def half_full_pool(make_app: Any) -> Iterator[tuple[Any, Any]]:
+    """An app on 4 connections warning at 2, while another "request" holds two."""
     app = make_app(
         {"/": lambda request: request.redis.ping()}, max_connections="4", pool_warn_ratio="0.5"
     )
     pool = get_redis(app.app.registry).connection_pool
-    held = [pool.get_connection() for _ in range(2)]  # another "request" holds two
+    held = [pool.get_connection() for _ in range(2)]
     try:
-        app.get("/")
+        yield app, pool
     finally:
         for connection in held:
             pool.release(connection)
+
+
+def test_saturation_warning_from_in_use_ratio(make_app: Any, all_logs: Any) -> None:
+    with half_full_pool(make_app) as (app, _pool):
+        app.get("/")
     warnings = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.pool"]
     assert warnings == [
         "redis client=default pool nearly full: in_use=2 idle=1 max=4 (pool_warn_ratio 0.5)"
@@ -162,20 +171,12 @@ def test_saturation_warning_from_in_use_ratio(make_app: Any, all_logs: Any) -> N
 
 
 def test_pool_warnings_at_most_once_a_second_with_a_count(make_app: Any, all_logs: Any) -> None:
-    app = make_app(
-        {"/": lambda request: request.redis.ping()}, max_connections="4", pool_warn_ratio="0.5"
-    )
-    pool = get_redis(app.app.registry).connection_pool
-    held = [pool.get_connection() for _ in range(2)]
-    try:
+    with half_full_pool(make_app) as (app, pool):
         for _ in range(5):
             app.get("/")
-        last, _count = pool.warned["full"]
-        pool.warned["full"] = (last - 1.0, _count)  # as if a second had gone by
+        last, count = pool.warned["full"]
+        pool.warned["full"] = (last - 1.0, count)  # as if a second had gone by
         app.get("/")
-    finally:
-        for connection in held:
-            pool.release(connection)
     warnings = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.pool"]
     assert warnings == [
         "redis client=default pool nearly full: in_use=2 idle=1 max=4 (pool_warn_ratio 0.5)",
