@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 VENV110 ?= .venv-pyramid110
 BIN110 := $(VENV110)/bin
 
-.PHONY: test test-pyramid2 test-pyramid110 lint demo bench clean
+.PHONY: test test-pyramid2 test-pyramid110 lint demo bench clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ $(BIN110)/.installed: pyproject.toml
 	touch $@
 
 ## test: lint, type-check, and the whole suite on Pyramid 2 and on Pyramid 1.10.8
-test: lint test-pyramid2 test-pyramid110
+test: system-deps lint test-pyramid2 test-pyramid110
+
+## system-deps: Debian's redis-server (TLS) and Chromium, when missing and run as root
+system-deps:
+	bash scripts/system-deps.sh
 
 test-pyramid2: $(BIN)/.installed
 	$(BIN)/pytest
