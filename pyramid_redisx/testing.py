@@ -61,6 +61,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _why(binary: str, exit_code: int | None, timeout: float, output: str) -> str:
+    """Why a server did not start: what it printed, else how it ended, and what to try."""
+    if exit_code is None:
+        ended = f"{binary} was still not answering PING after {timeout:g} s"
+        hint = "another program may hold the port, or the machine is very slow"
+    elif exit_code < 0:
+        ended = f"{binary} was killed by signal {signal.Signals(-exit_code).name}"
+        hint = "check the binary works: run it with --version"
+    else:
+        ended = f"{binary} exited with code {exit_code}"
+        hint = "check the binary works (run it with --version) and the port is free"
+    shown = " ".join(output.split())
+    said = f"; it printed: {shown}" if shown else " without printing anything"
+    return (
+        f"{ended}{said} (hint: {hint}; $REDIS_SERVER chooses another binary, "
+        "see pyramid_redisx.testing.server_binary)"
+    )
+
+
 class RedisServer:
     """One ``redis-server`` process on a loopback port, owned by this process."""
 
@@ -107,12 +126,15 @@ class RedisServer:
                 with self.client(socket_connect_timeout=0.5) as client:
                     client.ping()
                 return self
-            except redis.ConnectionError as exc:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    error = log_path.read_text(errors="replace")[-2000:]
+            # TimeoutError: something else holds the port and accepts without answering.
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                exit_code = self.process.poll()
+                if exit_code is not None or time.monotonic() > deadline:
+                    output = log_path.read_text(errors="replace")[-2000:]
                     self.stop()
                     raise RuntimeError(
-                        f"redis server on port {self.port} did not start: {error}"
+                        f"redis server on port {self.port} did not start: "
+                        + _why(command[0], exit_code, timeout, output)
                     ) from exc
                 time.sleep(0.02)
 
