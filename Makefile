@@ -7,20 +7,27 @@ BIN := $(VENV)/bin
 VENV110 ?= .venv-pyramid110
 BIN110 := $(VENV110)/bin
 
-.PHONY: test test-pyramid2 test-pyramid110 lint demo bench clean system-deps
+.PHONY: test test-pyramid2 test-pyramid110 lint demo bench clean system-deps docs dist
+
+# demo_app/ is not part of the package (the wheel holds pyramid_redisx only): a .pth
+# file puts the repository on the venv's path so that pserve, pshell and pyramid-redisx
+# find demo_app (development.ini: use = call:demo_app:main) from any directory.
+REPO_PTH = $(CURDIR)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test,dev,demo]'
+	$(BIN)/pip install -q -e '.[test,dev,demo,docs]'
+	echo '$(REPO_PTH)' > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/pyramid_redisx_repo.pth"
 	touch $@
 
 $(BIN110)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV110)
 	$(BIN110)/pip install -q 'pyramid==1.10.8' 'setuptools<81' -e '.[test]'
+	echo '$(REPO_PTH)' > "$$($(BIN110)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/pyramid_redisx_repo.pth"
 	touch $@
 
-## test: lint, type-check, and the whole suite on Pyramid 2 and on Pyramid 1.10.8
-test: system-deps lint test-pyramid2 test-pyramid110
+## test: lint, type-check, docs, the package, and the whole suite on Pyramid 2 and on Pyramid 1.10.8
+test: system-deps lint docs dist test-pyramid2 test-pyramid110
 
 ## system-deps: Debian's redis-server (TLS) and Chromium, when missing and run as root
 system-deps:
@@ -29,12 +36,23 @@ system-deps:
 test-pyramid2: $(BIN)/.installed
 	$(BIN)/pytest
 
+# The browser and packaging tests do not depend on Pyramid's version: Pyramid 2 only.
 test-pyramid110: $(BIN110)/.installed
-	$(BIN110)/pytest -q
+	$(BIN110)/pytest -q -m 'not browser and not packaging and not docs'
+
+## docs: the Sphinx documentation into docs/_build/html; any warning is an error
+docs: $(BIN)/.installed
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+
+## dist: sdist and wheel into dist/, checked by twine
+dist: $(BIN)/.installed
+	rm -rf dist
+	$(BIN)/python -m build -q --outdir dist . >/dev/null
+	$(BIN)/twine check --strict dist/*
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check pyramid_redisx tests bench demo_app
-	$(BIN)/ruff format --check pyramid_redisx tests bench demo_app
+	$(BIN)/ruff check pyramid_redisx tests bench demo_app docs
+	$(BIN)/ruff format --check pyramid_redisx tests bench demo_app docs
 	$(BIN)/mypy
 
 ## demo: the demo app against an embedded Redis server started for it
@@ -52,4 +70,4 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/plot.py
 
 clean:
-	rm -rf $(VENV) $(VENV110) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV110) *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build dist build artifacts

@@ -97,7 +97,7 @@ def test_cli_check_and_info(tmp_path: Path, redis_server: Any, redis_server_fact
     dead = redis_server_factory()
     ini = _ini(tmp_path, f"""
         [app:main]
-        use = egg:pyramid_redisx#demo
+        use = call:demo_app:main
         redis.url = redis://:{PASSWORD}@127.0.0.1:%(port)s/0
         redis.clients = cache
         redis.cache.url = redis://127.0.0.1:{dead.port}/2
@@ -139,7 +139,7 @@ def test_cli_check_and_info(tmp_path: Path, redis_server: Any, redis_server_fact
 def test_cli_bad_settings_exit_1_with_the_key(tmp_path: Path) -> None:
     ini = _ini(tmp_path, """
         [app:main]
-        use = egg:pyramid_redisx#demo
+        use = call:demo_app:main
         redis.max_connections = lots
         """)  # fmt: skip
     result = _run_cli("check", ini)
@@ -151,7 +151,7 @@ def test_cli_bad_settings_exit_1_with_the_key(tmp_path: Path) -> None:
 def test_pshell_has_request_redis_and_get_redis(tmp_path: Path, redis_url: str) -> None:
     ini = _ini(tmp_path, f"""
         [app:main]
-        use = egg:pyramid_redisx#demo
+        use = call:demo_app:main
         pyramid.includes = pyramid_redisx
         redis.url = {redis_url}
         redis.clients = cache
