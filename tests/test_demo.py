@@ -1,0 +1,84 @@
+"""The demo app and its runner, without a browser (tests/test_demo_browser.py has one)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import webtest
+from pyramid.paster import get_app
+
+from pyramid_redisx.testing import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+INI = str(ROOT / "development.ini")
+
+
+@pytest.fixture
+def demo_app(redis_server_factory: Any) -> Any:
+    """development.ini's app on a server of its own (so a test may stop it)."""
+    server = redis_server_factory()
+    app = webtest.TestApp(get_app(INI, options={"redis_port": str(server.port)}))
+    app.extra_environ["REMOTE_ADDR"] = "127.0.0.1"  # the toolbar watches loopback only
+    return app, server
+
+
+def test_home_explains_itself_and_links_health_and_panel(demo_app: Any) -> None:
+    app, _ = demo_app
+    page = app.get("/")
+    assert page.headers["Server-Timing"].startswith("redis;dur=")
+    assert 'id="visit-count">1<' in page.text
+    assert 'href="/health/redis"' in page.text
+    assert 'id="open-redis-panel" href="/toolbar/redis/' in page.text
+    assert "performance.getEntriesByType" in page.text  # shows the Server-Timing figure
+    assert 'id="visit-count">2<' in app.get("/").text
+
+
+def test_panel_link_opens_the_toolbar_on_the_redis_tab(demo_app: Any) -> None:
+    app, _ = demo_app
+    response = app.get("/toolbar/redis/abc123", status=302)
+    assert response.location.endswith("/_debug_toolbar/abc123")
+    assert "pdtb_sticky_panel_selected=pDebugPanel-redis; Path=/" in response.headers["Set-Cookie"]
+
+
+def test_report_is_computed_then_cached(demo_app: Any) -> None:
+    app, _ = demo_app
+    assert 'data-cache="miss"' in app.get("/report").text
+    assert 'data-cache="hit"' in app.get("/report").text
+
+
+def test_redis_down_is_a_503_page_that_says_what_to_do(demo_app: Any) -> None:
+    app, server = demo_app
+    app.get("/")
+    server.stop()
+    page = app.get("/", status=503)
+    assert "<h1>Redis is not reachable</h1>" in page.text
+    assert "Connection refused" in page.text and "make demo" in page.text
+    assert "Traceback" not in page.text
+    assert page.headers["Retry-After"] == "5"
+    assert app.get("/report", status=503).text.count("Redis is not reachable") >= 1
+    assert app.get("/health/redis", status=503).json["status"] == "down"
+
+
+def test_runner_says_why_its_redis_did_not_start(tmp_path: Path) -> None:
+    """A server binary that exits at once without a word: the message says so, and why."""
+    fake = tmp_path / "fake-redis-server"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    result = subprocess.run(
+        [sys.executable, "-m", "demo_app.run", INI],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "REDIS_SERVER": str(fake), "DEMO_REDIS_PORT": str(free_port())},
+    )
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("demo: redis server on port "), result.stderr
+    assert f"did not start: {fake} exited with code 3 without printing anything" in message
+    assert "(hint: check the binary works" in message and "$REDIS_SERVER" in message

@@ -1,0 +1,254 @@
+"""The demo, as a person sees it: `python -m demo_app.run` driven in headless Chromium.
+
+Starts the real runner (its own Redis server, waitress) on free ports with
+development.ini, clicks through the pages and the debug toolbar's Redis panel, asserts on
+what is shown, then kills the demo's Redis and checks the 503 page and the runner's
+console. Screenshots go to artifacts/screenshots/ (git-ignored).
+
+Chromium and chromedriver are Debian's (`scripts/system-deps.sh`, run by `make test`,
+installs them); Selenium is pointed at /usr/bin/chromedriver so that it never tries to
+download a driver or a browser. Runs in the Pyramid 2 environment only (marker
+``browser``): the demo and the browser do not depend on Pyramid's version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyramid_redisx.testing import free_port
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1400",
+)
+WAIT = 15.0  # seconds for anything the page or the runner should do
+
+
+@dataclass
+class Demo:
+    url: str
+    process: subprocess.Popen[bytes]
+    output: Path
+    redis_pid: int
+
+    def console(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def wait_for_console(self, pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.console())
+            if found:
+                return found
+            time.sleep(0.1)
+        raise AssertionError(f"the runner never printed {pattern!r}:\n{self.console()}")
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    """The demo runner with development.ini, on a free web port and a free Redis port."""
+    web_port = free_port()
+    ini = tmp_path / "demo.ini"
+    text = (ROOT / "development.ini").read_text()
+    assert "listen = 127.0.0.1:6543" in text
+    ini.write_text(text.replace("listen = 127.0.0.1:6543", f"listen = 127.0.0.1:{web_port}"))
+    output = tmp_path / "runner.log"
+    env = {**os.environ, "DEMO_REDIS_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
+    with open(output, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "demo_app.run", str(ini)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    redis_pid = 0
+    try:
+        url = f"http://127.0.0.1:{web_port}"
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError):
+                if _status(url + "/api/stats") == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the demo did not start:\n{output.read_text()}")
+            time.sleep(0.2)
+        found = re.search(r"demo: Redis server .*, pid (\d+), on 127\.0\.0\.1:", output.read_text())
+        assert found, output.read_text()
+        redis_pid = int(found.group(1))
+        yield Demo(url, process, output, redis_pid)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # the runner stops waitress, then its Redis
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        if redis_pid and _alive(redis_pid):  # the runner died without cleaning up
+            os.kill(redis_pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """Headless Debian Chromium through Debian's chromedriver; quit even on failure."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        assert os.access(path, os.X_OK), (
+            f"{path} is missing: run `sudo bash scripts/system-deps.sh` "
+            "(apt-get install chromium chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(WAIT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver: Any, condition: Any, what: str) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT).until(condition, message=what)
+
+
+def _shot(driver: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # As tall as the page, so that the screenshot shows all of it.
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, max(800, min(int(height) + 40, 3000)))
+    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    def text(css: str) -> str:
+        return str(browser.find_element(By.CSS_SELECTOR, css).text)
+
+    # Home: the counter, the server line, the pools, this page's Server-Timing figure.
+    browser.get(demo.url + "/")
+    assert browser.title == "Home · pyramid_redisx demo"
+    first = int(text("#visit-count"))
+    timing = _wait(
+        browser,
+        lambda d: re.fullmatch(r"(\d+\.\d\d) ms, (\d+) commands?", text("#server-timing")),
+        "the page never showed its Server-Timing figure",
+    )
+    assert float(timing.group(1)) > 0 and int(timing.group(2)) >= 2  # INCRBY, GET at least
+    assert re.search(r"(redis|valkey) \d+\.\d+\.\d+, standalone, pid \d+", text("#server-line"))
+    pools = text("#pools table")
+    assert "default redis://127.0.0.1:" in pools and "cache redis://127.0.0.1:" in pools
+    links = {a.text: a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a")}
+    assert links["/health/redis"].endswith("/health/redis")
+    _shot(browser, "01-home")
+
+    browser.refresh()
+    assert int(text("#visit-count")) == first + 1
+    assert "from the cache client" in text("#server")
+
+    # The cached report: computed once, then read from the cache.
+    browser.find_element(By.LINK_TEXT, "Cached report").click()
+    assert browser.title == "Cached report · pyramid_redisx demo"
+    report = browser.find_element(By.ID, "report")
+    assert report.get_attribute("data-cache") == "miss", text("#report-source")
+    assert float(text("#report-took").split()[0]) >= 300  # the slow part
+    _shot(browser, "02-report-computed")
+    browser.refresh()
+    assert browser.find_element(By.ID, "report").get_attribute("data-cache") == "hit"
+    assert text("#report-source").startswith("read from the cache in one pipeline")
+    assert float(text("#report-took").split()[0]) < 300
+    _shot(browser, "03-report-cached")
+
+    # One click from the home page into the toolbar's Redis panel, for that very request.
+    browser.find_element(By.LINK_TEXT, "Home").click()
+    visits = text("#visit-count")
+    browser.find_element(By.ID, "open-redis-panel").click()
+    panel = _wait(
+        browser,
+        lambda d: next(
+            (e for e in d.find_elements(By.ID, "pDebugPanel-redis-content") if e.is_displayed()),
+            None,
+        ),
+        "the toolbar did not open on the Redis panel",
+    )
+    assert "/_debug_toolbar/" in browser.current_url
+    shown = panel.text
+    assert "INCRBY demo:visits" in shown, shown
+    assert "GET demo:server-info" in shown, shown
+    assert re.search(r"default \d+ [\d.]+ \d+ \d+ 32 ", shown), shown  # the pools table
+    assert visits  # the panel is for the page just seen
+    _shot(browser, "04-toolbar-redis-panel")
+
+    # The health view, as a probe would see it.
+    browser.get(demo.url + "/health/redis")
+    assert '"status": "ok"' in browser.find_element(By.TAG_NAME, "body").text
+    _shot(browser, "05-health-ok")
+
+    # Kill the demo's own Redis: the runner says so, pages answer 503 and say what to do.
+    os.kill(demo.redis_pid, signal.SIGKILL)
+    said = demo.wait_for_console(r"demo: the Redis server \(pid (\d+), port \d+\) ([^.]+)\.")
+    assert said.group(1) == str(demo.redis_pid)
+    assert said.group(2) == "was killed by signal SIGKILL"
+    assert _status(demo.url + "/") == 503
+    browser.get(demo.url + "/")
+    assert browser.title == "Redis is not reachable · pyramid_redisx demo"
+    assert "Connection refused" in text("#redis-error")
+    assert "make demo" in text("#redis-down")
+    assert "Traceback" not in browser.page_source
+    _shot(browser, "06-redis-down-503")
+    assert _status(demo.url + "/health/redis") == 503
+    browser.get(demo.url + "/health/redis")
+    assert '"status": "down"' in browser.find_element(By.TAG_NAME, "body").text
