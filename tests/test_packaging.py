@@ -1,0 +1,64 @@
+"""The package as users get it: build the wheel, check it, install it into a fresh venv.
+
+Marker ``packaging``: runs in the Pyramid 2 environment only (it builds from the same
+sources whatever Pyramid the test venv has). `make dist` builds and twine-checks the
+sdist and the wheel too; this test checks what is *in* the wheel and that it installs.
+"""
+
+from __future__ import annotations
+
+import email
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.packaging
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(part) for part in command], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_wheel_holds_the_package_only_and_installs_into_a_clean_venv(tmp_path: Path) -> None:
+    _run(sys.executable, "-m", "build", "--wheel", "--outdir", tmp_path / "dist", ROOT, cwd=ROOT)
+    (wheel,) = (tmp_path / "dist").glob("pyramid_redisx-*.whl")
+    _run(sys.executable, "-m", "twine", "check", "--strict", wheel, cwd=tmp_path)
+
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = email.message_from_bytes(archive.read(f"{dist_info}/METADATA"))
+        entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"pyramid_redisx", dist_info}, tops  # no demo_app, no tests
+    assert "pyramid_redisx/py.typed" in names
+    assert f"{dist_info}/licenses/LICENSE" in names
+    assert metadata["License-Expression"] == "MIT"
+    assert "demo_app" not in entry_points
+    assert "pyramid-redisx = pyramid_redisx.cli:main" in entry_points
+
+    venv = tmp_path / "venv"
+    _run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
+    _run(venv / "bin" / "pip", "install", "-q", wheel, cwd=tmp_path)
+    shown = _run(venv / "bin" / "pyramid-redisx", "--help", cwd=tmp_path)
+    assert shown.stdout.startswith("usage: pyramid-redisx"), shown.stdout
+    assert "check" in shown.stdout and "info" in shown.stdout
+    # The installed package imports from the venv, not from this checkout.
+    where = _run(
+        venv / "bin" / "python", "-c", "import pyramid_redisx; print(pyramid_redisx.__file__)",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(venv)), where.stdout
+    missing = subprocess.run(
+        [venv / "bin" / "python", "-c", "import demo_app"], cwd=tmp_path, capture_output=True
+    )
+    assert missing.returncode != 0  # the demo stays in the repository
