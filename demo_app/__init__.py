@@ -162,7 +162,7 @@ def nav_links(request: Any) -> list[tuple[str, str]]:
         ("Home", request.route_path("home")),
         ("Cached report", request.route_path("report")),
     ]
-    links += [(title, path) for title, path, _ in request.registry.demo_extra_pages]
+    links += [(title, path) for title, path, _ in request.registry.demo_extra_pages[:1]]
     health = client_set(request.registry).app.health_route
     if health:
         links.append(("Health JSON", health))
@@ -213,11 +213,22 @@ SERVER_TIMING_SCRIPT = """<script>
 # ------------------------------------------------------------------ views
 def home(request: Any) -> Response:
     data = stats(request, request.redis.incr(VISITS_KEY))
+    listed = connection_counts(request)
     rows = "\n".join(
         f"<tr><td>{escape(name)}</td><td><code>{escape(f['url'])}</code></td>"
         f'<td class="n">{f["in_use"]}</td><td class="n">{f["idle"]}</td>'
-        f'<td class="n">{f["max"]}</td></tr>'
+        f'<td class="n">{f["max"]}</td>'
+        + (f'<td class="n">{listed.get(name, "–")}</td>' if listed else "")
+        + "</tr>"
         for name, f in data["clients"].items()
+    )
+    listed_head = '<th class="n">CLIENT LIST</th>' if listed else ""
+    listed_note = (
+        " <em>CLIENT LIST</em>: the connections the server sees on each client's database. "
+        "Compare with in use + idle: sessions, the HTTP cache and the queue open no pool of "
+        "their own (the health view keeps one connection more per client)."
+        if listed
+        else ""
     )
     source = (
         f"from the <code>cache</code> client (kept {SERVER_INFO_TTL} s)"
@@ -276,14 +287,14 @@ its key, how long it took, and the pools.</p>
 <section class="card" id="pools"><h2>Connection pools</h2>
 <table>
 <thead><tr><th>client</th><th>url</th><th class="n">in use</th><th class="n">idle</th>
-<th class="n">max</th></tr></thead>
+<th class="n">max</th>{listed_head}</tr></thead>
 <tbody>
 {rows}
 </tbody>
 </table>
 <p class="how">One pool per process per distinct set of options, opened lazily and shared
 by every request. The same figures: <a href="{escape(request.route_path("api_stats"))}">
-{escape(request.route_path("api_stats"))}</a>.</p></section>
+{escape(request.route_path("api_stats"))}</a>.{listed_note}</p></section>
 {integrations}
 <section class="card" id="try"><h2>Try this</h2>
 <ol class="try">
@@ -398,27 +409,51 @@ and <code>TimeoutError</code>, answering 503 Service Unavailable.</p>
 
 
 # ------------------------------------------------------------------ app
-def include_integrations(config: Configurator) -> list[tuple[str, str, str]]:
-    """Include ``demo_app.integrations`` when it exists; return its pages for the nav.
+# Titles for the pages of demo_app.integrations (its routes, by name); pages that are
+# steps of another (the origin the HTTP cache fetches, the queue's drain) are not listed.
+INTEGRATION_PAGES = {
+    "integrations": ("Integrations", "what each client's pool holds, against CLIENT LIST"),
+    "integrations.name": ("Sessions", "remember my name: pyramid_session_redis on the app's pool"),
+    "integrations.http_cache": ("HTTP cache", "requests-cache on Redis: a miss, then hits"),
+    "integrations.queue": ("Message queue", "enqueue messages, then drain them"),
+}
+INTEGRATION_STEPS = {"integrations.origin", "integrations.drain"}
 
-    Its pages are the routes it adds (pattern without placeholders), titled by its
-    ``PAGES`` mapping {route name: (title, description)} when it has one.
-    """
+
+def include_integrations(config: Configurator) -> list[tuple[str, str, str]]:
+    """Include ``demo_app.integrations`` when it exists; return (title, path, about) of
+    its pages: the routes it adds whose pattern has no placeholder."""
     if importlib.util.find_spec(INTEGRATIONS) is None:
         return []
     config.commit()
     before = {route.name for route in config.get_routes_mapper().get_routes()}
-    config.include(INTEGRATIONS)
+    try:
+        config.include(INTEGRATIONS)
+    except ImportError as exc:  # an integration's package is not installed
+        log.warning("demo: %s not included: %s (pip install -e '.[demo]')", INTEGRATIONS, exc)
+        return []
     config.commit()
-    module = importlib.import_module(INTEGRATIONS)
-    titles: dict[str, tuple[str, str]] = getattr(module, "PAGES", {})
     pages = []
     for route in config.get_routes_mapper().get_routes():
-        if route.name in before or "{" in route.pattern or "*" in route.pattern:
+        if route.name in before or route.name in INTEGRATION_STEPS:
             continue
-        title, about = titles.get(route.name, (route.name.replace("_", " ").capitalize(), ""))
+        if "{" in route.pattern or "*" in route.pattern:
+            continue
+        default = (route.name.replace("_", " ").replace(".", ": ").capitalize(), "")
+        title, about = INTEGRATION_PAGES.get(route.name, default)
         pages.append((title, route.pattern, about))
     return pages
+
+
+def connection_counts(request: Any) -> dict[str, int]:
+    """Connections ``CLIENT LIST`` shows per client, when demo_app.integrations says."""
+    if not request.registry.demo_extra_pages:
+        return {}
+    module = importlib.import_module(INTEGRATIONS)
+    count = getattr(module, "connection_counts", None)
+    if count is None:
+        return {}
+    return {name: int(figures["client_list"]) for name, figures in count(request.registry).items()}
 
 
 def main(global_config: dict[str, Any], **settings: Any) -> Any:

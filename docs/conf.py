@@ -32,6 +32,6 @@ html_theme_options = {
     "fixed_sidebar": True,
 }
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
+autodoc_typehints = "none"  # the signatures say enough; "Any" everywhere is noise
 nitpicky = False
 smartquotes = False  # messages and keys are shown exactly as the package writes them
