@@ -67,7 +67,11 @@ def _why(binary: str, exit_code: int | None, timeout: float, output: str) -> str
         ended = f"{binary} was still not answering PING after {timeout:g} s"
         hint = "another program may hold the port, or the machine is very slow"
     elif exit_code < 0:
-        ended = f"{binary} was killed by signal {signal.Signals(-exit_code).name}"
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = str(-exit_code)
+        ended = f"{binary} was killed by signal {name}"
         hint = "check the binary works: run it with --version"
     else:
         ended = f"{binary} exited with code {exit_code}"
