@@ -82,3 +82,25 @@ def test_runner_says_why_its_redis_did_not_start(tmp_path: Path) -> None:
     assert message.startswith("demo: redis server on port "), result.stderr
     assert f"did not start: {fake} exited with code 3 without printing anything" in message
     assert "(hint: check the binary works" in message and "$REDIS_SERVER" in message
+
+
+def test_a_server_that_never_answers_is_reported_and_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A binary that runs but never listens: the message says so, and the process is gone."""
+    from pyramid_redisx.testing import RedisServer
+
+    fake = tmp_path / "silent-server"
+    fake.write_text("#!/bin/sh\nexec sleep 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("REDIS_SERVER", str(fake))
+    server = RedisServer()
+    try:
+        with pytest.raises(RuntimeError) as raised:
+            server.start(timeout=1)
+    finally:
+        server.cleanup()
+    message = str(raised.value)
+    assert f"did not start: {fake} was still not answering PING after 1 s" in message
+    assert "without printing anything" in message and "another program may hold the port" in message
+    assert server.process is None  # stopped, not left running
