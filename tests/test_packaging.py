@@ -1,6 +1,6 @@
 """The package as users get it: build the wheel, check it, install it into a fresh venv.
 
-Marker ``packaging``: runs in the Pyramid 2 environment only (it builds from the same
+The build-and-install test has the marker ``packaging``: it runs in the Pyramid 2 environment only (it builds from the same
 sources whatever Pyramid the test venv has). `make dist` builds and twine-checks the
 sdist and the wheel too; this test checks what is *in* the wheel and that it installs.
 """
@@ -8,18 +8,31 @@ sdist and the wheel too; this test checks what is *in* the wheel and that it ins
 from __future__ import annotations
 
 import email
+import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.packaging
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def test_build_requirements_match_the_metadata() -> None:
+    """``license = "MIT"`` (an SPDX expression) and ``license-files`` need setuptools 77."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert isinstance(pyproject["project"]["license"], str)
+    (setuptools,) = [r for r in pyproject["build-system"]["requires"] if r.startswith("setuptools")]
+    found = re.fullmatch(r"setuptools>=(\d+)(?:\.\d+)*", setuptools)
+    assert found and int(found.group(1)) >= 77, setuptools
+    assert pyproject["project"]["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert pyproject["tool"]["setuptools"]["packages"] == ["pyramid_redisx"]
+
+
+@pytest.mark.packaging
 def _run(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(part) for part in command], cwd=cwd, capture_output=True, text=True, timeout=300
