@@ -1,7 +1,7 @@
 """The package as users get it: build the wheel, check it, install it into a fresh venv.
 
-The build-and-install test has the marker ``packaging``: it runs in the Pyramid 2 environment only (it builds from the same
-sources whatever Pyramid the test venv has). `make dist` builds and twine-checks the
+The build-and-install test has the marker ``packaging``: it runs in the Pyramid 2
+environment only (it builds from the same sources whatever Pyramid the venv has). `make dist` builds and twine-checks the
 sdist and the wheel too; this test checks what is *in* the wheel and that it installs.
 """
 
@@ -32,7 +32,6 @@ def test_build_requirements_match_the_metadata() -> None:
     assert pyproject["tool"]["setuptools"]["packages"] == ["pyramid_redisx"]
 
 
-@pytest.mark.packaging
 def _run(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(part) for part in command], cwd=cwd, capture_output=True, text=True, timeout=300
@@ -41,6 +40,7 @@ def _run(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return result
 
 
+@pytest.mark.packaging
 def test_wheel_holds_the_package_only_and_installs_into_a_clean_venv(tmp_path: Path) -> None:
     _run(sys.executable, "-m", "build", "--wheel", "--outdir", tmp_path / "dist", ROOT, cwd=ROOT)
     (wheel,) = (tmp_path / "dist").glob("pyramid_redisx-*.whl")
