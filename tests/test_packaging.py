@@ -1,8 +1,9 @@
 """The package as users get it: build the wheel, check it, install it into a fresh venv.
 
 The build-and-install test has the marker ``packaging``: it runs in the Pyramid 2
-environment only (it builds from the same sources whatever Pyramid the venv has). `make dist` builds and twine-checks the
-sdist and the wheel too; this test checks what is *in* the wheel and that it installs.
+environment only (it builds from the same sources whatever Pyramid the venv has).
+`make dist` builds and twine-checks the sdist and the wheel too; this test checks what
+is *in* the wheel and that it installs.
 """
 
 from __future__ import annotations
