@@ -144,3 +144,29 @@ def test_the_message_check_can_fail() -> None:
     missing = missing_from(page.replace(line, "``redis client=<name> slow"), emitted_messages())
     assert [m.where.split(":")[0] for m in missing] == ["stats.py"], missing
     assert "slow command" in str(missing[0])
+
+
+def test_every_ini_line_in_the_docs_uses_a_real_setting() -> None:
+    """``redis.<key> = …`` lines in README, docs and development.ini name keys that exist.
+
+    A deliberately wrong example says so on its line (``# error`` or ``# wrong``).
+    """
+    client_keys = {s.name for s in CLIENT_SETTINGS}
+    app_keys = {s.name for s in APP_SETTINGS}
+    foreign = ("sessions", "http_cache")  # redis.sessions.* and redis.http_cache.*: not ours
+    pages = [ROOT / "README.md", ROOT / "development.ini", *DOCS.rglob("*.rst")]
+    checked = 0
+    for page in pages:
+        if "_build" in page.parts:
+            continue
+        for line in page.read_text().splitlines():
+            found = re.match(r"\s*(?:#\s*)?redis\.([\w.]+)\s*=", line)
+            if not found or re.search(r"#\s*(error|wrong)", line, re.I):
+                continue
+            checked += 1
+            parts = found.group(1).split(".")
+            if len(parts) == 1:
+                assert parts[0] in client_keys | app_keys, f"{page.name}: {line.strip()}"
+            elif parts[0] not in foreign:
+                assert len(parts) == 2 and parts[1] in client_keys, f"{page.name}: {line.strip()}"
+    assert checked > 50
