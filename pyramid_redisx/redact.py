@@ -7,20 +7,33 @@ import re
 
 MASK = "***"
 
-# userinfo password (``//user:secret@`` or ``//:secret@``) and query ``password=``.
-_USERINFO_PASSWORD = re.compile(r"(//[^:/@?#]*:)[^@/?#]*(@)")
 _QUERY_ARGUMENT = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
+# Characters that end a URL's userinfo early when left unencoded in a password.
+USERINFO_BREAKERS = "/?#"
 
 SECRET_KEYS = frozenset({"password", "sentinel_password"})
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password (userinfo, or a query argument named like one) as ***."""
-    url = _USERINFO_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(2), url)
-    return _QUERY_ARGUMENT.sub(
-        lambda m: f"{m.group(1)}{m.group(2)}={MASK if looks_secret(m.group(2)) else m.group(3)}",
-        url,
-    )
+    """Return ``url`` with any password as ***, whether the URL parses or not.
+
+    The userinfo runs to the *last* ``@`` (a password may hold one). A well-formed one
+    keeps its user name (``user:***@``); one holding ``/ ? #`` cannot be split reliably
+    and is hidden whole (``***@``). A query argument named like a secret hides its value
+    and everything after it (an unencoded ``&`` or ``#`` would cut the password).
+    """
+    head, sep, rest = url.partition("//")
+    if not sep:
+        head, sep, rest = url.partition(":")
+    if "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        broken = any(ch in userinfo for ch in USERINFO_BREAKERS)
+        rest = (MASK if broken else user + (":" + MASK if colon else "")) + "@" + rest
+    match = next((m for m in _QUERY_ARGUMENT.finditer(rest) if looks_secret(m.group(2))), None)
+    if match is not None:
+        rest = rest[: match.start(3)] + MASK
+    return head + sep + rest
 
 
 def looks_secret(option: str) -> bool:
