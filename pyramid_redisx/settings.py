@@ -358,6 +358,7 @@ class RedisOptions:
         shown = {f.name: redact_value(f.name, getattr(self, f.name)) for f in fields(self)}
         shown["url"] = self.url
         shown["kind"] = self.kind
+        shown["stats_level"] = logging.getLevelName(self.stats_level).lower()
         return shown
 
 
