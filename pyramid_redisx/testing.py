@@ -151,8 +151,13 @@ class RedisServer:
         """redis-py arguments of a client that trusts the test CA (and has a certificate)."""
         if self.tls is None:
             return {}
-        return {"ssl": True, "ssl_ca_certs": self.tls.ca, "ssl_certfile": self.tls.client_cert,
-                "ssl_keyfile": self.tls.client_key}  # fmt: skip
+        return {
+            "ssl": True,
+            "ssl_ca_certs": self.tls.ca,
+            "ssl_certfile": self.tls.client_cert,
+            "ssl_keyfile": self.tls.client_key,
+            "ssl_check_hostname": False,
+        }  # fmt: skip  (certificates for other hosts too)
 
     def client(self, **kwargs: Any) -> redis.Redis:
         return redis.Redis(
