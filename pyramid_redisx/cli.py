@@ -33,14 +33,16 @@ class IniError(Exception):
     """The ini cannot be read; the message is one line and never holds a value."""
 
 
-def read_settings(config_uri: str, variables: Sequence[str]) -> dict[str, Any]:
+def read_settings(
+    config_uri: str, variables: Sequence[str], command: str = "check"
+) -> dict[str, Any]:
     from pyramid.paster import get_appsettings
 
     options: dict[str, str] = {}
-    for item in variables:
+    for number, item in enumerate(variables, 1):
         name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise IniError(f"{item!r} is not a name=value ini variable")
+        if not sep or not name:  # not echoed: it may be a secret typed without its name
+            raise IniError(f"variable {number} after the file name is not name=value")
         options[name] = value
     path = config_uri.partition("#")[0]
     try:
@@ -48,7 +50,7 @@ def read_settings(config_uri: str, variables: Sequence[str]) -> dict[str, Any]:
     except configparser.InterpolationMissingOptionError as exc:
         raise IniError(
             f"{path}: [{exc.section}] {exc.option} uses %({exc.reference})s, which is not set: "
-            f"pass it after the file name, e.g. pyramid-redisx check {config_uri} "
+            f"pass it after the file name, e.g. pyramid-redisx {command} {config_uri} "
             f"{exc.reference}={_example(exc.reference)}"
         ) from None
     except configparser.InterpolationError as exc:
@@ -151,7 +153,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        clients = configure(read_settings(args.config_uri, args.variables))
+        clients = configure(read_settings(args.config_uri, args.variables, args.command))
     except IniError as exc:
         print(f"pyramid-redisx: {exc}", file=sys.stderr)
         return 2

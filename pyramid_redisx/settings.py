@@ -535,7 +535,7 @@ def parse_client(
         db=db, **values,
     )  # fmt: skip
     _check_combination(name, options)
-    _check_tls_keys(options, sources)
+    _check_tls_keys(name, options, sources)
     return options
 
 
@@ -574,7 +574,7 @@ def _check_legacy_keys(
 TLS_KEYS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
 
 
-def _check_tls_keys(options: RedisOptions, sources: Mapping[str, str]) -> None:
+def _check_tls_keys(name: str, options: RedisOptions, sources: Mapping[str, str]) -> None:
     """TLS options that would be ignored, or that redis-py rejects only at connect time."""
     for option in TLS_KEYS:
         if getattr(options, option) is not None and options.scheme != "rediss":
@@ -586,8 +586,7 @@ def _check_tls_keys(options: RedisOptions, sources: Mapping[str, str]) -> None:
     if options.ssl_keyfile and not options.ssl_certfile:
         raise RedisSettingsError(
             sources.get("ssl_keyfile", "ssl_keyfile"), options.ssl_keyfile,
-            f"a client key needs its certificate: set "
-            f"{sources.get('ssl_keyfile', 'ssl_keyfile').rsplit('.', 1)[0]}.ssl_certfile too",
+            f"a client key needs its certificate: set {client_key(name, 'ssl_certfile')} too",
         )  # fmt: skip
 
 

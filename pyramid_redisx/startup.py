@@ -99,7 +99,7 @@ def diagnose(exc: BaseException, options: RedisOptions, timeout: float) -> tuple
         and options.port
         and speaks_tls(options.host, options.port, timeout)
     ):
-        return "server expects TLS", f"use rediss:// instead of redis:// ({detail})"
+        return "server expects TLS", f"use rediss:// instead of redis://; {detail}"
     handshake = any("HANDSHAKE" in str(e).upper() for e in _chain(exc))
     if cause == "timeout" and options.scheme == "rediss" and handshake:
         detail += "; no TLS handshake answer: if the server does not speak TLS, use redis://"
