@@ -84,6 +84,7 @@ def configure(settings: dict[str, Any]) -> dict[str, RedisOptions]:
     handler.setLevel(logging.WARNING)
     logger = logging.getLogger("pyramid_redisx")
     logger.addHandler(handler)
+    settings = {k: v for k, v in settings.items() if k != "pyramid.includes"}  # ours alone
     try:
         config = Configurator(settings=settings)
         config.include("pyramid_redisx")
