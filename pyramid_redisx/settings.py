@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .errors import RedisSettingsError
-from .redact import SECRET_KEYS, USERINFO_BREAKERS, looks_secret, redact_value
+from .redact import MASK, SECRET_KEYS, USERINFO_BREAKERS, looks_secret, redact_value
 
 log = logging.getLogger("pyramid_redisx")
 
@@ -408,7 +408,10 @@ def split_url(value: str) -> dict[str, Any]:
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(accepted)
     query: dict[str, str] = {}
+    after_secret: set[str] = set()  # arguments that may be the tail of a password
     for key, item in parse_qsl(parts.query, keep_blank_values=True):
+        if any(looks_secret(name) for name in query):
+            after_secret.add(key)
         if key not in QUERY_KEYS:
             if any(looks_secret(name) for name in query):  # the key may be part of one
                 raise ValueError(
@@ -424,6 +427,7 @@ def split_url(value: str) -> dict[str, Any]:
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "query": query,
+        "after_secret": after_secret,
         "host": None,
         "port": None,
         "path": None,
@@ -504,6 +508,8 @@ def parse_client(
                 try:
                     return CLIENT_KEYS[option].convert(raw)
                 except ValueError as exc:
+                    if level == "U" and option in parts["after_secret"]:
+                        raise _fail(key, "password", raw, AFTER_SECRET) from None
                     raise _fail(key, option, raw, str(exc)) from None
         return CLIENT_KEYS[option].default
 
@@ -529,7 +535,8 @@ def parse_client(
 
     db = parts["db"] or 0
     if "db" in parts["query"]:
-        db = convert_db(f"{url_key} (query argument 'db')", parts["query"]["db"])
+        hidden = "db" in parts["after_secret"]
+        db = convert_db(f"{url_key} (query argument 'db')", parts["query"]["db"], hidden)
     options = RedisOptions(
         scheme=parts["scheme"], host=parts["host"], port=parts["port"], path=parts["path"],
         db=db, **values,
@@ -590,11 +597,20 @@ def _check_tls_keys(name: str, options: RedisOptions, sources: Mapping[str, str]
         )  # fmt: skip
 
 
-def convert_db(key: str, value: object) -> int:
+def convert_db(key: str, value: object, hidden: bool = False) -> int:
     try:
         return integer(0, 100_000)(value)
     except ValueError as exc:
+        if hidden:
+            raise RedisSettingsError(key, MASK, AFTER_SECRET) from None
         raise RedisSettingsError(key, value, str(exc)) from None
+
+
+# A bad query argument after ``password=`` may be the tail of a password cut by ``&``.
+AFTER_SECRET = (
+    "not valid (value hidden: it follows a password in the URL, and an unencoded & in "
+    "the password would have cut it there: percent-encode & as %26)"
+)
 
 
 def _check_combination(name: str, options: RedisOptions) -> None:

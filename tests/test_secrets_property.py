@@ -5,7 +5,7 @@ Each generated password holds one of the characters that break URL parsing (``# 
 marker. Every output path is searched: settings errors and startup failures with their
 chained causes, log records, reprs of options, clients and pools, the health JSON, and
 ``pyramid-redisx check`` / ``info`` output, for the password written raw and
-percent-encoded.
+percent-encoded, in the user info or as a query argument.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pyramid_redisx import RedisSettingsError, RedisUnavailable, cli
 from pyramid_redisx.request import client_set
 from pyramid_redisx.testing import free_port
 
-SPECIALS = "#?/@%:"
+SPECIALS = "#?/@%:&=+"
 MARKERS = ("Mk1q", "Mk2w", "Mk3e", "Mk4r")  # around the special character: any cut shows one
 _chars = st.characters(blacklist_categories=("C", "Z"), blacklist_characters="\x85") | st.just(" ")
 
@@ -117,10 +117,19 @@ def cli_outputs(ini_value: str) -> list[str]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(password=passwords(), encoded=st.booleans())
-def test_no_output_shows_the_password(password: str, encoded: bool) -> None:
+@given(
+    password=passwords(),
+    encoded=st.booleans(),
+    where=st.sampled_from(["userinfo", "query", "query+"]),
+)
+def test_no_output_shows_the_password(password: str, encoded: bool, where: str) -> None:
     written = quote(password, safe="") if encoded else password
-    url = f"redis://app:{written}@127.0.0.1:{free_port()}/0"
+    address = f"127.0.0.1:{free_port()}"
+    url = {
+        "userinfo": f"redis://app:{written}@{address}/0",
+        "query": f"redis://{address}/0?password={written}",
+        "query+": f"redis://{address}/0?password={written}&socket_timeout=1",
+    }[where]
     records = Records()
     logger = logging.getLogger()
     old_level = logger.level

@@ -426,6 +426,7 @@ def test_split_url_parts() -> None:
     parts = split_url("rediss://u:p%2Fw@example.org:6380/3?socket_timeout=1")
     assert parts == {
         "scheme": "rediss", "username": "u", "password": "p/w", "query": {"socket_timeout": "1"},
+        "after_secret": set(),
         "host": "example.org", "port": 6380, "path": None, "db": 3,
     }  # fmt: skip
 
