@@ -83,7 +83,7 @@ def probe(connection: Any, options: RedisOptions, *, version: bool = False) -> P
         return Probe(True, round(latency, 3), role, server, "")
     except Exception as exc:  # noqa: BLE001 - every failure is reported, classified
         connection.disconnect()
-        cause, detail = diagnose(exc, options, connection.socket_connect_timeout or 1.0)
+        cause, detail = diagnose(exc, options, options.startup_check_timeout)
         return Probe(False, 0.0, "", "", f"{cause}: {detail}")
 
 

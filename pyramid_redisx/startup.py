@@ -32,6 +32,10 @@ from .settings import RedisOptions
 
 log = logging.getLogger("pyramid_redisx")
 
+# Longest look for a TLS server behind a closed plain connection: keeps a failed check
+# within startup_check_timeout + 1 s (a TLS handshake on a working link takes ms).
+TLS_SNIFF_TIMEOUT = 0.5
+
 _AUTH_REPLIES = ("NOAUTH", "WRONGPASS", "INVALID PASSWORD", "INVALID USERNAME")
 
 
@@ -97,7 +101,7 @@ def diagnose(exc: BaseException, options: RedisOptions, timeout: float) -> tuple
         and options.scheme == "redis"
         and options.host
         and options.port
-        and speaks_tls(options.host, options.port, timeout)
+        and speaks_tls(options.host, options.port, min(timeout, TLS_SNIFF_TIMEOUT))
     ):
         return "server expects TLS", f"use rediss:// instead of redis://; {detail}"
     handshake = any("HANDSHAKE" in str(e).upper() for e in _chain(exc))

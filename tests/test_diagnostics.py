@@ -196,3 +196,17 @@ def test_health_probes_are_fork_aware(redis_server: Any) -> None:
         after = admin.info("stats")["total_connections_received"]
     assert said == b"ok"
     assert after - before == 1  # the child opened its own; it never used the parent's socket
+
+
+def test_health_of_a_unix_socket_client_down_and_back(redis_server_factory: Any) -> None:
+    server = redis_server_factory(unix_socket=True)
+    app = build_app({"redis.url": server.unix_url, "redis.health_route": "/h"})
+    try:
+        assert app.get("/h").json["status"] == "ok"
+        server.stop()
+        down = app.get("/h", status=503).json["clients"]["default"]
+        assert down["ok"] is False and down["error"].startswith("connection refused: "), down
+        server.start()
+        assert app.get("/h").json["status"] == "ok"
+    finally:
+        client_set(app.app.registry).close()
