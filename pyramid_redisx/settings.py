@@ -410,10 +410,11 @@ def split_url(value: str) -> dict[str, Any]:
     query: dict[str, str] = {}
     after_secret: set[str] = set()  # arguments that may be the tail of a password
     for key, item in parse_qsl(parts.query, keep_blank_values=True):
-        if any(looks_secret(name) for name in query):
+        follows_secret = any(looks_secret(name) for name in query)
+        if follows_secret:
             after_secret.add(key)
         if key not in QUERY_KEYS:
-            if any(looks_secret(name) for name in query):  # the key may be part of one
+            if follows_secret:  # the key may be part of the password: not named
                 raise ValueError(
                     "unknown URL query argument after a password: percent-encode & # + = "
                     "in a password given as a query argument (e.g. & as %26)"
@@ -608,8 +609,8 @@ def convert_db(key: str, value: object, hidden: bool = False) -> int:
 
 # A bad query argument after ``password=`` may be the tail of a password cut by ``&``.
 AFTER_SECRET = (
-    "not valid (value hidden: it follows a password in the URL, and an unencoded & in "
-    "the password would have cut it there: percent-encode & as %26)"
+    "value hidden: it follows a password in the URL, and an unencoded & in the password "
+    "would have cut it there: percent-encode & as %26"
 )
 
 

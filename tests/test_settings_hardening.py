@@ -109,3 +109,18 @@ def test_unparseable_password_hint_says_percent_encode(char: str) -> None:
     text = str(error)
     assert "percent-encode # ? / @ %" in text and "%23" in text
     assert "valid port" not in text and "Tr0ub" not in text and "redis://***@host:6379/0" in text
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("password=Ab1&cd-tail", "unknown URL query argument after a password: percent-encode &"),
+        ("password=Ab1&db=cd-tail", "= '***' is not valid: value hidden: it follows a password"),
+        ("password=Ab1&socket_timeout=cd-tail", "value hidden: it follows a password"),
+        ("password=Ab1#cd-tail", "a Redis URL has no #fragment: percent-encode"),
+    ],
+)
+def test_a_password_cut_in_the_query_is_not_shown(query: str, said: str) -> None:
+    error = include_error({"redis.url": f"redis://h/0?{query}"})
+    assert said in str(error)
+    assert "Ab1" not in str(error) and "cd-tail" not in str(error)
