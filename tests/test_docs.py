@@ -141,7 +141,13 @@ def test_the_message_check_can_fail() -> None:
     page = TROUBLESHOOTING.read_text()
     line = "``redis client=<name> slow command <COMMAND> key=<key> took <ms> ms"
     assert line in page
-    missing = missing_from(page.replace(line, "``redis client=<name> slow"), emitted_messages())
+    messages = emitted_messages()
+    already = set(missing_from(page, messages))  # reported by the test above, if any
+    missing = [
+        m
+        for m in missing_from(page.replace(line, "``redis client=<name> slow"), messages)
+        if m not in already
+    ]
     assert [m.where.split(":")[0] for m in missing] == ["stats.py"], missing
     assert "slow command" in str(missing[0])
 
