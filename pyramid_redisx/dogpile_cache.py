@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dogpile.cache import register_backend
 from dogpile.cache.backends.redis import RedisBackend
-from dogpile.cache.region import register_backend
 from pyramid.threadlocal import get_current_request
 
 from .request import get_redis
@@ -70,7 +70,7 @@ class RedisxBackend(RedisBackend):  # type: ignore[misc]
         """No client of its own: ``writer_client`` is looked up at each use."""
 
     @property
-    def writer_client(self) -> Any:
+    def writer_client(self) -> Any:  # type: ignore[override]
         client = self._process_client or self._resolve()
         request = get_current_request()
         if request is not None and getattr(request, "registry", None) is self.registry:
@@ -91,7 +91,7 @@ class RedisxBackend(RedisBackend):  # type: ignore[misc]
         return client
 
     @property
-    def reader_client(self) -> Any:
+    def reader_client(self) -> Any:  # type: ignore[override]
         return self.writer_client
 
 
