@@ -1,0 +1,126 @@
+"""get_async_redis: redis.asyncio clients from the parsed options, against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from pyramid_redisx.aio import async_pool_kwargs, close_async_redis, get_async_redis
+from pyramid_redisx.request import client_set
+from pyramid_redisx.settings import parse_client
+
+
+def test_one_client_per_loop_closed_cleanly(make_app: Any, redis_client_list: Any) -> None:
+    registry = make_app(client_name="asyncapp").app.registry
+
+    async def use() -> Any:
+        client = get_async_redis(registry)
+        assert get_async_redis(registry) is client  # one per loop
+        await client.set("k", "v")
+        assert await client.get("k") == b"v"
+        assert {c["name"] for c in redis_client_list()} >= {"asyncapp"}
+        await close_async_redis(registry)
+        return client
+
+    first = asyncio.run(use())
+    second = asyncio.run(use())
+    assert first is not second  # a new loop, a new client
+    assert [c for c in redis_client_list() if c["name"] == "asyncapp"] == []  # all closed
+
+
+def test_options_carried_over(redis_server_factory: Any, make_app: Any) -> None:
+    server = redis_server_factory("pw-async-99")
+    url = f"redis://:pw-async-99@127.0.0.1:{server.port}/4"
+    registry = make_app(url=url, decode_responses="true", socket_timeout="0.5",
+                        max_connections="1", pool_timeout="0.2").app.registry  # fmt: skip
+
+    async def use() -> None:
+        client = get_async_redis(registry)
+        pool = client.connection_pool
+        assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
+        assert pool.max_connections == 1
+        await client.set("k", "v")
+        assert await client.get("k") == "v"  # decode_responses
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            await client.execute_command("DEBUG", "SLEEP", "1")
+        assert time.monotonic() - started < 0.9  # socket_timeout 0.5
+        await asyncio.sleep(0.6)  # the server finishes its sleep
+        blocker = asyncio.create_task(client.blpop(["nothing"], timeout=0.4))
+        await asyncio.sleep(0.05)
+        with pytest.raises(redis.ConnectionError):  # the one connection is busy
+            await client.get("k")
+        await blocker
+        await close_async_redis(registry)
+
+    asyncio.run(use())
+    with server.client(db=4) as check:
+        assert check.get("k") == b"v"  # db 4 of the password-protected server
+
+
+def test_tls_and_unix_arguments() -> None:
+    options = parse_client(
+        "default", {"redis.url": "rediss://h:6380/1", "redis.ssl_cert_reqs": "none"}
+    )
+    kwargs = async_pool_kwargs(options)
+    assert kwargs["connection_class"] is redis.asyncio.SSLConnection
+    assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["ssl_cert_reqs"]) == (
+        "h",
+        6380,
+        1,
+        "none",
+    )
+    unix = async_pool_kwargs(parse_client("default", {"redis.url": "unix:///tmp/r.sock"}))
+    assert unix["connection_class"] is redis.asyncio.UnixDomainSocketConnection
+    assert "socket_keepalive" not in unix and unix["path"] == "/tmp/r.sock"
+
+
+def test_outside_a_loop_and_unknown_client(make_app: Any) -> None:
+    registry = make_app().app.registry
+    with pytest.raises(RuntimeError, match="inside a running event loop"):
+        get_async_redis(registry)
+
+    async def unknown() -> None:
+        get_async_redis(registry, "nope")
+
+    with pytest.raises(LookupError, match="no Redis client named 'nope'"):
+        asyncio.run(unknown())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_builds_its_own_client(make_app: Any) -> None:
+    registry = make_app().app.registry
+    loop = asyncio.new_event_loop()
+    try:
+        parent = loop.run_until_complete(_ping(registry))
+        pid = os.fork()
+        if pid == 0:  # the child: same loop object, same registry
+            code = 1
+            try:
+                child = loop.run_until_complete(_ping(registry))
+                code = 0 if child is not parent else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert loop.run_until_complete(_ping(registry)) is parent  # parent's still works
+        loop.run_until_complete(close_async_redis_in(registry))
+    finally:
+        loop.close()
+    client_set(registry).close()
+
+
+async def _ping(registry: Any) -> Any:
+    client = get_async_redis(registry)
+    assert await client.ping()
+    return client
+
+
+async def close_async_redis_in(registry: Any) -> None:
+    await close_async_redis(registry)
