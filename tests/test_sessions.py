@@ -7,6 +7,7 @@ second in its Pyramid 1.10.8 environment, so each runs in exactly one of them.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import logging
 from collections.abc import Callable
