@@ -15,9 +15,9 @@ Fork: redis-py's asyncio pools do not check the process id as its sync pools do.
 the clients are kept per process: in a child (gunicorn worker, multiprocessing) the
 first call builds new ones and never touches the parent's connections.
 
-Standalone servers only for now: a client configured for Sentinel or Cluster raises
-``NotImplementedError`` (redis-py has ``redis.asyncio.sentinel`` and
-``redis.asyncio.cluster``; they will be wired when the sync ones are).
+Sentinel (``redis.sentinels``): a client of the master that the Sentinels name, through
+``redis.asyncio.sentinel``; its pool does not block when full (redis-py's asyncio
+Sentinel pool has no blocking variant). Cluster clients raise ``NotImplementedError``.
 """
 
 from __future__ import annotations
@@ -63,10 +63,9 @@ def async_retry(options: RedisOptions) -> Retry:
 
 def async_pool_kwargs(options: RedisOptions) -> dict[str, Any]:
     """Arguments of a ``redis.asyncio`` pool for ``options`` (pure: tested without a server)."""
-    if options.kind != "standalone":
+    if options.kind == "cluster":
         raise NotImplementedError(
-            f"get_async_redis: {options.kind} clients are not supported yet "
-            "(standalone servers only)"
+            "get_async_redis: cluster clients are not supported yet (standalone and Sentinel only)"
         )
     kwargs: dict[str, Any] = {
         "db": options.db,
@@ -107,10 +106,33 @@ def async_pool_kwargs(options: RedisOptions) -> dict[str, Any]:
 def build_async_client(options: RedisOptions) -> Any:
     """A new ``redis.asyncio.Redis`` owning a new pool. Opens no connection."""
     kwargs = async_pool_kwargs(options)
+    if options.kind == "sentinel":
+        return _sentinel_master(options, kwargs)
     pool_class = (
         redis.asyncio.BlockingConnectionPool if options.blocking else redis.asyncio.ConnectionPool
     )
     return redis.asyncio.Redis.from_pool(pool_class(**kwargs))
+
+
+def _sentinel_master(options: RedisOptions, kwargs: dict[str, Any]) -> Any:
+    from redis.asyncio.sentinel import Sentinel
+
+    # The Sentinels say where the master is: no host/port of our own; their pool class
+    # picks the (SSL) connection class; it never blocks.
+    for name in ("host", "port", "connection_class", "timeout"):
+        kwargs.pop(name, None)
+    if options.scheme == "rediss":
+        kwargs["ssl"] = True
+    sentinel_kwargs = {
+        "password": options.sentinel_password,
+        "socket_timeout": options.socket_timeout,
+        "socket_connect_timeout": options.socket_connect_timeout,
+    }
+    assert options.sentinels is not None and options.sentinel_service is not None
+    sentinel = Sentinel(list(options.sentinels), sentinel_kwargs=sentinel_kwargs, **kwargs)
+    client = sentinel.master_for(options.sentinel_service)
+    client.pyramid_redisx_sentinels = sentinel.sentinels  # closed with the client
+    return client
 
 
 def get_async_redis(registry: Any, name: str = DEFAULT_CLIENT) -> Any:
@@ -141,6 +163,8 @@ async def close_async_redis(registry: Any) -> None:
     clients = _state(registry).by_loop.pop(asyncio.get_running_loop(), {})
     for client in clients.values():
         await client.aclose()
+        for sentinel in getattr(client, "pyramid_redisx_sentinels", ()):
+            await sentinel.aclose()
 
 
 def _state(registry: Any) -> _AsyncClients:

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
 
-from pyramid_redisx.aio import async_pool_kwargs, close_async_redis, get_async_redis
+from pyramid_redisx.aio import (
+    async_pool_kwargs,
+    build_async_client,
+    close_async_redis,
+    get_async_redis,
+)
 from pyramid_redisx.request import client_set
 from pyramid_redisx.settings import parse_client
+from pyramid_redisx.testing import free_port, server_binary
 
 
 def test_one_client_per_loop_closed_cleanly(make_app: Any, redis_client_list: Any) -> None:
@@ -79,6 +87,9 @@ def test_tls_and_unix_arguments() -> None:
     unix = async_pool_kwargs(parse_client("default", {"redis.url": "unix:///tmp/r.sock"}))
     assert unix["connection_class"] is redis.asyncio.UnixDomainSocketConnection
     assert "socket_keepalive" not in unix and unix["path"] == "/tmp/r.sock"
+    cluster = parse_client("default", {"redis.url": "redis://h:7000/0", "redis.cluster": "true"})
+    with pytest.raises(NotImplementedError, match="cluster clients are not supported yet"):
+        async_pool_kwargs(cluster)
 
 
 def test_outside_a_loop_and_unknown_client(make_app: Any) -> None:
@@ -124,3 +135,70 @@ async def _ping(registry: Any) -> Any:
 
 async def close_async_redis_in(registry: Any) -> None:
     await close_async_redis(registry)
+
+
+@pytest.fixture
+def sentinel_for(tmp_path: Any) -> Iterator[Any]:
+    """``sentinel_for(master_port)`` → port of a Sentinel watching it as ``mymaster``."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(master_port: int) -> int:
+        port = free_port()
+        conf = tmp_path / f"sentinel-{port}.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+            f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+        )
+        log = open(tmp_path / f"sentinel-{port}.log", "wb")  # noqa: SIM115 - closed below
+        started.append(
+            subprocess.Popen([server_binary(), str(conf), "--sentinel"], stdout=log, stderr=log)
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis(port=port, socket_timeout=0.5) as sentinel:
+                    if sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"):
+                        return port
+            except redis.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / f"sentinel-{port}.log").read_text()
+            time.sleep(0.05)
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.kill()
+            process.wait(10)
+
+
+def test_sentinel_master_through_the_sentinels(
+    redis_server_factory: Any, sentinel_for: Any, redis_client_list: Any
+) -> None:
+    master = redis_server_factory("pw-sentinel-master")
+    sentinel_port = sentinel_for(master.port)
+    options = parse_client(
+        "default",
+        {
+            # host and port here are not used: the Sentinels name the master
+            "redis.url": "redis://:pw-sentinel-master@nowhere.invalid:1/5",
+            "redis.sentinels": f"127.0.0.1:{sentinel_port}",
+            "redis.sentinel_service": "mymaster",
+            "redis.client_name": "async-sentinel",
+        },
+    )
+
+    async def use() -> None:
+        client = build_async_client(options)
+        await client.set("k", "v")
+        assert await client.get("k") == b"v"
+        await client.aclose()
+        for sentinel in client.pyramid_redisx_sentinels:
+            await sentinel.aclose()
+
+    asyncio.run(use())
+    with master.client(db=5) as check:
+        assert check.get("k") == b"v"
+        names = [c["name"] for c in check.client_list("normal")]
+    assert "async-sentinel" not in names  # closed
