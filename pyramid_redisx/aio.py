@@ -16,8 +16,9 @@ the clients are kept per process: in a child (gunicorn worker, multiprocessing) 
 first call builds new ones and never touches the parent's connections.
 
 Sentinel (``redis.sentinels``): a client of the master that the Sentinels name, through
-``redis.asyncio.sentinel``; its pool does not block when full (redis-py's asyncio
-Sentinel pool has no blocking variant). Cluster clients raise ``NotImplementedError``.
+``redis.asyncio.sentinel``. Cluster (``redis.cluster``): ``redis.asyncio.RedisCluster``
+from the node in ``redis.url``, ``max_connections`` per node. Neither pool waits when
+full (redis-py's asyncio Sentinel and Cluster pools have no blocking variant).
 """
 
 from __future__ import annotations
@@ -63,10 +64,6 @@ def async_retry(options: RedisOptions) -> Retry:
 
 def async_pool_kwargs(options: RedisOptions) -> dict[str, Any]:
     """Arguments of a ``redis.asyncio`` pool for ``options`` (pure: tested without a server)."""
-    if options.kind == "cluster":
-        raise NotImplementedError(
-            "get_async_redis: cluster clients are not supported yet (standalone and Sentinel only)"
-        )
     kwargs: dict[str, Any] = {
         "db": options.db,
         "username": options.username,
@@ -108,10 +105,21 @@ def build_async_client(options: RedisOptions) -> Any:
     kwargs = async_pool_kwargs(options)
     if options.kind == "sentinel":
         return _sentinel_master(options, kwargs)
+    if options.kind == "cluster":
+        return _cluster(kwargs, tls=options.scheme == "rediss")
     pool_class = (
         redis.asyncio.BlockingConnectionPool if options.blocking else redis.asyncio.ConnectionPool
     )
     return redis.asyncio.Redis.from_pool(pool_class(**kwargs))
+
+
+def _cluster(kwargs: dict[str, Any], *, tls: bool) -> Any:
+    # RedisCluster makes its own per-node pools and connection classes; no db but 0.
+    for name in ("connection_class", "timeout"):
+        kwargs.pop(name, None)
+    if kwargs.pop("db", 0) != 0:
+        raise ValueError("get_async_redis: a Redis Cluster has only database 0")
+    return redis.asyncio.RedisCluster(ssl=tls, **kwargs)
 
 
 def _sentinel_master(options: RedisOptions, kwargs: dict[str, Any]) -> Any:

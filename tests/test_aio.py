@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,9 +91,6 @@ def test_tls_and_unix_arguments() -> None:
     unix = async_pool_kwargs(parse_client("default", {"redis.url": "unix:///tmp/r.sock"}))
     assert unix["connection_class"] is redis.asyncio.UnixDomainSocketConnection
     assert "socket_keepalive" not in unix and unix["path"] == "/tmp/r.sock"
-    cluster = parse_client("default", {"redis.url": "redis://h:7000/0", "redis.cluster": "true"})
-    with pytest.raises(NotImplementedError, match="cluster clients are not supported yet"):
-        async_pool_kwargs(cluster)
 
 
 def test_outside_a_loop_and_unknown_client(make_app: Any) -> None:
@@ -202,3 +203,64 @@ def test_sentinel_master_through_the_sentinels(
         assert check.get("k") == b"v"
         names = [c["name"] for c in check.client_list("normal")]
     assert "async-sentinel" not in names  # closed
+
+
+def cli_binary() -> str:
+    """redis-cli or valkey-cli: on PATH, or beside the server binary."""
+    for name in ("redis-cli", "valkey-cli"):
+        found = shutil.which(name) or str(Path(server_binary()).with_name(name))
+        if Path(found).exists():
+            return found
+    pytest.fail("no redis-cli or valkey-cli to create a cluster with")
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    for _ in range(100):
+        port = random.randrange(20000, 30000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    pytest.fail("no free port pair for a cluster node")
+
+
+def test_cluster_client_from_any_node(redis_server_factory: Any) -> None:
+    nodes = [
+        redis_server_factory(
+            None, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+            port=cluster_port(),
+        )
+        for _ in range(3)
+    ]  # fmt: skip
+    addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+    subprocess.run(
+        [cli_binary(), "--cluster", "create", *addresses, "--cluster-yes"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    deadline = time.monotonic() + 15
+    while not all(
+        n.client().execute_command("CLUSTER INFO")["cluster_state"] == "ok" for n in nodes
+    ):
+        assert time.monotonic() < deadline, "the cluster did not come up"
+        time.sleep(0.1)
+    options = parse_client(
+        "default",
+        {"redis.url": f"redis://{addresses[1]}/0", "redis.cluster": "true",
+         "redis.client_name": "async-cluster", "redis.decode_responses": "true"},
+    )  # fmt: skip
+
+    async def use() -> None:
+        client = build_async_client(options)
+        assert isinstance(client, redis.asyncio.RedisCluster)
+        for number in range(20):  # keys over every node's slots
+            await client.set(f"key{number}", str(number))
+        assert await client.get("key7") == "7"
+        await client.aclose()
+
+    asyncio.run(use())
+    per_node = [n.client().dbsize() for n in nodes]
+    assert sum(per_node) == 20 and all(per_node)  # spread over the three masters
