@@ -17,8 +17,8 @@ import pytest
 import webtest
 from pyramid.config import Configurator
 
-from pyramid_redisx.request import client_set
 from pyramid_redisx.pools import pool_figures
+from pyramid_redisx.request import client_set
 
 PYRAMID_2 = int(importlib.metadata.version("pyramid").split(".")[0]) >= 2
 HAS_REDIS_SESSIONS = not PYRAMID_2 and importlib.util.find_spec("pyramid_redis_sessions")
