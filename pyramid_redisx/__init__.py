@@ -9,11 +9,17 @@ def view(request):
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import add_redis_client, includeme
 from .errors import RedisSettingsError, RedisUnavailable
 from .request import get_redis
+
+if TYPE_CHECKING:  # real types for type checkers; imported lazily at run time
+    from .aio import close_async_redis, get_async_redis
+    from .http_cache import http_cache_backend
+    from .queue import MessageQueue, QueueEmpty, QueueFull
+    from .tm import RedisTransactionError
 
 # Integrations, imported on first use: the core install (no extras) imports without
 # them.
