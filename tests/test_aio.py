@@ -264,3 +264,24 @@ def test_cluster_client_from_any_node(redis_server_factory: Any) -> None:
     asyncio.run(use())
     per_node = [n.client().dbsize() for n in nodes]
     assert sum(per_node) == 20 and all(per_node)  # spread over the three masters
+
+
+def test_tls_with_client_certificate(
+    redis_server_factory: Any, tls_files: Any, make_app: Any
+) -> None:
+    server = redis_server_factory(tls=tls_files, tls_auth_clients="yes")
+    full = {"url": f"rediss://localhost:{server.port}/0", "ssl_ca_certs": tls_files.ca,
+            "ssl_certfile": tls_files.client_cert, "ssl_keyfile": tls_files.client_key,
+            "ssl_cert_reqs": "required", "ssl_check_hostname": "true"}  # fmt: skip
+    registry = make_app(**full).app.registry
+    without_cert = {k: v for k, v in full.items() if k not in ("ssl_certfile", "ssl_keyfile")}
+    refused = make_app(**without_cert, startup_check="false").app.registry
+
+    async def use() -> None:
+        assert await get_async_redis(registry).ping()  # CA, certificate and key all used
+        with pytest.raises(redis.ConnectionError):
+            await get_async_redis(refused).ping()  # the server requires a certificate
+        await close_async_redis(registry)
+        await close_async_redis(refused)
+
+    asyncio.run(use())
