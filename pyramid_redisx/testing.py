@@ -316,7 +316,9 @@ else:
     @pytest.fixture
     def redis_client_list(redis_server: RedisServer) -> Any:
         """``redis_client_list()`` → the session server's ``CLIENT LIST`` (normal clients),
-        less the connection that asks: how many connections the app really holds."""
+        less the connection that asks. Other tests' apps may still hold connections to
+        that server: set ``redis.client_name`` and look for your app's name, or count on a
+        server of your own (``redis_server_factory``)."""
 
         def client_list() -> list[dict[str, Any]]:
             with redis_server.client() as client:

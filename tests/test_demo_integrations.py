@@ -22,10 +22,10 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def demo(redis_settings: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    url = redis_settings["redis.url"]
+def demo(redis_server_factory: Any) -> Iterator[tuple[str, Any]]:
+    url = redis_server_factory().url  # its own server: CLIENT LIST shows this app alone
     settings = {
-        **redis_settings,
+        "redis.url": url,
         "redis.clients": "cache",
         "redis.cache.url": url.rsplit("/", 1)[0] + "/1",
         "redis.cache.decode_responses": "true",

@@ -79,6 +79,17 @@ def include(package: str) -> Callable[[Configurator], None]:
     return setup
 
 
+def client_list_of(server: Any) -> Callable[[], list[dict[str, Any]]]:
+    """CLIENT LIST of ``server``'s normal clients, less the connection asking."""
+
+    def client_list() -> list[dict[str, Any]]:
+        with server.client() as client:
+            me = client.client_id()
+            return [c for c in client.client_list("normal") if int(c["id"]) != me]
+
+    return client_list
+
+
 def check_session_lifecycle(
     app: webtest.TestApp, client_list: Callable[[], list[dict[str, Any]]], caplog: Any
 ) -> None:
@@ -109,12 +120,12 @@ def check_session_lifecycle(
 
 @needs_session_redis
 def test_pyramid_session_redis_uses_our_pool(
-    make_app: Any, redis_client_list: Any, caplog: pytest.LogCaptureFixture
+    make_app: Any, redis_server_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = make_app(
-        VIEWS, include("pyramid_session_redis"), **session_settings("pyramid_session_redis")
-    )
-    check_session_lifecycle(app, redis_client_list, caplog)
+    server = redis_server_factory()  # its own server: CLIENT LIST shows this app alone
+    settings = {**session_settings("pyramid_session_redis"), "url": server.url}
+    app = make_app(VIEWS, include("pyramid_session_redis"), **settings)
+    check_session_lifecycle(app, client_list_of(server), caplog)
 
 
 @needs_session_redis
@@ -179,9 +190,9 @@ def test_sessions_client_names_the_client(
 
 @needs_redis_sessions
 def test_pyramid_redis_sessions_uses_our_pool(
-    make_app: Any, redis_client_list: Any, caplog: pytest.LogCaptureFixture
+    make_app: Any, redis_server_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = make_app(
-        VIEWS, include("pyramid_redis_sessions"), **session_settings("pyramid_redis_sessions")
-    )
-    check_session_lifecycle(app, redis_client_list, caplog)
+    server = redis_server_factory()  # its own server: CLIENT LIST shows this app alone
+    settings = {**session_settings("pyramid_redis_sessions"), "url": server.url}
+    app = make_app(VIEWS, include("pyramid_redis_sessions"), **settings)
+    check_session_lifecycle(app, client_list_of(server), caplog)
