@@ -22,7 +22,7 @@ $(BIN)/.installed: pyproject.toml
 
 $(BIN110)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV110)
-	$(BIN110)/pip install -q 'pyramid==1.10.8' 'setuptools<81' -e '.[test]'
+	$(BIN110)/pip install -q 'pyramid==1.10.8' 'setuptools<81' 'pyramid_redis_sessions==1.0.1' -e '.[test]'
 	echo '$(REPO_PTH)' > "$$($(BIN110)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/pyramid_redisx_repo.pth"
 	touch $@
 

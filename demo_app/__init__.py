@@ -425,6 +425,9 @@ def include_integrations(config: Configurator) -> list[tuple[str, str, str]]:
     its pages: the routes it adds whose pattern has no placeholder."""
     if importlib.util.find_spec(INTEGRATIONS) is None:
         return []
+    if int(version("pyramid").split(".")[0]) < 2:  # its sessions: pyramid_session_redis 1.8
+        log.warning("demo: %s not included: its sessions need Pyramid 2", INTEGRATIONS)
+        return []
     config.commit()
     before = {route.name for route in config.get_routes_mapper().get_routes()}
     try:

@@ -175,6 +175,9 @@ def _shot(driver: Any, name: str) -> None:
 def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
+    for old in SCREENSHOTS.glob("*.png"):  # only this run's pictures in the folder
+        old.unlink()
+
     def text(css: str) -> str:
         return str(browser.find_element(By.CSS_SELECTOR, css).text)
 
@@ -237,6 +240,37 @@ def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
     assert '"status": "ok"' in browser.find_element(By.TAG_NAME, "body").text
     _shot(browser, "05-health-ok")
 
+    # The integrations' pages (demo_app.integrations), linked from the home page.
+    browser.get(demo.url + "/")
+    listed = {a.text: a for a in browser.find_elements(By.CSS_SELECTOR, "#integrations a")}
+    assert set(listed) == {"Integrations", "Sessions", "HTTP cache", "Message queue"}, listed
+    assert "CLIENT LIST" in text("#pools table")
+    listed["Sessions"].click()
+    browser.find_element(By.NAME, "name").send_keys("Ada")
+    browser.find_element(By.TAG_NAME, "button").click()
+    assert text(".greeting") == "Hello, Ada!"
+    _shot(browser, "06-integrations-sessions")
+    browser.get(demo.url + "/integrations/http-cache")
+    assert text(".state") == "miss"
+    browser.refresh()
+    assert text(".state") == "hit" and text(".body") == "origin response number 1"
+    _shot(browser, "07-integrations-http-cache")
+    browser.get(demo.url + "/integrations/queue")
+    for message in ("first", "second"):
+        browser.find_element(By.NAME, "message").send_keys(message)
+        browser.find_element(By.TAG_NAME, "button").click()
+    assert text(".length") == "2"
+    _shot(browser, "08-integrations-queue")
+    browser.find_element(By.LINK_TEXT, "drain them").click()
+    assert [li.text for li in browser.find_elements(By.CSS_SELECTOR, ".drained li")] == [
+        "first",
+        "second",
+    ]
+    browser.get(demo.url + "/integrations")
+    counts = text("table")
+    assert re.search(r"default \d+ \d+", counts) and re.search(r"cache \d+ \d+", counts), counts
+    _shot(browser, "09-integrations-client-list")
+
     # Kill the demo's own Redis: the runner says so, pages answer 503 and say what to do.
     os.kill(demo.redis_pid, signal.SIGKILL)
     said = demo.wait_for_console(r"demo: the Redis server \(pid (\d+), port \d+\) ([^.]+)\.")
@@ -248,7 +282,7 @@ def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
     assert "Connection refused" in text("#redis-error")
     assert "make demo" in text("#redis-down")
     assert "Traceback" not in browser.page_source
-    _shot(browser, "06-redis-down-503")
+    _shot(browser, "10-redis-down-503")
     assert _status(demo.url + "/health/redis") == 503
     browser.get(demo.url + "/health/redis")
     assert '"status": "down"' in browser.find_element(By.TAG_NAME, "body").text
