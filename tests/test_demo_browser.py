@@ -153,6 +153,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(WAIT)
+    driver.implicitly_wait(5)  # lookups wait for a page that is still loading
     try:
         yield driver
     finally:
@@ -175,12 +176,23 @@ def _shot(driver: Any, name: str) -> None:
 
 def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
 
     for old in SCREENSHOTS.glob("*.png"):  # only this run's pictures in the folder
         old.unlink()
 
     def text(css: str) -> str:
         return str(browser.find_element(By.CSS_SELECTOR, css).text)
+
+    def follow(element: Any) -> None:
+        """Click, then wait until the browser has left the page (click does not wait for
+        a form's POST and redirect: the next lookup could hit the old page)."""
+        element.click()
+        _wait(browser, staleness_of(element), "the click did not leave the page")
+
+    def submit(field: str, value: str) -> None:
+        browser.find_element(By.NAME, field).send_keys(value)
+        follow(browser.find_element(By.TAG_NAME, "button"))
 
     # Home: the counter, the server line, the pools, this page's Server-Timing figure.
     browser.get(demo.url + "/")
@@ -217,7 +229,7 @@ def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
             break
 
     # The cached report: computed once, then read from the cache.
-    browser.find_element(By.LINK_TEXT, "Cached report").click()
+    follow(browser.find_element(By.LINK_TEXT, "Cached report"))
     assert browser.title == "Cached report · pyramid_redisx demo"
     report = browser.find_element(By.ID, "report")
     assert report.get_attribute("data-cache") == "miss", text("#report-source")
@@ -230,9 +242,9 @@ def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
     _shot(browser, "03-report-cached")
 
     # One click from the home page into the toolbar's Redis panel, for that very request.
-    browser.find_element(By.LINK_TEXT, "Home").click()
+    follow(browser.find_element(By.LINK_TEXT, "Home"))
     visits = text("#visit-count")
-    browser.find_element(By.ID, "open-redis-panel").click()
+    follow(browser.find_element(By.ID, "open-redis-panel"))
     panel = _wait(
         browser,
         lambda d: next(
@@ -259,9 +271,8 @@ def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
     listed = {a.text: a for a in browser.find_elements(By.CSS_SELECTOR, "#integrations a")}
     assert set(listed) == {"Integrations", "Sessions", "HTTP cache", "Message queue"}, listed
     assert "CLIENT LIST" in text("#pools table")
-    listed["Sessions"].click()
-    browser.find_element(By.NAME, "name").send_keys("Ada")
-    browser.find_element(By.TAG_NAME, "button").click()
+    follow(listed["Sessions"])
+    submit("name", "Ada")
     assert text(".greeting") == "Hello, Ada!"
     _shot(browser, "06-integrations-sessions")
     browser.get(demo.url + "/integrations/http-cache")
@@ -271,11 +282,10 @@ def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
     _shot(browser, "07-integrations-http-cache")
     browser.get(demo.url + "/integrations/queue")
     for message in ("first", "second"):
-        browser.find_element(By.NAME, "message").send_keys(message)
-        browser.find_element(By.TAG_NAME, "button").click()
+        submit("message", message)
     assert text(".length") == "2"
     _shot(browser, "08-integrations-queue")
-    browser.find_element(By.LINK_TEXT, "drain them").click()
+    follow(browser.find_element(By.LINK_TEXT, "drain them"))
     assert [li.text for li in browser.find_elements(By.CSS_SELECTOR, ".drained li")] == [
         "first",
         "second",
