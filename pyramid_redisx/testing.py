@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -320,6 +321,10 @@ class SentinelSet:
             socket_timeout=2, decode_responses=True,
         )  # fmt: skip
 
+    def watch_switch(self, index: int = 0) -> SwitchWatcher:
+        """Start listening for ``+switch-master`` before causing a failover."""
+        return SwitchWatcher(self.sentinels[index].port, self.sentinel_password)
+
     def master_state(self, index: int = 0) -> dict[str, Any]:
         with self.sentinel_client(index) as client:
             return dict(client.sentinel_master(self.service))
@@ -510,6 +515,72 @@ def cluster_state(client: redis.Redis) -> str:
     text = info.decode() if isinstance(info, bytes) else str(info)
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     return fields.get("cluster_state", "").strip()
+
+
+class FailoverWriter:
+    """A thread calling ``write()`` in a loop, noting when each call succeeded or failed:
+    the time from a fault to the first success is what a user sees of a failover."""
+
+    def __init__(self, write: Any, pause: float = 0.005) -> None:
+        self.write = write
+        self.pause = pause
+        self.successes: list[float] = []
+        self.failures: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="failover-writer", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.write()
+                self.successes.append(time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - every failure is what we measure
+                self.failures.append((time.monotonic(), f"{type(exc).__name__}: {exc}"[:300]))
+            time.sleep(self.pause)
+
+    def start(self, timeout: float = 10.0) -> FailoverWriter:
+        """Start and wait for a first successful write."""
+        self._thread.start()
+        _wait(lambda: bool(self.successes), timeout, "a first successful write")
+        return self
+
+    def first_success_after(self, moment: float, timeout: float = 30.0) -> float | None:
+        """Monotonic time of the first success after ``moment`` (None if none in time)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            later = [t for t in self.successes if t > moment]
+            if later:
+                return later[0]
+            time.sleep(0.005)
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class SwitchWatcher:
+    """Subscribes to ``+switch-master`` on one Sentinel; ``wait()`` gives when it came."""
+
+    def __init__(self, port: int, password: str | None = None) -> None:
+        self.client = redis.Redis("127.0.0.1", port, password=password, socket_timeout=5)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe("+switch-master")
+        self.message: str | None = None
+
+    def wait(self, timeout: float = 30.0) -> float | None:
+        """Monotonic time the first announcement was read (None if none in time)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                message = self.pubsub.get_message(timeout=0.05)
+                if message and message["type"] == "message":
+                    self.message = message["data"].decode()
+                    return time.monotonic()
+            return None
+        finally:
+            self.pubsub.close()
+            self.client.close()
 
 
 def _cli_binary() -> str:
