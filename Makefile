@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 VENV110 ?= .venv-pyramid110
 BIN110 := $(VENV110)/bin
 
-.PHONY: test test-pyramid2 test-pyramid110 lint demo bench clean system-deps
+.PHONY: test test-pyramid2 test-pyramid110 test-topologies lint demo bench clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,17 +20,21 @@ $(BIN110)/.installed: pyproject.toml
 	touch $@
 
 ## test: lint, type-check, and the whole suite on Pyramid 2 and on Pyramid 1.10.8
-test: system-deps lint test-pyramid2 test-pyramid110
+test: system-deps lint test-pyramid2 test-pyramid110 test-topologies
 
 ## system-deps: Debian's redis-server (TLS) and Chromium, when missing and run as root
 system-deps:
 	bash scripts/system-deps.sh
 
 test-pyramid2: $(BIN)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/topology
 
 test-pyramid110: $(BIN110)/.installed
-	$(BIN110)/pytest -q
+	$(BIN110)/pytest -q --ignore=tests/topology
+
+## test-topologies: Sentinel set and 6-node cluster on real servers, with fault tests (~2 min)
+test-topologies: $(BIN)/.installed
+	$(BIN)/pytest -q tests/topology
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check pyramid_redisx tests bench demo_app

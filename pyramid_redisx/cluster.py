@@ -24,7 +24,13 @@ import math
 from time import perf_counter
 from typing import Any
 
-from redis.cluster import ClusterNode, ClusterPipeline, LoadBalancingStrategy, RedisCluster
+from redis.cluster import (
+    ClusterNode,
+    ClusterPipeline,
+    LoadBalancingStrategy,
+    RedisCluster,
+    TransactionStrategy,
+)
 
 from .client import Usage
 from .health import Probe, new_connection, probe
@@ -139,7 +145,8 @@ class AccountedClusterPipeline(ClusterPipeline):
         try:
             return super().execute(raise_on_error)
         finally:
-            name = "MULTI" if self.transaction else "PIPELINE"  # type: ignore[truthy-function]
+            transaction = isinstance(self._execution_strategy, TransactionStrategy)
+            name = "MULTI" if transaction else "PIPELINE"
             usage.record(name, perf_counter() - started, (), count, inner)
 
 

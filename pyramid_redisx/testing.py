@@ -419,6 +419,9 @@ class RedisClusterSet:
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(node_timeout_ms),
+            # Redis 7 leaves a replica out of CLUSTER SLOTS until its replication offset
+            # moves; a ping a second moves it (the default waits 10 s).
+            "--repl-ping-replica-period", "1",
             *_FAST_REPLICATION,
         )  # fmt: skip
         if password:
@@ -486,6 +489,9 @@ class RedisClusterSet:
                     info = client.info("replication")
                     if info["role"] == "slave" and info.get("master_link_status") != "up":
                         return False
+                    ranges = client.execute_command("CLUSTER SLOTS")
+                    if any(len(r) - 2 != 1 + self.replicas_per_master for r in ranges):
+                        return False  # a replica not yet offered for reads
             table = self.cluster_nodes()
             if any("fail" in n["flags"] for n in table) or len(table) != len(self.nodes):
                 return False
