@@ -32,7 +32,7 @@ import weakref
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
+from redis.backoff import AbstractBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -160,7 +160,28 @@ def build_pool(options: RedisOptions) -> Any:
     pool.sentinel_addresses = frozenset(options.sentinels or ())
     pool.listen = options.sentinel_listener
     pool.listener_kwargs = sentinel_kwargs(options)
+    if options.sentinel_listener:
+        retry = kwargs["retry"]  # each connection gets this Retry (or a copy of it)
+        retry._backoff = SwitchAwareBackoff(retry._backoff)
     return pool
+
+
+class SwitchAwareBackoff(AbstractBackoff):
+    """The client's backoff, except that a pause between two tries ends as soon as the
+    listener hears of a new master, so a retry does not sleep through the switch.
+
+    redis-py sleeps for what ``compute`` returns; this waits here and returns 0.
+    """
+
+    def __init__(self, inner: AbstractBackoff) -> None:
+        self.inner = inner
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def compute(self, failures: int) -> float:
+        LISTENER.wait_for_switch(self.inner.compute(failures))
+        return 0.0
 
 
 class SwitchListener:
@@ -172,6 +193,16 @@ class SwitchListener:
         self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._switched = threading.Condition()
+        self._switches = 0
+
+    def wait_for_switch(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a switch is announced meanwhile."""
+        if seconds <= 0:
+            return
+        with self._switched:
+            seen = self._switches
+            self._switched.wait_for(lambda: self._switches != seen, seconds)
 
     def watch(self, pool: Any) -> None:
         with self._lock:
@@ -205,6 +236,7 @@ class SwitchListener:
         self._pools = weakref.WeakSet()
         self._thread = None
         self._stop = threading.Event()
+        self._switched = threading.Condition()
 
     def _wanted(self) -> dict[tuple[str, int], dict[str, Any]]:
         with self._lock:
@@ -277,15 +309,21 @@ class SwitchListener:
                 for p in self._pools
                 if p.service_name == service and sentinel in p.sentinel_addresses
             ]
+        moved = False
         for pool in pools:
             if pool.is_master and pool.proxy.master_address == new:
                 continue  # already moved (every Sentinel announces the same switch)
             pool.switch_master(new)
+            moved = True
             log.warning(
                 "redis client=%s Sentinel %s:%d announced %s: service %r moved from %s to %s:%d",
                 ", ".join(getattr(pool, "client_names", ())) or "?", *sentinel, CHANNEL,
                 service, old, *new,
             )  # fmt: skip
+        if moved:  # end the retry pauses of threads waiting for a master
+            with self._switched:
+                self._switches += 1
+                self._switched.notify_all()
 
 
 def _subscribe(address: tuple[str, int], kwargs: dict[str, Any]) -> Any:

@@ -321,17 +321,24 @@ class SentinelSet:
             socket_timeout=2, decode_responses=True,
         )  # fmt: skip
 
-    def watch_switch(self, index: int = 0) -> SwitchWatcher:
+    def watch_switch(self) -> SwitchWatcher:
         """Start listening for ``+switch-master`` before causing a failover."""
-        return SwitchWatcher(self.sentinels[index].port, self.sentinel_password)
+        return SwitchWatcher([s.port for s in self.sentinels], self.sentinel_password)
 
     def master_state(self, index: int = 0) -> dict[str, Any]:
         with self.sentinel_client(index) as client:
             return dict(client.sentinel_master(self.service))
 
     def master(self) -> RedisServer:
-        """The data server the first Sentinel names as master."""
-        port = int(self.master_state()["port"])
+        """The data server named master with the newest ``config-epoch`` (right after a
+        failover only the leader knows it)."""
+        states = []
+        for index in range(len(self.sentinels)):
+            try:
+                states.append(self.master_state(index))
+            except redis.ConnectionError:
+                continue
+        port = int(max(states, key=lambda state: int(state["config-epoch"]))["port"])
         return next(server for server in self.data if server.port == port)
 
     def replicas(self) -> list[RedisServer]:
@@ -530,16 +537,17 @@ class FailoverWriter:
     def __init__(self, write: Any, pause: float = 0.005) -> None:
         self.write = write
         self.pause = pause
-        self.successes: list[float] = []
+        self.successes: list[tuple[float, float]] = []  # (started, finished)
         self.failures: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="failover-writer", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 self.write()
-                self.successes.append(time.monotonic())
+                self.successes.append((started, time.monotonic()))
             except Exception as exc:  # noqa: BLE001 - every failure is what we measure
                 self.failures.append((time.monotonic(), f"{type(exc).__name__}: {exc}"[:300]))
             time.sleep(self.pause)
@@ -551,10 +559,11 @@ class FailoverWriter:
         return self
 
     def first_success_after(self, moment: float, timeout: float = 30.0) -> float | None:
-        """Monotonic time of the first success after ``moment`` (None if none in time)."""
+        """When the first write begun after ``moment`` succeeded (None if none in time);
+        a write already under way at ``moment`` does not count."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            later = [t for t in self.successes if t > moment]
+            later = [finished for started, finished in self.successes if started > moment]
             if later:
                 return later[0]
             time.sleep(0.005)
@@ -566,12 +575,16 @@ class FailoverWriter:
 
 
 class SwitchWatcher:
-    """Subscribes to ``+switch-master`` on one Sentinel; ``wait()`` gives when it came."""
+    """Subscribes to ``+switch-master`` on every Sentinel; ``wait()`` gives when the first
+    one (the failover's leader; the others follow up to a second or two later) said it."""
 
-    def __init__(self, port: int, password: str | None = None) -> None:
-        self.client = redis.Redis("127.0.0.1", port, password=password, socket_timeout=5)
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe("+switch-master")
+    def __init__(self, ports: list[int], password: str | None = None) -> None:
+        self.clients = [
+            redis.Redis("127.0.0.1", port, password=password, socket_timeout=5) for port in ports
+        ]
+        self.pubsubs = [client.pubsub(ignore_subscribe_messages=True) for client in self.clients]
+        for pubsub in self.pubsubs:
+            pubsub.subscribe("+switch-master")
         self.message: str | None = None
 
     def wait(self, timeout: float = 30.0) -> float | None:
@@ -579,14 +592,16 @@ class SwitchWatcher:
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                message = self.pubsub.get_message(timeout=0.05)
-                if message and message["type"] == "message":
-                    self.message = message["data"].decode()
-                    return time.monotonic()
+                for pubsub in self.pubsubs:
+                    message = pubsub.get_message(timeout=0.002)
+                    if message and message["type"] == "message":
+                        self.message = message["data"].decode()
+                        return time.monotonic()
             return None
         finally:
-            self.pubsub.close()
-            self.client.close()
+            for pubsub, client in zip(self.pubsubs, self.clients, strict=True):
+                pubsub.close()
+                client.close()
 
 
 def _cli_binary() -> str:

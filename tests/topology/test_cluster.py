@@ -146,8 +146,8 @@ def test_sigkill_master_writes_resume_within_bound(cluster_set: RedisClusterSet,
     victim = _node_with_key(cluster_set, "failover")
     writer = FailoverWriter(lambda: app.get("/w")).start()
     try:
+        victim.stop()  # SIGKILL, reaped: gone when it returns
         killed = time.monotonic()
-        victim.stop()  # SIGKILL
         recovered = writer.first_success_after(killed, 20)
     finally:
         writer.stop()
