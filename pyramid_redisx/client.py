@@ -231,7 +231,7 @@ class ClientSet:
             pool = self._pools[options] = build_pool(options)
         self.options[name] = options
         make_client = getattr(pool, "make_client", None)  # Cluster: pyramid_redisx.cluster
-        client = make_client() if make_client else AccountedRedis(connection_pool=pool)
+        client = make_client(name) if make_client else AccountedRedis(connection_pool=pool)
         self.clients[name] = client
         # Per-request copies share the process-wide client's attributes through a class
         # made for this client: a copy is then one object with one attribute (the usage).

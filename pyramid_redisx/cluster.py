@@ -116,10 +116,21 @@ class ClusterPools:
         if self.client is not None:
             self.client.disconnect_connection_pools()
 
-    def make_client(self) -> AccountedCluster:
-        """The process-wide client (``ClientSet.add`` calls this instead of building one)."""
+    def make_client(self, name: str) -> AccountedCluster:
+        """The process-wide client (``ClientSet.add`` calls this instead of building one).
+
+        redis-py reads the slot map here: a cluster that cannot be read is reported like
+        a failed startup check, naming the seeds.
+        """
         if self.client is None:
-            self.client = build_client(self.options, self)
+            try:
+                self.client = build_client(self.options, self)
+            except Exception as exc:
+                from .errors import RedisUnavailable
+                from .startup import diagnose
+
+                cause, detail = diagnose(exc, self.options, self.options.startup_check_timeout)
+                raise RedisUnavailable(name, _seeds(self.options), cause, detail) from exc
         return self.client
 
     def __repr__(self) -> str:
@@ -258,7 +269,7 @@ def probe_nodes(options: RedisOptions, timeout: float) -> tuple[bool, dict[str, 
         node_options = dataclasses.replace(options, host=host, port=port, cluster=False)
         connection = new_connection(node_options, timeout)
         try:
-            result = probe(connection)
+            result = probe(connection, node_options)
             state = ""
             if result.ok:
                 try:
@@ -282,7 +293,7 @@ def probe_nodes(options: RedisOptions, timeout: float) -> tuple[bool, dict[str, 
         if not result.ok:
             entry["error"] = result.error
         elif state != "ok":
-            entry["error"] = f"cluster_state:{state or '?'}"
+            entry["error"] = f"cluster state: cluster_state:{state or '?'} (expected ok)"
         if "fail" in flags and result.ok:
             entry["flags"] = flags
         detail[f"{host}:{port}"] = entry

@@ -366,7 +366,7 @@ def resolve(options: RedisOptions, timeout: float) -> RedisOptions:
 def check(name: str, options: RedisOptions) -> float:
     """Startup check: a Sentinel names the server, and it answers PING."""
     from .errors import RedisUnavailable
-    from .startup import classify, ping
+    from .startup import classify, diagnose, ping
 
     try:
         server = resolve(options, options.startup_check_timeout)
@@ -376,9 +376,8 @@ def check(name: str, options: RedisOptions) -> float:
     try:
         seconds, _ = ping(server)
     except Exception as exc:
-        raise RedisUnavailable(
-            name, f"{server.url} ({describe(options)})", classify(exc), str(exc)
-        ) from exc
+        cause, detail = diagnose(exc, server, options.startup_check_timeout)
+        raise RedisUnavailable(name, f"{server.url} ({describe(options)})", cause, detail) from exc
     return seconds
 
 

