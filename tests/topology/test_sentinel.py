@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -194,3 +195,64 @@ def test_health_view_names_the_master(sentinel_set: SentinelSet, apps: Any) -> N
     entry = body["clients"]["default"]
     assert body["status"] == "ok" and entry["role"] == "master"
     assert list(entry["nodes"]) == [f"127.0.0.1:{sentinel_set.master().port}"]
+
+
+def test_listener_restarts_in_a_forked_worker_and_leaves_the_parents_alone(
+    sentinel_set: SentinelSet, apps: Any
+) -> None:
+    def listeners() -> int:
+        return sum(t.name == THREAD_NAME for t in threading.enumerate())
+
+    def subscribers() -> int:
+        with sentinel_set.sentinel_client() as sentinel:
+            return sum(int(c.get("sub", 0)) > 0 for c in sentinel.client_list())
+
+    app = apps(sentinel_settings(sentinel_set), {"/w": lambda r: r.redis.incr("n")})
+    assert app.get("/w").text == "1"  # the parent's listener starts here
+    deadline = time.monotonic() + 2
+    while subscribers() != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: a request, then report what it saw
+        try:
+            before = listeners()
+            text = app.get("/w").text
+            deadline = time.monotonic() + 2  # its listener subscribes
+            while subscribers() != 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.write(write_end, f"{before} {listeners()} {text} {subscribers()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    report = os.read(read_end, 100).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    # No inherited thread; its own one, subscribed beside the parent's.
+    assert report == "0 1 2 2"
+    assert listeners() == 1
+    deadline = time.monotonic() + 2
+    while subscribers() != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert subscribers() == 1  # the worker's went with it; the parent's is intact
+    assert app.get("/w").text == "3"
+
+
+def test_check_command_names_the_master(sentinel_set: SentinelSet, tmp_path: Any) -> None:
+    import io
+
+    from pyramid_redisx.cli import main as cli_main
+
+    ini = tmp_path / "app.ini"
+    ini.write_text(
+        "[app:main]\nuse = egg:pyramid_redisx#demo\n"
+        f"redis.url = redis://:{sentinel_set.password}@localhost/0\n"
+        f"redis.sentinels = {sentinel_set.sentinels_setting}\n"
+        f"redis.sentinel_service = {sentinel_set.service}\n"
+    )
+    out = io.StringIO()
+    assert cli_main(["check", str(ini)], out) == 0
+    text = out.getvalue()
+    assert "Sentinel service 'mymaster' (master)" in text
+    assert f"127.0.0.1:{sentinel_set.master().port}  role=master" in text
+    assert sentinel_set.password not in text  # type: ignore[operator]
