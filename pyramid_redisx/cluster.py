@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
+import threading
 from time import perf_counter
 from typing import Any
 
@@ -225,22 +227,65 @@ def build_client(options: RedisOptions, pools: ClusterPools) -> AccountedCluster
 
 
 # ---------------------------------------------------------------- checks
-def _nodes(options: RedisOptions, timeout: float) -> list[tuple[str, int, str, str]]:
+class ProbeConnections:
+    """Connections of the checks: new and closed after use (startup check, ``check``), or
+    kept per node and reused while the node answers (the health view: no new connection
+    per call). Forked processes start afresh; ``lock`` serialises users of kept ones."""
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.lock = threading.Lock()
+        self._kept: dict[RedisOptions, Any] = {}
+        self._pid = os.getpid()
+
+    def get(self, options: RedisOptions, timeout: float) -> tuple[Any, bool]:
+        """(a connection to ``options``' node, whether it was kept from an earlier call)."""
+        if not self.keep:
+            return new_connection(options, timeout), False
+        if self._pid != os.getpid():  # never reuse the parent's sockets
+            self._kept, self._pid = {}, os.getpid()
+        connection = self._kept.get(options)  # per node and per client's options
+        if connection is None:
+            connection = self._kept[options] = new_connection(options, timeout)
+        return connection, connection._sock is not None
+
+    def done(self, connection: Any, ok: bool) -> None:
+        if not (self.keep and ok):
+            connection.disconnect()
+
+
+def _ask(connection: Any, *command: str) -> str:
+    connection.connect()  # no-op when connected
+    connection.send_command(*command)
+    reply = connection.read_response()
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def _nodes(
+    options: RedisOptions, timeout: float, connections: ProbeConnections
+) -> list[tuple[str, int, str, str]]:
     """(host, port, role, flags) of every node, from the first seed that answers."""
     seeds = [(options.host or "localhost", options.port or 6379), *(options.cluster_nodes or ())]
     error: Exception | None = None
     for host, port in seeds:
-        connection = new_connection(dataclasses.replace(options, host=host, port=port), timeout)
+        connection, reused = connections.get(
+            dataclasses.replace(options, host=host, port=port), timeout
+        )
         try:
-            connection.connect()
-            connection.send_command("CLUSTER", "NODES")
-            reply = connection.read_response()
+            text = _ask(connection, "CLUSTER", "NODES")
         except Exception as exc:  # noqa: BLE001 - the next seed may answer
-            error = exc
-            continue
-        finally:
             connection.disconnect()
-        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            if reused:  # a kept connection the node dropped: once more, afresh
+                try:
+                    text = _ask(connection, "CLUSTER", "NODES")
+                except Exception as again:  # noqa: BLE001
+                    connection.disconnect()
+                    error = again
+                    continue
+            else:
+                error = exc
+                continue
+        connections.done(connection, True)
         nodes = []
         for line in text.splitlines():
             fields = line.split()
@@ -256,35 +301,39 @@ def _nodes(options: RedisOptions, timeout: float) -> list[tuple[str, int, str, s
     raise error
 
 
-def probe_nodes(options: RedisOptions, timeout: float) -> tuple[bool, dict[str, dict[str, Any]]]:
+def _probe_node(connection: Any, options: RedisOptions) -> tuple[Probe, str]:
+    """(PING/ROLE probe, ``cluster_state``) of one node."""
+    result = probe(connection, options)
+    if not result.ok:
+        return result, ""
+    try:
+        text = _ask(connection, "CLUSTER", "INFO")
+    except Exception as exc:  # noqa: BLE001 - reported as the node's error
+        connection.disconnect()
+        return Probe(False, 0.0, "", "", f"error: {exc}"), ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return result, fields.get("cluster_state", "").strip()
+
+
+def probe_nodes(
+    options: RedisOptions, timeout: float, connections: ProbeConnections | None = None
+) -> tuple[bool, dict[str, dict[str, Any]]]:
     """(every master answers with ``cluster_state:ok``, per-node detail by ``host:port``).
 
     A replica that is down is reported but does not make the client down: writes and
     (with the default strategy) reads still work.
     """
-    nodes = _nodes(options, timeout)
+    connections = connections or ProbeConnections(keep=False)
+    nodes = _nodes(options, timeout, connections)
     ok = True
     detail: dict[str, dict[str, Any]] = {}
     for host, port, role, flags in sorted(nodes, key=lambda n: (n[2] != "master", n[1])):
         node_options = dataclasses.replace(options, host=host, port=port, cluster=False)
-        connection = new_connection(node_options, timeout)
-        try:
-            result = probe(connection, node_options)
-            state = ""
-            if result.ok:
-                try:
-                    connection.send_command("CLUSTER", "INFO")
-                    info = connection.read_response()
-                    text = info.decode() if isinstance(info, bytes) else str(info)
-                    state = (
-                        dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-                        .get("cluster_state", "")
-                        .strip()
-                    )
-                except Exception as exc:  # noqa: BLE001 - reported as the node's error
-                    result = Probe(False, 0.0, "", "", f"error: {exc}")
-        finally:
-            connection.disconnect()
+        connection, reused = connections.get(node_options, timeout)
+        result, state = _probe_node(connection, node_options)
+        if not result.ok and reused and not result.error.startswith("timeout"):
+            result, state = _probe_node(connection, node_options)  # a dropped kept one
+        connections.done(connection, result.ok)
         entry: dict[str, Any] = {
             "ok": result.ok and state == "ok",
             "role": result.role or role,
@@ -338,8 +387,12 @@ def check(name: str, options: RedisOptions) -> float:
 
 def health_probe(probes: Any, options: RedisOptions, timeout: float) -> Probe:
     """Health view and ``check``: every node, ok when every master is."""
+    connections = getattr(probes, "cluster_connections", None)
+    if connections is None:  # kept beside the health view's own probe connections
+        connections = probes.cluster_connections = ProbeConnections(keep=True)
     try:
-        ok, detail = probe_nodes(options, timeout)
+        with connections.lock:
+            ok, detail = probe_nodes(options, timeout, connections)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         from .startup import classify
 

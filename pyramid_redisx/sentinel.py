@@ -343,23 +343,26 @@ os.register_at_fork(after_in_child=LISTENER.forget_after_fork)
 atexit.register(LISTENER.stop)
 
 
-def resolve(options: RedisOptions, timeout: float) -> RedisOptions:
+def resolve(
+    options: RedisOptions, timeout: float, sentinel: Sentinel | None = None
+) -> RedisOptions:
     """``options`` pointing at the server the Sentinels name now (the master, or a live
     replica for ``sentinel_role = replica``, the master if none): the startup check,
     health view and ``check`` command then PING it like a standalone server.
 
-    Raises ``MasterNotFoundError`` (a ``ConnectionError``) when no Sentinel names one.
+    ``sentinel``: a kept manager (the health view's); without one, a new one is closed
+    after use. Raises ``MasterNotFoundError`` (a ``ConnectionError``) when no Sentinel
+    names one.
     """
-    sentinel = manager(options, timeout)
+    own = sentinel is None
+    asked = sentinel or manager(options, timeout)
     try:
-        replicas = (
-            []
-            if options.sentinel_role == "master"
-            else sentinel.discover_slaves(options.sentinel_service)
-        )
-        host, port = replicas[0] if replicas else sentinel.discover_master(options.sentinel_service)
+        service = options.sentinel_service
+        replicas = [] if options.sentinel_role == "master" else asked.discover_slaves(service)
+        host, port = replicas[0] if replicas else asked.discover_master(service)
     finally:
-        sentinel.close()
+        if own:
+            asked.close()
     return dataclasses.replace(options, host=host, port=int(port), sentinels=None)
 
 
@@ -385,8 +388,13 @@ def health_probe(probes: Any, options: RedisOptions, timeout: float) -> Any:
     """Health view and ``check``: probe the server the Sentinels name now."""
     from .health import Probe
 
+    managers = getattr(probes, "sentinel_managers", None)
+    if managers is None:  # kept beside the health view's probe connections (fork-aware pools)
+        managers = probes.sentinel_managers = {}
+    if options not in managers:
+        managers[options] = manager(options, timeout)
     try:
-        server = resolve(options, timeout)
+        server = resolve(options, timeout, managers[options])
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return Probe(False, 0.0, "", "", f"no master: {exc}", nodes={})
     result = probes.probe(server)

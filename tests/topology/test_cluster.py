@@ -129,6 +129,14 @@ def test_health_view_and_check_report_every_node(
     roles = sorted(node["role"] for node in entry["nodes"].values())
     assert roles == ["master"] * 3 + ["slave"] * 3
 
+    def connections_made() -> int:
+        with cluster_set.nodes[0].client() as client:
+            return int(client.info("stats")["total_connections_received"])
+
+    before = connections_made()
+    assert app.get("/health").json["status"] == "ok"
+    assert connections_made() == before + 1  # the health view kept its own; +1 is ours
+
     ini = tmp_path / "app.ini"
     ini.write_text(
         "[app:main]\nuse = egg:pyramid_redisx#demo\n"
