@@ -256,3 +256,24 @@ def test_check_command_names_the_master(sentinel_set: SentinelSet, tmp_path: Any
     assert "Sentinel service 'mymaster' (master)" in text
     assert f"127.0.0.1:{sentinel_set.master().port}  role=master" in text
     assert sentinel_set.password not in text  # type: ignore[operator]
+
+
+def test_no_password_in_sentinel_errors(sentinel_set: SentinelSet, apps: Any) -> None:
+    from pyramid_redisx.testing import free_ports
+
+    secret = "sentinel-secret-pw"  # sent to each Sentinel (they take any: no password set)
+    dead = f"127.0.0.1:{free_ports(1)[0]}"  # its error, with its client's repr, is reported
+    settings = sentinel_settings(
+        sentinel_set, sentinel_password=secret, sentinel_service="nosuch",
+        sentinels=f"{dead} {sentinel_set.sentinels_setting}", startup_check_timeout="0.5",
+    )  # fmt: skip
+    with pytest.raises(RedisUnavailable) as caught:
+        apps(settings)
+    chain: list[BaseException] = []
+    error: BaseException | None = caught.value
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert "no master" in str(caught.value) and dead in str(caught.value)
+    assert not any(secret in f"{e} {e!r}" for e in chain)
+    assert sentinel_set.password not in str(caught.value)  # type: ignore[operator]
