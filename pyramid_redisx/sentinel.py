@@ -80,9 +80,39 @@ def sentinel_kwargs(options: RedisOptions, timeout: float | None = None) -> dict
     return kwargs
 
 
+class NewestSentinel(Sentinel):
+    """redis-py's ``Sentinel``, except that the master is the one with the newest
+    ``config-epoch`` among the Sentinels that answer, not the first answer.
+
+    During a failover the leader announces the new master a second or two before the
+    other Sentinels learn it; redis-py's first answer may still be the old master, alive
+    but no longer the master, and writes sent there until it is demoted are lost.
+    Costs one round trip per Sentinel per new connection (a reconnect, not a command).
+    """
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        best: tuple[int, tuple[str, int]] | None = None
+        errors = []
+        for sentinel in self.sentinels:
+            try:
+                masters: Any = sentinel.sentinel_masters()  # as redis-py reads it
+                state = masters.get(service_name)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                errors.append(f"{sentinel} - {exc!r}")
+                continue
+            if state and self.check_master_state(state, service_name):
+                epoch = int(state.get("config-epoch", 0))
+                if best is None or epoch > best[0]:
+                    best = (epoch, (state["ip"], int(state["port"])))
+        if best is None:
+            detail = f" : {', '.join(errors)}" if errors else ""
+            raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+        return best[1]
+
+
 def manager(options: RedisOptions, timeout: float | None = None) -> Sentinel:
-    """redis-py's ``Sentinel`` for ``options`` (opens no connection)."""
-    return Sentinel(
+    """The ``Sentinel`` for ``options`` (opens no connection)."""
+    return NewestSentinel(
         list(options.sentinels or ()), sentinel_kwargs=sentinel_kwargs(options, timeout)
     )
 

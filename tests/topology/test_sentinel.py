@@ -277,3 +277,26 @@ def test_no_password_in_sentinel_errors(sentinel_set: SentinelSet, apps: Any) ->
     assert "no master" in str(caught.value) and dead in str(caught.value)
     assert not any(secret in f"{e} {e!r}" for e in chain)
     assert sentinel_set.password not in str(caught.value)  # type: ignore[operator]
+
+
+def test_the_master_with_the_newest_config_epoch_wins(sentinel_set: SentinelSet) -> None:
+    from redis.sentinel import Sentinel
+
+    from pyramid_redisx.sentinel import NewestSentinel
+
+    if max(int(sentinel_set.master_state(i)["config-epoch"]) for i in range(3)) == 0:
+        watcher = sentinel_set.watch_switch()
+        with sentinel_set.sentinel_client() as sentinel:
+            sentinel.sentinel_failover(sentinel_set.service)
+        assert watcher.wait(15) is not None
+    # A Sentinel that still names an older master (epoch 0), asked first, as a
+    # Sentinel that has not yet heard of a failover would be.
+    stale = SentinelSet(replicas=0, sentinels=1, password=sentinel_set.password).start()
+    try:
+        addresses = stale.sentinel_addresses + sentinel_set.sentinel_addresses
+        first_answer = Sentinel(addresses, socket_timeout=1).discover_master(sentinel_set.service)
+        newest = NewestSentinel(addresses, socket_timeout=1).discover_master(sentinel_set.service)
+    finally:
+        stale.cleanup()
+    assert first_answer[1] == stale.data[0].port  # redis-py: whoever answers first
+    assert newest == ("127.0.0.1", sentinel_set.master().port)
