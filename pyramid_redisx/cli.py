@@ -15,11 +15,12 @@ import configparser
 import logging
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 from typing import Any, TextIO
 
 from pyramid.exceptions import ConfigurationError
 
-from .health import new_connection, probe
+from .health import HealthProbes, new_connection, probe
 from .settings import RedisOptions
 
 DESCRIPTION = (
@@ -108,6 +109,9 @@ def check(clients: dict[str, RedisOptions], out: TextIO) -> int:
     failed = 0
     width = max(len(name) for name in clients)
     for name, options in clients.items():
+        if options.kind != "standalone":  # Sentinel/Cluster: a line per node
+            failed += _check_topology(name, width, options, out)
+            continue
         connection = new_connection(options, options.startup_check_timeout)
         try:
             result = probe(connection, options, version=True)
@@ -124,6 +128,20 @@ def check(clients: dict[str, RedisOptions], out: TextIO) -> int:
             failed += 1
             print(f"{name:<{width}}  DOWN  {options.url}  {result.error}", file=out)
     return 1 if failed else 0
+
+
+def _check_topology(name: str, width: int, options: RedisOptions, out: TextIO) -> int:
+    module = import_module(f"pyramid_redisx.{options.kind}")
+    result = module.health_probe(HealthProbes(), options, options.startup_check_timeout)
+    where = module.describe(options)
+    status = f"ok    {where}" if result.ok else f"DOWN  {where}  {result.error}"
+    print(f"{name:<{width}}  {status}  {_pool_settings(options)}", file=out)
+    for node, entry in (result.nodes or {}).items():
+        state = "ok  " if entry["ok"] else "DOWN"
+        error = f"  {entry['error']}" if "error" in entry else ""
+        print(f"{'':<{width}}    {state}  {node}  role={entry['role']} "
+              f"latency_ms={entry['latency_ms']:.2f}{error}", file=out)  # fmt: skip
+    return 0 if result.ok else 1
 
 
 def info(clients: dict[str, RedisOptions], out: TextIO) -> int:

@@ -230,11 +230,13 @@ class ClientSet:
         if pool is None:
             pool = self._pools[options] = build_pool(options)
         self.options[name] = options
-        client = self.clients[name] = AccountedRedis(connection_pool=pool)
+        make_client = getattr(pool, "make_client", None)  # Cluster: pyramid_redisx.cluster
+        client = make_client(name) if make_client else AccountedRedis(connection_pool=pool)
+        self.clients[name] = client
         # Per-request copies share the process-wide client's attributes through a class
         # made for this client: a copy is then one object with one attribute (the usage).
         self._bound_classes[name] = type(
-            f"AccountedRedis[{name}]", (AccountedRedis,), dict(vars(client))
+            f"{type(client).__name__}[{name}]", (type(client),), dict(vars(client))
         )
         pool.client_names = (*getattr(pool, "client_names", ()), name)
 

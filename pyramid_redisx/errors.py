@@ -34,7 +34,9 @@ class RedisUnavailable(ConfigurationError):
     ``connection refused``, ``timeout``, ``authentication failed``, ``permission
     denied``, ``TLS error``, ``server expects TLS``, ``name resolution``, ``connection
     closed by server``, ``error``; ``detail`` redis-py's own message (host:port only),
-    after a hint when the cause is a known mistake (``use rediss://``).
+    after a hint when the cause is a known mistake (``use rediss://``). Sentinel adds the
+    cause ``no master`` and Cluster ``cluster state``; ``url`` then names the Sentinel
+    service or the cluster node (docs/topologies.rst).
     """
 
     def __init__(self, client: str, url: str, cause: str, detail: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from importlib import import_module
 from time import perf_counter
 from typing import Any
 
@@ -32,6 +33,7 @@ class Probe:
     role: str
     version: str
     error: str
+    nodes: dict[str, Any] | None = None  # Sentinel/Cluster: per node, by host:port
 
 
 def new_connection(options: RedisOptions, timeout: float) -> Any:
@@ -97,6 +99,10 @@ class HealthProbes:
 
     def probe(self, options: RedisOptions) -> Probe:
         timeout = min(options.startup_check_timeout, HEALTH_TIMEOUT)
+        if options.kind != "standalone":  # pyramid_redisx.sentinel / pyramid_redisx.cluster
+            topology = import_module(f"pyramid_redisx.{options.kind}")
+            result: Probe = topology.health_probe(self, options, timeout)
+            return result
         with self._lock:
             if self._pid != os.getpid():  # forked: never reuse the parent's sockets
                 self._connections = {}
@@ -138,6 +144,8 @@ def health(clients: Any, probes: HealthProbes) -> tuple[bool, dict[str, Any]]:
             "role": result.role,
             "pool": {"in_use": figures.in_use, "idle": figures.idle, "max": figures.max},
         }
+        if result.nodes is not None:
+            entry["nodes"] = result.nodes
         if not result.ok:
             entry["error"] = result.error
             body["status"] = "down"

@@ -266,7 +266,23 @@ def _standalone_pool(options: RedisOptions) -> Any:
     )
 
 
-POOL_BUILDERS = {"standalone": _standalone_pool}
+def _sentinel_pool(options: RedisOptions) -> Any:
+    from .sentinel import build_pool as build_sentinel_pool
+
+    return build_sentinel_pool(options)
+
+
+def _cluster_pools(options: RedisOptions) -> Any:
+    from .cluster import build_pools
+
+    return build_pools(options)
+
+
+POOL_BUILDERS = {
+    "standalone": _standalone_pool,
+    "sentinel": _sentinel_pool,
+    "cluster": _cluster_pools,
+}
 
 
 def retry_pauses(options: RedisOptions) -> float:

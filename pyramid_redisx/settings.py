@@ -223,6 +223,23 @@ def host_port_list(value: object) -> tuple[tuple[str, int], ...]:
     return tuple(result)
 
 
+def sentinel_role(value: object) -> str:
+    word = text(value).lower()
+    if word not in ("master", "replica"):
+        raise ValueError("expected master or replica")
+    return word
+
+
+BALANCING = ("round_robin", "round_robin_replicas", "random", "random_replica")
+
+
+def balancing(value: object) -> str:
+    word = text(value).lower()
+    if word not in BALANCING:
+        raise ValueError(f"expected one of {', '.join(BALANCING)}")
+    return word
+
+
 def url(value: object) -> str:
     """Validate a Redis URL; it is taken apart by ``split_url``."""
     if not isinstance(value, str):
@@ -279,6 +296,11 @@ CLIENT_SETTINGS: tuple[Setting, ...] = (
     Setting("sentinel_service", optional(text), None, "Sentinel master name"),
     Setting("sentinel_password", optional(secret), None, "password of the Sentinels (env:VARNAME allowed)"),
     Setting("cluster", to_bool, False, "Redis Cluster (redis.url names any node)"),
+    Setting("sentinel_role", sentinel_role, "master", "Sentinel: master (reads and writes) or replica (reads from a replica of the service)"),
+    Setting("sentinel_listener", to_bool, True, "Sentinel: follow the Sentinels' +switch-master announcements (one thread per process)"),
+    Setting("cluster_nodes", optional(host_port_list), None, "Cluster: further seed nodes (host:port list) besides redis.url's"),
+    Setting("load_balancing_strategy", optional(balancing), None, "Cluster reads: round_robin, round_robin_replicas, random or random_replica (unset: masters only)"),
+    Setting("require_full_coverage", to_bool, True, "Cluster: refuse to start unless every hash slot is served"),
 )  # fmt: skip
 
 APP_SETTINGS: tuple[Setting, ...] = (
@@ -335,6 +357,11 @@ class RedisOptions:
     sentinel_service: str | None
     sentinel_password: str | None = field(repr=False)
     cluster: bool
+    sentinel_role: str
+    sentinel_listener: bool
+    cluster_nodes: tuple[tuple[str, int], ...] | None
+    load_balancing_strategy: str | None
+    require_full_coverage: bool
 
     @property
     def kind(self) -> str:
@@ -625,6 +652,11 @@ def _check_combination(name: str, options: RedisOptions) -> None:
         raise RedisSettingsError(
             client_key(name, "sentinel_service"), None,
             f"required with {client_key(name, 'sentinels')}: the master name to ask the Sentinels for",
+        )  # fmt: skip
+    if options.cluster and options.db != 0:
+        raise RedisSettingsError(
+            client_key(name, "url"), options.url,
+            "Redis Cluster has only database 0: end the URL with /0 or nothing",
         )  # fmt: skip
     if options.scheme == "unix" and options.kind != "standalone":
         raise RedisSettingsError(

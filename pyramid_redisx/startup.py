@@ -13,6 +13,7 @@ import errno
 import logging
 import socket
 import ssl
+from importlib import import_module
 from time import perf_counter
 from typing import Any
 
@@ -126,6 +127,8 @@ def ping(options: RedisOptions) -> tuple[float, Any]:
 
 def check_client(name: str, options: RedisOptions) -> float:
     """PING client ``name``; raise ``RedisUnavailable`` (no password in it) on failure."""
+    if options.kind != "standalone":  # pyramid_redisx.sentinel / pyramid_redisx.cluster
+        return import_module(f"pyramid_redisx.{options.kind}").check(name, options)  # type: ignore[no-any-return]
     try:
         seconds, _ = ping(options)
     except Exception as exc:  # every failure is reported, classified

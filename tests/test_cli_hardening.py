@@ -29,11 +29,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     ("body", "said"),
     [
         ("redis.max_conection = 4", "did you mean 'redis.max_connections'?"),
-        ("redis.cluster = true", "cluster is not supported"),
-        (
-            "redis.sentinels = 127.0.0.1:26379\nredis.sentinel_service = m",
-            "sentinel is not supported",
-        ),
+        ("redis.cluster = true\nredis.url = redis://h/3", "Redis Cluster has only database 0"),
+        ("redis.sentinels = 127.0.0.1:26379", "required with redis.sentinels"),
         ("redis.socket_timeout = 99999999999", "redis.socket_timeout = "),
         ("redis.host = cache.internal", "write redis.url = redis://cache.internal:"),
         ("redis.sessions_client = nope", "no client named 'nope'"),

@@ -166,7 +166,7 @@ def test_slow_command_unset_when_empty() -> None:
 # ------------------------------------------------------------------ 3. booleans
 BOOL_KEYS = [
     "blocking", "socket_keepalive", "retry_on_timeout", "decode_responses", "stats",
-    "cluster", "ssl_check_hostname",
+    "cluster", "ssl_check_hostname", "sentinel_listener", "require_full_coverage",
 ]  # fmt: skip
 TRUE_WORDS = [
     "true",
@@ -650,6 +650,11 @@ CHANGES: list[tuple[str, object]] = [
     ("sentinel_service", "other"),
     ("sentinel_password", SECRET),
     ("cluster", "true"),
+    ("sentinel_role", "replica"),
+    ("sentinel_listener", "false"),
+    ("cluster_nodes", "n1:7000 n2:7001"),
+    ("load_balancing_strategy", "round_robin_replicas"),
+    ("require_full_coverage", "false"),
 ]
 IDENTITY_BASE = {"redis.sentinel_service": "mymaster"}
 

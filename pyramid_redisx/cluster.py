@@ -1,0 +1,408 @@
+"""Redis Cluster: redis-py's ``RedisCluster`` with our per-node pools and accounting.
+
+* Every node gets one of our watched pools (``max_connections`` is per node), all
+  sharing one wait log, so a request's wait is known whichever node it waited for.
+* ``ClusterPools`` sums the node pools' figures: it is what the stats line, the pool
+  warnings and the health view read as the client's pool (``in_use``/``idle``/``max``
+  are totals over the nodes).
+* ``AccountedCluster`` is a ``RedisCluster`` that records each command, and each
+  pipeline as one round trip of its commands, on the request it is bound to, exactly
+  like ``AccountedRedis``.
+* The checks ask a seed node for ``CLUSTER NODES`` and then PING every master and read
+  its ``cluster_state``, naming the node that fails.
+
+redis-py's ``RedisCluster`` reads the slot map in its constructor, so the cluster must
+be reachable when the app is configured; the sockets it opened then are closed at
+once, so a process that forks workers afterwards shares none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import threading
+from time import perf_counter
+from typing import Any
+
+from redis.cluster import (
+    ClusterNode,
+    ClusterPipeline,
+    LoadBalancingStrategy,
+    RedisCluster,
+    TransactionStrategy,
+)
+
+from .client import Usage
+from .health import Probe, new_connection, probe
+from .pools import (
+    WatchedBlockingPool,
+    WatchedPool,
+    _TimedLifoQueue,
+    _WaitLog,
+    connection_kwargs,
+    retry_policy,
+)
+from .settings import RedisOptions
+
+_IDLE = "idle"
+_USED = "used"
+
+
+def _node_pool(options: RedisOptions, wait_log: _WaitLog, **kwargs: Any) -> Any:
+    """One node's pool; redis-py passes the node's address and connection arguments."""
+    kwargs.pop("max_connections", None)
+    kwargs["health_check_interval"] = options.health_check_interval  # RedisCluster drops it
+    if options.blocking:
+        pool = WatchedBlockingPool(
+            warn_ratio=options.pool_warn_ratio,
+            max_connections=options.max_connections,
+            timeout=options.pool_timeout,
+            **kwargs,
+        )
+        pool.queue_class = functools.partial(_TimedLifoQueue, wait_log)
+        pool.wait_log = wait_log
+        pool.reset()  # a new queue that logs waits in the shared wait log
+        return pool
+    plain = WatchedPool(
+        warn_ratio=options.pool_warn_ratio, max_connections=options.max_connections, **kwargs
+    )
+    plain.wait_log = wait_log
+    return plain
+
+
+class ClusterPools:
+    """The node pools of one cluster client, seen as one pool (figures summed)."""
+
+    def __init__(self, options: RedisOptions) -> None:
+        self.options = options
+        self.wait_log = _WaitLog()
+        self.warned: dict[str, tuple[float, int]] = {}
+        self.client_names: tuple[str, ...] = ()
+        self.client: AccountedCluster | None = None
+
+    def node_pools(self) -> list[Any]:
+        if self.client is None:
+            return []
+        return [
+            node.redis_connection.connection_pool
+            for node in self.client.get_nodes()
+            if node.redis_connection
+        ]
+
+    @property
+    def max_connections(self) -> int:
+        """Per-node ``max_connections`` times the nodes known (a pool each, made on demand)."""
+        nodes = len(self.client.get_nodes()) if self.client is not None else 0
+        return self.options.max_connections * max(1, nodes)
+
+    @property
+    def warn_at(self) -> int:
+        return max(1, math.ceil(self.max_connections * self.options.pool_warn_ratio))
+
+    @property
+    def may_be_saturated(self) -> bool:
+        return any(pool.may_be_saturated for pool in self.node_pools())
+
+    def get_connection_count(self) -> list[tuple[int, dict[str, Any]]]:
+        idle = in_use = 0
+        for pool in self.node_pools():
+            node_idle, node_in_use = pool._idle_and_in_use()
+            idle += node_idle
+            in_use += node_in_use
+        state = "db.client.connection.state"
+        return [(idle, {state: _IDLE}), (in_use, {state: _USED})]
+
+    def disconnect(self) -> None:
+        if self.client is not None:
+            self.client.disconnect_connection_pools()
+
+    def make_client(self, name: str) -> AccountedCluster:
+        """The process-wide client (``ClientSet.add`` calls this instead of building one).
+
+        redis-py reads the slot map here: a cluster that cannot be read is reported like
+        a failed startup check, naming the seeds.
+        """
+        if self.client is None:
+            try:
+                self.client = build_client(self.options, self)
+            except Exception as exc:
+                from .errors import RedisUnavailable
+                from .startup import diagnose
+
+                cause, detail = diagnose(exc, self.options, self.options.startup_check_timeout)
+                raise RedisUnavailable(name, _seeds(self.options), cause, detail) from exc
+        return self.client
+
+    def __repr__(self) -> str:
+        return f"<ClusterPools({self.options.url}, max_connections={self.options.max_connections} per node)>"
+
+
+class AccountedClusterPipeline(ClusterPipeline):
+    """A cluster pipeline that records its commands as one round trip on the request."""
+
+    _redisx_usage: Usage | None = None
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        usage = self._redisx_usage
+        count = len(self)
+        if usage is None or not count:
+            return super().execute(raise_on_error)
+        inner = (
+            [c.args for c in self._execution_strategy.command_queue]
+            if usage.trace is not None
+            else None
+        )
+        started = perf_counter()
+        try:
+            return super().execute(raise_on_error)
+        finally:
+            transaction = isinstance(self._execution_strategy, TransactionStrategy)
+            name = "MULTI" if transaction else "PIPELINE"
+            usage.record(name, perf_counter() - started, (), count, inner)
+
+
+class AccountedCluster(RedisCluster):
+    """``RedisCluster`` that records each command on the request it is bound to."""
+
+    _redisx_usage: Usage | None = None
+    connection_pool: ClusterPools
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        usage = self._redisx_usage
+        if usage is None:
+            return RedisCluster.execute_command(self, *args, **kwargs)
+        started = perf_counter()
+        try:
+            return RedisCluster.execute_command(self, *args, **kwargs)
+        finally:
+            usage.record(args[0], perf_counter() - started, args)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        usage = self._redisx_usage
+        if usage is not None:
+            # redis-py builds the pipeline from a dozen of the client's internals; taking
+            # its object and giving it our class keeps that construction redis-py's.
+            pipe.__class__ = AccountedClusterPipeline
+            pipe._redisx_usage = usage
+            usage.hold(pipe.reset)
+        return pipe
+
+    def __del__(self) -> None:
+        # A per-request copy shares the process-wide client's nodes: only that one closes them.
+        if self._redisx_usage is None:
+            super().__del__()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}({self.connection_pool!r})>"
+
+
+def build_pools(options: RedisOptions) -> ClusterPools:
+    """Pool builder for kind ``cluster``: the client is made by ``ClientSet.add``."""
+    return ClusterPools(options)
+
+
+def build_client(options: RedisOptions, pools: ClusterPools) -> AccountedCluster:
+    """The ``RedisCluster`` for ``options``: seeds from ``redis.url`` and ``cluster_nodes``."""
+    kwargs = connection_kwargs(options)
+    for key in ("db", "retry", "host", "port", "connection_class", "health_check_interval"):
+        kwargs.pop(key, None)
+    scheme = "rediss" if options.scheme == "rediss" else "redis"
+    host = f"[{options.host}]" if options.host and ":" in options.host else options.host
+    strategy = options.load_balancing_strategy
+    client = AccountedCluster(
+        url=f"{scheme}://{host}:{options.port}",  # no credentials: they are keyword arguments
+        startup_nodes=[ClusterNode(h, p) for h, p in options.cluster_nodes or ()],
+        connection_pool_class=functools.partial(_node_pool, options, pools.wait_log),
+        retry=retry_policy(options),
+        require_full_coverage=options.require_full_coverage,
+        load_balancing_strategy=LoadBalancingStrategy(strategy) if strategy else None,
+        **kwargs,
+    )
+    client.connection_pool = pools
+    client.disconnect_connection_pools()  # no socket kept from configuration time
+    return client
+
+
+# ---------------------------------------------------------------- checks
+class ProbeConnections:
+    """Connections of the checks: new and closed after use (startup check, ``check``), or
+    kept per node and reused while the node answers (the health view: no new connection
+    per call). Forked processes start afresh; ``lock`` serialises users of kept ones."""
+
+    def __init__(self, keep: bool) -> None:
+        self.keep = keep
+        self.lock = threading.Lock()
+        self._kept: dict[RedisOptions, Any] = {}
+        self._pid = os.getpid()
+
+    def get(self, options: RedisOptions, timeout: float) -> tuple[Any, bool]:
+        """(a connection to ``options``' node, whether it was kept from an earlier call)."""
+        if not self.keep:
+            return new_connection(options, timeout), False
+        if self._pid != os.getpid():  # never reuse the parent's sockets
+            self._kept, self._pid = {}, os.getpid()
+        connection = self._kept.get(options)  # per node and per client's options
+        if connection is None:
+            connection = self._kept[options] = new_connection(options, timeout)
+        return connection, connection._sock is not None
+
+    def done(self, connection: Any, ok: bool) -> None:
+        if not (self.keep and ok):
+            connection.disconnect()
+
+
+def _ask(connection: Any, *command: str) -> str:
+    connection.connect()  # no-op when connected
+    connection.send_command(*command)
+    reply = connection.read_response()
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def _nodes(
+    options: RedisOptions, timeout: float, connections: ProbeConnections
+) -> list[tuple[str, int, str, str]]:
+    """(host, port, role, flags) of every node, from the first seed that answers."""
+    seeds = [(options.host or "localhost", options.port or 6379), *(options.cluster_nodes or ())]
+    error: Exception | None = None
+    for host, port in seeds:
+        connection, reused = connections.get(
+            dataclasses.replace(options, host=host, port=port), timeout
+        )
+        try:
+            text = _ask(connection, "CLUSTER", "NODES")
+        except Exception as exc:  # noqa: BLE001 - the next seed may answer
+            connection.disconnect()
+            if reused:  # a kept connection the node dropped: once more, afresh
+                try:
+                    text = _ask(connection, "CLUSTER", "NODES")
+                except Exception as again:  # noqa: BLE001
+                    connection.disconnect()
+                    error = again
+                    continue
+            else:
+                error = exc
+                continue
+        connections.done(connection, True)
+        nodes = []
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) < 3:
+                continue
+            address = fields[1].split("@")[0]
+            node_host, _, node_port = address.rpartition(":")
+            flags = fields[2]
+            role = "master" if "master" in flags.split(",") else "replica"
+            nodes.append((node_host or host, int(node_port), role, flags))
+        return nodes
+    assert error is not None
+    raise error
+
+
+def _probe_node(connection: Any, options: RedisOptions) -> tuple[Probe, str]:
+    """(PING/ROLE probe, ``cluster_state``) of one node."""
+    result = probe(connection, options)
+    if not result.ok:
+        return result, ""
+    try:
+        text = _ask(connection, "CLUSTER", "INFO")
+    except Exception as exc:  # noqa: BLE001 - reported as the node's error
+        connection.disconnect()
+        return Probe(False, 0.0, "", "", f"error: {exc}"), ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return result, fields.get("cluster_state", "").strip()
+
+
+def probe_nodes(
+    options: RedisOptions, timeout: float, connections: ProbeConnections | None = None
+) -> tuple[bool, dict[str, dict[str, Any]]]:
+    """(every master answers with ``cluster_state:ok``, per-node detail by ``host:port``).
+
+    A replica that is down is reported but does not make the client down: writes and
+    (with the default strategy) reads still work.
+    """
+    connections = connections or ProbeConnections(keep=False)
+    nodes = _nodes(options, timeout, connections)
+    ok = True
+    detail: dict[str, dict[str, Any]] = {}
+    for host, port, role, flags in sorted(nodes, key=lambda n: (n[2] != "master", n[1])):
+        node_options = dataclasses.replace(options, host=host, port=port, cluster=False)
+        connection, reused = connections.get(node_options, timeout)
+        result, state = _probe_node(connection, node_options)
+        if not result.ok and reused and not result.error.startswith("timeout"):
+            result, state = _probe_node(connection, node_options)  # a dropped kept one
+        connections.done(connection, result.ok)
+        entry: dict[str, Any] = {
+            "ok": result.ok and state == "ok",
+            "role": result.role or role,
+            "latency_ms": result.latency_ms,
+        }
+        if not result.ok:
+            entry["error"] = result.error
+        elif state != "ok":
+            entry["error"] = f"cluster state: cluster_state:{state or '?'} (expected ok)"
+        if "fail" in flags and result.ok:
+            entry["flags"] = flags
+        detail[f"{host}:{port}"] = entry
+        if role == "master" and not entry["ok"]:
+            ok = False
+    return ok, detail
+
+
+def first_failure(detail: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
+    """(node, error) of the first master that failed, for messages."""
+    for node, entry in detail.items():
+        if entry["role"] == "master" and not entry["ok"]:
+            return node, entry["error"]
+    return None
+
+
+def _seeds(options: RedisOptions) -> str:
+    seeds = [
+        f"{options.host}:{options.port}",
+        *(f"{h}:{p}" for h, p in options.cluster_nodes or ()),
+    ]
+    return "cluster via " + ", ".join(seeds)
+
+
+def check(name: str, options: RedisOptions) -> float:
+    """Startup check: every master answers PING and reports ``cluster_state:ok``."""
+    from .errors import RedisUnavailable
+    from .startup import classify
+
+    started = perf_counter()
+    try:
+        _, detail = probe_nodes(options, options.startup_check_timeout)
+    except Exception as exc:
+        raise RedisUnavailable(name, _seeds(options), classify(exc), str(exc)) from exc
+    failure = first_failure(detail)
+    if failure is not None:
+        node, error = failure
+        cause, _, text = error.partition(": ")
+        raise RedisUnavailable(name, f"cluster node {node}", cause, text or error)
+    return perf_counter() - started
+
+
+def health_probe(probes: Any, options: RedisOptions, timeout: float) -> Probe:
+    """Health view and ``check``: every node, ok when every master is."""
+    connections = getattr(probes, "cluster_connections", None)
+    if connections is None:  # kept beside the health view's own probe connections
+        connections = probes.cluster_connections = ProbeConnections(keep=True)
+    try:
+        with connections.lock:
+            ok, detail = probe_nodes(options, timeout, connections)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        from .startup import classify
+
+        return Probe(False, 0.0, "", "", f"{classify(exc)}: {exc}", nodes={})
+    failure = first_failure(detail)
+    error = f"cluster node {failure[0]}: {failure[1]}" if failure else ""
+    latency = max((e["latency_ms"] for e in detail.values() if e["role"] == "master"), default=0.0)
+    return Probe(ok, latency, "cluster", "", error, nodes=detail)
+
+
+def describe(options: RedisOptions) -> str:
+    """Where a cluster client points, safe to log: its seed nodes."""
+    return _seeds(options)
