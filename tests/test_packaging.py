@@ -76,3 +76,18 @@ def test_wheel_holds_the_package_only_and_installs_into_a_clean_venv(tmp_path: P
         [venv / "bin" / "python", "-c", "import demo_app"], cwd=tmp_path, capture_output=True
     )
     assert missing.returncode != 0  # the demo stays in the repository
+
+
+def test_no_ini_in_the_repo_asks_for_the_old_demo_entry_point() -> None:
+    """The wheel has no ``paste.app_factory`` named ``demo`` (demo_app is not installed):
+    an ini, or a test writing one, loads the demo with ``use = call:demo_app:main``."""
+    old = "egg:pyramid_redisx" + "#demo"
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("tests", "bench", "demo_app", "docs")
+        for path in (ROOT / folder).rglob("*")
+        if path.suffix in (".py", ".ini", ".rst")
+        and "_build" not in path.parts
+        and old in path.read_text(errors="replace")
+    ] + [name for name in ("development.ini", "README.md") if old in (ROOT / name).read_text()]
+    assert not offenders, f"replace {old!r} with 'call:demo_app:main' in: {offenders}"

@@ -139,7 +139,7 @@ def test_health_view_and_check_report_every_node(
 
     ini = tmp_path / "app.ini"
     ini.write_text(
-        "[app:main]\nuse = egg:pyramid_redisx#demo\n"
+        "[app:main]\nuse = call:demo_app:main\n"
         f"redis.url = {cluster_set.url}\nredis.cluster = true\n"
     )
     out = io.StringIO()

@@ -245,7 +245,7 @@ def test_check_command_names_the_master(sentinel_set: SentinelSet, tmp_path: Any
 
     ini = tmp_path / "app.ini"
     ini.write_text(
-        "[app:main]\nuse = egg:pyramid_redisx#demo\n"
+        "[app:main]\nuse = call:demo_app:main\n"
         f"redis.url = redis://:{sentinel_set.password}@localhost/0\n"
         f"redis.sentinels = {sentinel_set.sentinels_setting}\n"
         f"redis.sentinel_service = {sentinel_set.service}\n"
