@@ -7,10 +7,11 @@ def view(request):
 """
 
 from .config import add_redis_client, includeme
-from .errors import RedisSettingsError, RedisUnavailable
+from .errors import CommandMayHaveBeenApplied, RedisSettingsError, RedisUnavailable
 from .request import get_redis
 
 __all__ = [
+    "CommandMayHaveBeenApplied",
     "RedisSettingsError",
     "RedisUnavailable",
     "add_redis_client",

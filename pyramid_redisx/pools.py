@@ -31,16 +31,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
-from .errors import RedisSettingsError
+from .errors import CommandMayHaveBeenApplied, RedisSettingsError
 from .settings import RedisOptions
 
 RETRY_BACKOFF_BASE = 0.008  # seconds: first pause before jitter (redis-py's own base)
 
 
 class _WaitLog(threading.local):
-    """Seconds each thread spent waiting for a free connection (monotonic total)."""
+    """Seconds each thread spent waiting for a free connection (monotonic total), and
+    the connections in use right after its last wait (for the "request waited" WARNING,
+    which is written when the request may already have given its connection back)."""
 
     total = 0.0
+    in_use = 0
 
 
 class _TimedLifoQueue(LifoQueue):  # type: ignore[type-arg]
@@ -119,8 +122,13 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
     client_names: tuple[str, ...] = ()  # set by ClientSet.add: who shares this pool
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        wait_log = self.wait_log
+        waited = wait_log.total
         try:
-            return super().get_connection(*args, **kwargs)
+            connection = super().get_connection(*args, **kwargs)
+            if wait_log.total != waited:  # the slow path: it had to wait
+                wait_log.in_use = self._idle_and_in_use()[1]
+            return connection
         except RedisConnectionError as exc:
             if str(exc) != "No connection available.":
                 raise
@@ -180,15 +188,46 @@ def pool_figures(pool: Any) -> PoolFigures:
     return PoolFigures(in_use, idle, pool.max_connections)
 
 
+def _retryable(error: Exception) -> bool:
+    return not isinstance(error, CommandMayHaveBeenApplied)
+
+
+class WriteSafeRetry(Retry):
+    """redis-py's ``Retry``, except that it never retries ``CommandMayHaveBeenApplied``.
+
+    The clients raise that error for a connection error after a command that can change
+    data was sent (``client.py``); every place redis-py retries through the connection's
+    policy (commands, pipelines, WATCH) then lets it through instead of sending again.
+    """
+
+    def call_with_retry(
+        self,
+        do: Any,
+        fail: Any,
+        is_retryable: Any = None,
+        with_failure_count: bool = False,
+    ) -> Any:
+        if is_retryable is None:
+            is_retryable = _retryable
+        else:
+            given = is_retryable
+            is_retryable = lambda error: _retryable(error) and given(error)  # noqa: E731
+        return super().call_with_retry(do, fail, is_retryable, with_failure_count)
+
+
 def retry_policy(options: RedisOptions) -> Retry:
-    """Retries after connection errors; after timeouts only if asked (may apply twice)."""
+    """Retries after connection errors; after timeouts only if asked (may apply twice).
+
+    A connection error after a command that can change data was sent is not retried
+    unless ``retry_writes`` (the clients raise ``CommandMayHaveBeenApplied`` instead).
+    """
     errors: tuple[type[Exception], ...] = (RedisConnectionError,)
     if options.retry_on_timeout:
         errors += (RedisTimeoutError,)
     backoff = ExponentialWithJitterBackoff(
         cap=options.retry_backoff_cap, base=min(RETRY_BACKOFF_BASE, options.retry_backoff_cap)
     )
-    return Retry(backoff, options.retries, supported_errors=errors)
+    return WriteSafeRetry(backoff, options.retries, supported_errors=errors)
 
 
 def connection_kwargs(options: RedisOptions, *, for_check: bool = False) -> dict[str, Any]:

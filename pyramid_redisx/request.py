@@ -5,9 +5,10 @@ subscriber and one frame in the tween. A request that does gets one bound client
 client name it uses (``get_redis(request, name)``; ``request.redis`` is the
 ``default`` one) and one stats line per client it ran commands on, written by the
 ``NewResponse`` subscriber, or by the tween when the view raised past every exception
-view. Connections a request keeps (WATCH pipelines, pubsubs, monitors) are given back
-there too, and by a finished callback registered when the first one is kept, which
-runs even for requests that see neither (scripts, an explicit ``pyramid.tweens``).
+view. Connections a request keeps (its own connection, WATCH pipelines, pubsubs,
+monitors still alive) are given back there too, and by a finished callback registered
+when the first one is kept, which runs even for requests that see neither (scripts, an
+explicit ``pyramid.tweens``).
 
 The request's ``__dict__`` is read once and passed along: on a request with request
 methods each attribute lookup walks the MRO of a class Pyramid made for that request
@@ -74,10 +75,9 @@ def _finish(state: dict[str, Any], response: Any) -> None:
         return
     for client in bound.values():
         usage = client._redisx_usage
-        if usage.closers is not None:
-            usage.release()
         if usage.commands:
-            report(usage)
+            report(usage)  # before the release: in_use counts the request's connection
+        usage.finish()
     registry = state.get("registry")  # set by the router; a hand-made request may lack it
     if response is not None and registry is not None and client_set(registry).app.server_timing:
         timing = server_timing(client._redisx_usage for client in bound.values())
