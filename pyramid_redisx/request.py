@@ -21,7 +21,7 @@ from typing import Any
 
 from pyramid.registry import Registry
 
-from .client import BOUND, AccountedRedis, ClientSet
+from .client import BOUND, IN_TWEEN, AccountedRedis, ClientSet
 from .settings import DEFAULT_CLIENT
 from .stats import report, server_timing
 
@@ -77,7 +77,10 @@ def _finish(state: dict[str, Any], response: Any) -> None:
         usage = client._redisx_usage
         if usage.commands:
             report(usage)  # before the release: in_use counts the request's connection
-        usage.finish()
+        if usage.connection is not None or usage.held is not None:
+            usage.finish()
+        else:
+            usage.thread = None  # later commands (a streamed body) take one each
     registry = state.get("registry")  # set by the router; a hand-made request may lack it
     if response is not None and registry is not None and client_set(registry).app.server_timing:
         timing = server_timing(client._redisx_usage for client in bound.values())
@@ -107,10 +110,11 @@ def redis_tween_factory(handler: Any, registry: Any) -> Any:
     will come), release and report the request's Redis work before re-raising."""
 
     def redis_tween(request: Any) -> Any:
+        state = request.__dict__
+        state[IN_TWEEN] = True  # so no finished callback is needed (client.Usage)
         try:
             return handler(request)
         except BaseException:
-            state = request.__dict__
             if BOUND in state:
                 _finish(state, None)
             raise
