@@ -71,27 +71,33 @@ class Usage:
     slowest_name: Any = None
     slowest_seconds = 0.0
     connection: Any = None
+    thread: int | None = None
     # Weak references to what may hold a connection of its own at the end of the
     # request (WATCH pipelines, pubsubs, monitors, client()): what the view dropped is
     # given back by redis-py's __del__ as without the add-on; the rest by ``finish``.
     held: list[Any] | None = None
     lender: Any = None
     callback_set = False
+    request_ref: Callable[[], Any] | None = None
     # Every command in order, only when a debug panel asked for it (see TRACE).
     trace: list[tuple[Any, tuple[Any, ...], float, list[Any] | None]] | None = None
+    # Set once per client on a subclass (``ClientSet.add``): a Usage sets only 2–4.
+    name: str
+    options: RedisOptions
+    pool: Any
+    keep_connection = False  # options.request_connection
+    watch = False  # True when each command needs more than counting (trace, slow)
+    server_timing = False
 
-    def __init__(
-        self, name: str, options: RedisOptions, pool: Any, environ: Any, request_ref: Any
-    ) -> None:
-        self.name = name
-        self.options = options
-        self.pool = pool
+    def __init__(self, environ: Any, request: Any, in_tween: bool) -> None:
         self.environ = environ
-        self.request_ref: Callable[[], Any] = request_ref
-        self.wait_start = pool.wait_log.total
-        self.thread = get_ident() if options.request_connection else None
-        # True when each command needs more than counting (trace or slow threshold).
-        self.watch = options.slow_command is not None
+        self.wait_start = self.pool.wait_log.total
+        if self.keep_connection:
+            self.thread = get_ident()
+        if not in_tween:  # a script's request: the finished callback will need it
+            self.request_ref = ref(request)
+        else:
+            self.callback_set = True  # NewResponse or our tween finish this request
 
     @property
     def slow_threshold(self) -> float | None:
@@ -152,8 +158,8 @@ class Usage:
         view raised and no response was made."""
         if not self.callback_set:
             self.callback_set = True
-            request = self.request_ref()
-            if request is not None and IN_TWEEN not in request.__dict__:
+            request = self.request_ref() if self.request_ref is not None else None
+            if request is not None:
                 request.add_finished_callback(release_request)
 
     def __del__(self) -> None:
@@ -458,6 +464,7 @@ class ClientSet:
         self.clients: dict[str, AccountedRedis] = {}
         self._pools: dict[RedisOptions, Any] = {}
         self._bound_classes: dict[str, type[AccountedRedis]] = {}  # of per-request copies
+        self._usage_classes: dict[str, type[Usage]] = {}
 
     def add(self, name: str, options: RedisOptions) -> None:
         """Declare client ``name``; equal options share one pool, others never do."""
@@ -471,6 +478,18 @@ class ClientSet:
         # made for this client: a copy is then one object with one attribute (the usage).
         self._bound_classes[name] = type(
             f"AccountedRedis[{name}]", (AccountedRedis,), dict(vars(client))
+        )
+        self._usage_classes[name] = type(
+            f"Usage[{name}]",
+            (Usage,),
+            {
+                "name": name,
+                "options": options,
+                "pool": pool,
+                "keep_connection": options.request_connection,
+                "watch": options.slow_command is not None,
+                "server_timing": self.app.server_timing,
+            },
         )
         pool.client_names = (*getattr(pool, "client_names", ()), name)
 
@@ -495,17 +514,12 @@ class ClientSet:
             self.client(name)  # raises the LookupError that names the declared clients
             raise
         bound = object.__new__(bound_class)
-        usage = Usage(
-            name,
-            self.options[name],
-            self.clients[name].connection_pool,
-            state.get("environ"),
-            ref(request),
+        usage = bound._redisx_usage = self._usage_classes[name](
+            state.get("environ"), request, IN_TWEEN in state
         )
         if TRACE in state:
             usage.trace = []
             usage.watch = True
-        bound._redisx_usage = usage
         return bound
 
     def pools(self) -> dict[str, Any]:

@@ -63,8 +63,10 @@ def _bound(request: Any, name: str) -> AccountedRedis:
         client = bound.get(name)
         if client is not None:
             return client  # type: ignore[no-any-return]
-    registry = state.get("registry") or request.registry
-    client = bound[name] = client_set(registry).bind(name, request, state)
+    clients = getattr(state.get("registry") or request.registry, STATE, None)
+    if clients is None:
+        clients = client_set(request.registry)  # raises the "not configured" error
+    client = bound[name] = clients.bind(name, request, state)
     return client
 
 
@@ -73,19 +75,20 @@ def _finish(state: dict[str, Any], response: Any) -> None:
     bound = state.pop(BOUND, None)
     if not bound:
         return
+    timing = False
     for client in bound.values():
         usage = client._redisx_usage
         if usage.commands:
             report(usage)  # before the release: in_use counts the request's connection
+            timing = usage.server_timing
         if usage.connection is not None or usage.held is not None:
             usage.finish()
         else:
             usage.thread = None  # later commands (a streamed body) take one each
-    registry = state.get("registry")  # set by the router; a hand-made request may lack it
-    if response is not None and registry is not None and client_set(registry).app.server_timing:
-        timing = server_timing(client._redisx_usage for client in bound.values())
-        if timing:
-            add_server_timing(response, timing)
+    if timing and response is not None:
+        header = server_timing(client._redisx_usage for client in bound.values())
+        if header:
+            add_server_timing(response, header)
 
 
 def add_server_timing(response: Any, timing: str) -> None:

@@ -236,11 +236,11 @@ def test_time_excludes_the_wait_for_a_connection(
     threading.Timer(0.3, pool.release, args=(other,)).start()
     app.get("/")
     (record,) = stats_records(all_logs)
-    assert 190 <= record.redis_time_ms < 290, record.getMessage()  # type: ignore[attr-defined]
+    assert 190 <= record.redis_time_ms < 450, record.getMessage()  # 500+ with the wait  # type: ignore[attr-defined]
     assert record.redis_waited_ms >= 280, record.getMessage()  # type: ignore[attr-defined]
     (slow,) = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.slow"]
     took = float(re.search(r"took ([\d.]+) ms", slow)[1])  # type: ignore[index]
-    assert 190 <= took < 290, slow
+    assert 190 <= took < 450, slow
     (waited,) = [r.getMessage() for r in all_logs.records if "request waited" in r.getMessage()]
     assert re.fullmatch(
         r"redis client=default request waited \d+\.\d ms for a free connection "
