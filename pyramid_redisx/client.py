@@ -28,7 +28,7 @@ from redis.commands import READ_COMMANDS
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .errors import CommandMayHaveBeenApplied
-from .pools import build_pool
+from .pools import NoQueue, build_pool
 from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
 
 # request.__dict__ key a debug panel sets (before the view runs) to get every command.
@@ -86,6 +86,7 @@ class Usage:
     options: RedisOptions
     pool: Any
     keep_connection = False  # options.request_connection
+    queue: Any = NoQueue  # the blocking pool's queue: ``waiting`` threads
     watch = False  # True when each command needs more than counting (trace, slow)
     server_timing = False
 
@@ -110,6 +111,16 @@ class Usage:
             self._finish_callback()
             connection = self.connection = self.pool.get_connection()
         return connection
+
+    def give_back(self) -> None:
+        """Other threads wait for a connection: return the request's after its command
+        (its next command checks one out again), unless a WATCH pipeline or anything
+        else the request holds may be using it. Under contention a request then holds
+        a connection no longer than redis-py would."""
+        connection = self.connection
+        if connection is not None and self.held is None:
+            self.connection = None
+            self.pool.release(connection)
 
     def record(
         self,
@@ -203,8 +214,11 @@ class RequestPool:
         return self.pool.get_connection()
 
     def release(self, connection: Any) -> None:
-        if connection is not self.usage.connection:
+        usage = self.usage
+        if connection is not usage.connection:
             self.pool.release(connection)
+        elif usage.queue.waiting:
+            usage.give_back()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.pool, name)
@@ -393,6 +407,8 @@ class AccountedRedis(redis.Redis):
                 pool.release(conn)
             elif locked:
                 self.single_connection_lock.release()
+            elif usage is not None and usage.queue.waiting:
+                usage.give_back()
 
     def _send_command_parse_response(
         self, conn: Any, command_name: Any, *args: Any, **options: Any
@@ -487,6 +503,7 @@ class ClientSet:
                 "options": options,
                 "pool": pool,
                 "keep_connection": options.request_connection,
+                "queue": getattr(pool, "pool", NoQueue),
                 "watch": options.slow_command is not None,
                 "server_timing": self.app.server_timing,
             },

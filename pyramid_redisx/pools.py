@@ -17,7 +17,6 @@ use), so an app built before ``fork()`` never shares a socket with its children.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
@@ -49,8 +48,18 @@ class _WaitLog(threading.local):
     in_use = 0
 
 
+class NoQueue:
+    """Stands for the queue of a pool that never waits (``redis.blocking = false``)."""
+
+    waiting = 0
+
+
 class _TimedLifoQueue(LifoQueue):  # type: ignore[type-arg]
-    """The blocking pool's queue; times a ``get`` only when it has to block."""
+    """The blocking pool's queue; times a ``get`` only when it has to block, and counts
+    the threads blocked in it (``waiting``): a request that keeps a connection gives it
+    back after its command while others wait (client.py)."""
+
+    waiting = 0
 
     def __init__(self, wait_log: _WaitLog, maxsize: int) -> None:
         super().__init__(maxsize)
@@ -63,9 +72,13 @@ class _TimedLifoQueue(LifoQueue):  # type: ignore[type-arg]
             if not block:
                 raise
         started = perf_counter()
+        with self.mutex:
+            self.waiting += 1
         try:
             return super().get(True, timeout)
         finally:
+            with self.mutex:
+                self.waiting -= 1
             self._wait_log.total += perf_counter() - started
 
 
@@ -190,8 +203,10 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
             connection.disconnect()
             self.pool.put_nowait(None)
             return
-        with contextlib.suppress(Full):
+        try:  # noqa: SIM105 - suppress() costs a context manager on every release
             self.pool.put_nowait(connection)
+        except Full:
+            pass  # given back twice: redis-py drops it silently too
 
     def _idle_and_in_use(self) -> tuple[int, int]:
         # Idle connections wait in the queue, among None placeholders; every connection

@@ -258,3 +258,33 @@ def test_commands_after_the_response_take_one_each(make_app: Any) -> None:
     app = make_app({"/": view})
     assert app.get("/").body == b"v0"
     assert in_use(app) == 0
+
+
+def test_connection_given_back_after_a_command_while_others_wait(make_app: Any) -> None:
+    """Contention: on one connection, request A runs a command while request B waits for
+    one; A gives its connection back after that command, so B runs before A ends."""
+    b_done = threading.Event()
+
+    def view_a(request: Any) -> str:
+        request.redis.get("k")
+        queue = request.redis.connection_pool.pool
+        deadline = time.monotonic() + 5
+        while not queue.waiting and time.monotonic() < deadline:
+            time.sleep(0.005)  # until B is blocked in the pool
+        request.redis.get("k")  # B waits: given back after this command
+        return "B ran first" if b_done.wait(5) else "B still waiting"
+
+    def view_b(request: Any) -> str:
+        request.redis.get("k")
+        b_done.set()
+        return "b"
+
+    app = make_app({"/a": view_a, "/b": view_b}, max_connections="1", pool_timeout="10")
+    result: dict[str, str] = {}
+    thread_a = threading.Thread(target=lambda: result.update(a=app.get("/a").text))
+    thread_a.start()
+    time.sleep(0.2)  # A holds the connection
+    assert app.get("/b").text == "b"
+    thread_a.join()
+    assert result["a"] == "B ran first"
+    assert in_use(app) == 0
