@@ -1,31 +1,99 @@
 """``pyramid-redisx check|info <ini>``: for deploy scripts and container health checks.
 
-Reads only the ini's settings (``[app:main]`` unless ``file.ini#name``), never builds the
-app: ``check`` PINGs every client with its startup-check timeout and exits 0 when all
-answer, 1 otherwise; ``info`` prints what the ini really means, per client, redacted.
-Clients declared in code with ``config.add_redis_client`` are not in the ini: not shown.
-Extra ``name=value`` arguments are ini interpolation variables, as for ``pserve``.
+Reads only the ini's settings (``[app:main]`` unless ``file.ini#name``) and configures
+pyramid_redisx from them exactly as the app does (``config.include`` and commit, so the
+same keys, values and pool kinds are refused), without opening a connection or building
+the app. ``check`` then PINGs every client with its startup-check timeout; ``info``
+prints what the ini really means, per client, redacted. Clients declared in code with
+``config.add_redis_client`` are not in the ini: not shown.
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .errors import RedisSettingsError
+from pyramid.exceptions import ConfigurationError
+
 from .health import new_connection, probe
-from .settings import DEFAULT_CLIENT, RedisOptions, parse_app, parse_client
+from .settings import RedisOptions
+
+DESCRIPTION = (
+    "check: PING every Redis client the ini declares (exit 0 when all answer, 1 when one "
+    "is down or a setting is refused, 2 when the ini cannot be read). info: print each "
+    "client's options as parsed, passwords hidden."
+)
 
 
-def load_clients(config_uri: str, variables: Sequence[str]) -> dict[str, RedisOptions]:
+class IniError(Exception):
+    """The ini cannot be read; the message is one line and never holds a value."""
+
+
+def read_settings(
+    config_uri: str, variables: Sequence[str], command: str = "check"
+) -> dict[str, Any]:
     from pyramid.paster import get_appsettings
 
-    options = dict(item.split("=", 1) for item in variables)
-    settings = get_appsettings(config_uri, options=options)
-    app = parse_app(settings)
-    return {name: parse_client(name, settings) for name in (DEFAULT_CLIENT, *app.clients)}
+    options: dict[str, str] = {}
+    for number, item in enumerate(variables, 1):
+        name, sep, value = item.partition("=")
+        if not sep or not name:  # not echoed: it may be a secret typed without its name
+            raise IniError(f"variable {number} after the file name is not name=value")
+        options[name] = value
+    path = config_uri.partition("#")[0]
+    try:
+        return dict(get_appsettings(config_uri, options=options))
+    except configparser.InterpolationMissingOptionError as exc:
+        raise IniError(
+            f"{path}: [{exc.section}] {exc.option} uses %({exc.reference})s, which is not set: "
+            f"pass it after the file name, e.g. pyramid-redisx {command} {config_uri} "
+            f"{exc.reference}={_example(exc.reference)}"
+        ) from None
+    except configparser.InterpolationError as exc:
+        raise IniError(
+            f"{path}: [{exc.section}] {exc.option} holds a % that is not %(name)s: "
+            "write %% for a literal % (a percent-encoded password: %%23 for %23)"
+        ) from None
+    except configparser.ParsingError as exc:
+        lines = ", ".join(str(line) for line, _ in exc.errors)
+        raise IniError(f"{path}: line {lines} is not 'key = value'") from None
+    except configparser.Error as exc:
+        raise IniError(
+            f"{path}: {type(exc).__name__} (line {getattr(exc, 'lineno', '?')})"
+        ) from None
+    except (OSError, LookupError) as exc:
+        raise IniError(f"cannot read {config_uri}: {exc}") from None
+
+
+def _example(variable: str) -> str:
+    return "6379" if variable.endswith("port") else "VALUE"
+
+
+def configure(settings: dict[str, Any]) -> dict[str, RedisOptions]:
+    """Include pyramid_redisx and commit, as the app does; its WARNINGs go to stderr."""
+    from pyramid.config import Configurator
+
+    from .request import client_set
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pyramid-redisx: warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("pyramid_redisx")
+    logger.addHandler(handler)
+    settings = {k: v for k, v in settings.items() if k != "pyramid.includes"}  # ours alone
+    try:
+        config = Configurator(settings=settings)
+        config.include("pyramid_redisx")
+        config.commit()
+    finally:
+        logger.removeHandler(handler)
+    clients = client_set(config.registry)
+    clients.close()  # nothing was opened; the pools are not used here
+    return dict(clients.options)
 
 
 def _pool_settings(options: RedisOptions) -> str:
@@ -42,7 +110,7 @@ def check(clients: dict[str, RedisOptions], out: TextIO) -> int:
     for name, options in clients.items():
         connection = new_connection(options, options.startup_check_timeout)
         try:
-            result = probe(connection, version=True)
+            result = probe(connection, options, version=True)
         finally:
             connection.disconnect()
         if result.ok:
@@ -77,18 +145,21 @@ def _show(value: Any) -> str:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    parser = argparse.ArgumentParser(prog="pyramid-redisx", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pyramid-redisx", description=DESCRIPTION)
     parser.add_argument("command", choices=["check", "info"])
     parser.add_argument("config_uri", help="ini file, optionally file.ini#section")
-    parser.add_argument("variables", nargs="*", help="name=value ini interpolation variables")
+    parser.add_argument(
+        "variables", nargs="*", metavar="name=value",
+        help="ini interpolation variables, as for pserve (e.g. redis_port=6379)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        clients = load_clients(args.config_uri, args.variables)
-    except RedisSettingsError as exc:
+        clients = configure(read_settings(args.config_uri, args.variables, args.command))
+    except IniError as exc:
         print(f"pyramid-redisx: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, LookupError, ValueError) as exc:
-        print(f"pyramid-redisx: cannot read {args.config_uri}: {exc}", file=sys.stderr)
+        return 2
+    except ConfigurationError as exc:  # ours, or Pyramid's wrapper of ours (commit)
+        print(f"pyramid-redisx: {getattr(exc, 'evalue', exc)}", file=sys.stderr)
         return 1
     return check(clients, out) if args.command == "check" else info(clients, out)
 

@@ -10,6 +10,7 @@ from pyramid.events import ApplicationCreated, NewResponse
 from pyramid.exceptions import ConfigurationConflictError
 
 from .client import ClientSet
+from .errors import RedisSettingsError
 from .health import health_view
 from .request import STATE, client_set, on_new_response, request_redis
 from .settings import (
@@ -122,6 +123,11 @@ def _finish_configuration(config: Any, snapshot: dict[str, Any]) -> None:
     clients = client_set(registry)
     if _redis_settings(settings) != snapshot:
         clients.app = parse_app(settings)
+    if clients.app.sessions_client not in clients.options:
+        raise RedisSettingsError(
+            PREFIX + "sessions_client", clients.app.sessions_client,
+            f"no client named {clients.app.sessions_client!r}; declared: {', '.join(clients.options)}",
+        )  # fmt: skip
     names = [name for name in getattr(registry, _DECLARED) if name != DEFAULT_CLIENT]
     for warning in check_keys(settings, names):
         log.warning(warning)

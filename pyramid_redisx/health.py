@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+from redis.exceptions import NoPermissionError
+
 from .pools import connection_kwargs, pool_figures
 from .settings import RedisOptions
-from .startup import classify
+from .startup import diagnose
 
 HEALTH_TIMEOUT = 1.0  # seconds, at most: a health check answers quickly or says down
 
@@ -43,26 +45,46 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def probe(connection: Any, *, version: bool = False) -> Probe:
-    """PING (timed), then ROLE (and INFO server if ``version``) on ``connection``."""
+def _ask(connection: Any, *args: str) -> Any:
+    """One command's reply, or None when the user may not run it (a read-only ACL user)."""
+    connection.send_command(*args)
     try:
+        return connection.read_response()
+    except NoPermissionError:
+        return None
+
+
+def probe(connection: Any, options: RedisOptions, *, version: bool = False) -> Probe:
+    """Connect (untimed), PING (timed), then ROLE (and INFO server if ``version``).
+
+    ROLE and INFO are refused to a user allowed only ``+@read +ping``: that user is
+    healthy, its role and version shown as ``unknown``.
+    """
+    try:
+        connection.connect()  # no-op when connected; connect and TLS are not latency
         started = perf_counter()
         connection.send_command("PING")
         connection.read_response()
         latency = (perf_counter() - started) * 1000
-        connection.send_command("ROLE")
-        role = _text(connection.read_response()[0])
+        role_reply = _ask(connection, "ROLE")
+        role = _text(role_reply[0]) if role_reply else "unknown"
         server = ""
         if version:
-            connection.send_command("INFO", "server")
-            info = _text(connection.read_response())
-            fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-            name = fields.get("server_name", "redis")
-            server = f"{name} {fields.get(f'{name}_version') or fields.get('redis_version', '?')}"
+            info = _ask(connection, "INFO", "server")
+            if info is None:
+                server = "unknown"
+            else:
+                text = _text(info)
+                fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+                name = fields.get("server_name", "redis")
+                server = (
+                    f"{name} {fields.get(f'{name}_version') or fields.get('redis_version', '?')}"
+                )
         return Probe(True, round(latency, 3), role, server, "")
     except Exception as exc:  # noqa: BLE001 - every failure is reported, classified
         connection.disconnect()
-        return Probe(False, 0.0, "", "", f"{classify(exc)}: {exc}")
+        cause, detail = diagnose(exc, options, options.startup_check_timeout)
+        return Probe(False, 0.0, "", "", f"{cause}: {detail}")
 
 
 class HealthProbes:
@@ -83,9 +105,9 @@ class HealthProbes:
             if connection is None:
                 connection = self._connections[options] = new_connection(options, timeout)
             reused = connection._sock is not None
-            result = probe(connection)
+            result = probe(connection, options)
             if not result.ok and reused and not result.error.startswith("timeout"):
-                result = probe(connection)  # a kept connection the server dropped: once more
+                result = probe(connection, options)  # a kept connection the server dropped
             return result
 
 

@@ -7,20 +7,48 @@ import re
 
 MASK = "***"
 
-# userinfo password (``//user:secret@`` or ``//:secret@``) and query ``password=``.
-_USERINFO_PASSWORD = re.compile(r"(//[^:/@?#]*:)[^@/?#]*(@)")
 _QUERY_ARGUMENT = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
+# Characters that end a URL's userinfo early when left unencoded in a password.
+USERINFO_BREAKERS = "/?#"
 
 SECRET_KEYS = frozenset({"password", "sentinel_password"})
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password (userinfo, or a query argument named like one) as ***."""
-    url = _USERINFO_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(2), url)
-    return _QUERY_ARGUMENT.sub(
-        lambda m: f"{m.group(1)}{m.group(2)}={MASK if looks_secret(m.group(2)) else m.group(3)}",
-        url,
-    )
+    """Return ``url`` with any password as ***, whether the URL parses or not.
+
+    The userinfo runs to the *last* ``@`` (a password may hold one): a well-formed one
+    keeps its user name (``user:***@``); one holding ``/ ? #`` cannot be split reliably
+    and is hidden whole (``***@``). A query argument named like a secret hides its value
+    and everything after it (an unencoded ``&`` or ``#`` would cut the password). When
+    such an argument comes before the last ``@``, either may hold the other: all of the
+    URL after the scheme is hidden.
+    """
+    head, sep, rest = url.partition("//")
+    if not sep:
+        head, sep, rest = url.partition(":")
+    at = rest.rfind("@")
+    secret = _secret_value_start(rest)
+    if secret is not None and secret < at:
+        return head + sep + MASK
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user, colon, _ = userinfo.partition(":")
+        broken = any(ch in userinfo for ch in USERINFO_BREAKERS)
+        head += sep + (MASK if broken else user + (":" + MASK if colon else "")) + "@"
+        sep = ""
+        secret = _secret_value_start(rest)
+    if secret is not None:
+        rest = rest[:secret] + MASK
+    return head + sep + rest
+
+
+def _secret_value_start(text: str) -> int | None:
+    """Where the value of the first query argument named like a secret starts."""
+    for match in _QUERY_ARGUMENT.finditer(text):
+        if looks_secret(match.group(2)):
+            return match.start(3)
+    return None
 
 
 def looks_secret(option: str) -> bool:

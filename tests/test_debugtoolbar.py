@@ -196,3 +196,14 @@ def test_panel_follows_named_clients(toolbar_app: Any, redis_url: str) -> None:
 )  # fmt: skip
 def test_shown_arguments(name: str, args: tuple[Any, ...], shown: list[str]) -> None:
     assert shown_arguments(name, args) == shown
+
+
+HASH = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+
+
+@pytest.mark.parametrize(
+    "rule", [f">{PASSWORD}", f"<{PASSWORD}", f"#{HASH}", f"!{HASH}"]
+)  # add/remove a password, add/remove a password hash
+def test_every_acl_password_rule_is_masked(rule: str) -> None:
+    shown = shown_arguments("ACL_SETUSER", ("alice", "on", rule, "~*", "+@all"))
+    assert shown == ["alice", "on", MASK, "~*", "+@all"]

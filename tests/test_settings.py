@@ -189,19 +189,21 @@ FALSE_WORDS = ["false", "False", "FALSE", "f", "no", "No", "NO", "n", "off", "OF
 @pytest.mark.parametrize("key", BOOL_KEYS)
 @pytest.mark.parametrize("word", TRUE_WORDS)
 def test_true_words(key: str, word: str) -> None:
-    assert getattr(parse_client("default", {f"redis.{key}": word}), key) is True
+    settings = {f"redis.{key}": word, "redis.url": "rediss://h/0"}  # ssl_* need rediss://
+    assert getattr(parse_client("default", settings), key) is True
 
 
 @pytest.mark.parametrize("key", BOOL_KEYS)
 @pytest.mark.parametrize("word", FALSE_WORDS)
 def test_false_words(key: str, word: str) -> None:
-    assert getattr(parse_client("default", {f"redis.{key}": word}), key) is False
+    settings = {f"redis.{key}": word, "redis.url": "rediss://h/0"}  # ssl_* need rediss://
+    assert getattr(parse_client("default", settings), key) is False
 
 
 @pytest.mark.parametrize("key", BOOL_KEYS)
 @pytest.mark.parametrize("value", [True, False, 1, 0])
 def test_python_booleans(key: str, value: object) -> None:
-    assert getattr(parse_client("x", {}, {key: value}), key) is bool(value)
+    assert getattr(parse_client("x", {}, {key: value, "url": "rediss://h/0"}), key) is bool(value)
 
 
 @pytest.mark.parametrize("key", BOOL_KEYS)
@@ -424,6 +426,7 @@ def test_split_url_parts() -> None:
     parts = split_url("rediss://u:p%2Fw@example.org:6380/3?socket_timeout=1")
     assert parts == {
         "scheme": "rediss", "username": "u", "password": "p/w", "query": {"socket_timeout": "1"},
+        "after_secret": set(),
         "host": "example.org", "port": 6380, "path": None, "db": 3,
     }  # fmt: skip
 
@@ -655,8 +658,13 @@ IDENTITY_BASE = {"redis.sentinel_service": "mymaster"}
 
 @pytest.mark.parametrize(("key", "value"), CHANGES, ids=[f"{k}={v}" for k, v in CHANGES])
 def test_any_single_change_gives_unequal_options(key: str, value: object) -> None:
-    base = parse_client("default", IDENTITY_BASE)
-    changed = parse_client("default", {**IDENTITY_BASE, f"redis.{key}": value})
+    settings = dict(IDENTITY_BASE)
+    if key.startswith("ssl_"):  # TLS keys need a rediss:// URL, a client key its certificate
+        settings["redis.url"] = "rediss://localhost:6379/0"
+        if key == "ssl_keyfile":
+            settings["redis.ssl_certfile"] = __file__
+    base = parse_client("default", settings)
+    changed = parse_client("default", {**settings, f"redis.{key}": value})
     assert changed != base
     assert len({base, changed}) == 2
 

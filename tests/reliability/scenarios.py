@@ -26,6 +26,10 @@ SHORT_TIMEOUTS = {
     "redis.max_connections": "8",
     "redis.startup_check_timeout": "1",
 }
+# The longest one request may be held with SHORT_TIMEOUTS, worked out by hand from the
+# documented formula (retry_on_timeout false): pool_timeout 1 + socket_timeout 0.5 +
+# socket_connect_timeout 0.5 + (retries + 2) = 3 backoff pauses of at most 2 × 8 ms.
+SHORT_TIMEOUTS_BOUND = 1 + 0.5 + 0.5 + 3 * 0.016
 
 
 @dataclass

@@ -1,0 +1,212 @@
+"""Startup check, health view and ``check``: causes that point the right way (issue 13, 3/6/8)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from pyramid_redisx import RedisUnavailable
+from pyramid_redisx.health import HealthProbes
+from pyramid_redisx.request import client_set
+from pyramid_redisx.settings import parse_client
+from pyramid_redisx.startup import classify
+from pyramid_redisx.testing import RedisServer, TLSFiles
+from tests.conftest import build_app
+from tests.test_cli_hardening import ini, run
+
+
+def startup_error(settings: dict[str, str]) -> RedisUnavailable:
+    with pytest.raises(RedisUnavailable) as info:
+        build_app(settings)
+    return info.value
+
+
+def test_plain_url_against_a_tls_port_says_use_rediss(
+    redis_server_factory: Any, tls_files: TLSFiles
+) -> None:
+    server = redis_server_factory(tls=tls_files)
+    error = startup_error({"redis.url": f"redis://127.0.0.1:{server.port}/0"})
+    assert error.cause == "server expects TLS"  # was "connection closed by server"
+    assert "use rediss:// instead of redis://" in str(error)
+
+
+def test_rediss_against_a_hung_server_is_a_timeout(silent_listener: int) -> None:
+    settings = {"redis.url": f"rediss://127.0.0.1:{silent_listener}/0",
+                "redis.startup_check_timeout": "0.3"}  # fmt: skip
+    started = time.monotonic()
+    error = startup_error(settings)
+    assert time.monotonic() - started < 1.3
+    assert error.cause == "timeout"  # was "TLS error (Timeout…)"
+
+
+def test_startup_failure_logs_one_error_line_first(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = RedisServer().port  # nothing listens there
+    with pytest.raises(RedisUnavailable):
+        build_app({"redis.url": f"redis://:log-pw-1@127.0.0.1:{port}/0"})
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.name, r.getMessage()) for r in errors] == [
+        ("pyramid_redisx", f"startup check failed: Redis client 'default' at "
+         f"redis://:***@127.0.0.1:{port}/0 is unavailable: connection refused "
+         f"(Error 111 connecting to 127.0.0.1:{port}. Connection refused.)")
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def read_only_url(redis_server: Any) -> Iterator[str]:
+    url = redis_server.add_user("ro", "ro-pw", "+@read", "+ping")
+    yield url
+    with redis_server.client() as admin:
+        admin.acl_deluser("ro")
+
+
+def test_read_only_user_is_healthy(read_only_url: str) -> None:
+    app = build_app({"redis.url": read_only_url, "redis.health_route": "/h"})
+    try:
+        body = app.get("/h").json  # was 503: no permissions to run the 'role' command
+        assert body["status"] == "ok"
+        assert body["clients"]["default"]["role"] == "unknown"
+    finally:
+        client_set(app.app.registry).close()
+
+
+def test_read_only_user_passes_check(
+    read_only_url: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "check", ini(tmp_path, f"redis.url = {read_only_url}"))
+    assert code == 0, out + err  # was 1
+    assert " ok " in out and "role=unknown version=unknown" in out
+    assert "ro-pw" not in out + err
+
+
+def test_no_permission_is_classified(redis_server: Any) -> None:
+    url = redis_server.add_user("noping", "np-pw", "+get")
+    try:
+        error = startup_error({"redis.url": url})
+        assert error.cause == "permission denied"  # was "error"
+        with redis.Redis.from_url(url) as client, pytest.raises(redis.ResponseError) as info:
+            client.ping()
+        assert classify(info.value) == "permission denied"
+    finally:
+        with redis_server.client() as admin:
+            admin.acl_deluser("noping")
+
+
+class SlowConnectProxy:
+    """Forwards to ``port``, holding each new connection's first reply back ``delay`` s."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        self.target, self.delay = port, delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, slow_first: bool) -> None:
+        first = slow_first
+        try:
+            while data := source.recv(65536):
+                if first:
+                    time.sleep(self.delay)  # the connection's handshake (HELLO/SETINFO) is slow
+                    first = False
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_latency_is_a_ping_on_an_established_connection(
+    redis_server: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proxy = SlowConnectProxy(redis_server.port, 0.3)
+    try:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        app = build_app({"redis.url": url, "redis.health_route": "/h"})
+        try:
+            latency = app.get("/h").json["clients"]["default"]["latency_ms"]
+        finally:
+            client_set(app.app.registry).close()
+        code, out, _ = run(capsys, "check", ini(tmp_path, f"redis.url = {url}"))
+    finally:
+        proxy.close()
+    assert latency < 100, latency  # was >= 300: the connect was timed too
+    assert code == 0
+    assert float(out.split("latency_ms=")[1].split()[0]) < 100
+
+
+def test_checks_do_not_use_the_pool_retry_policy(silent_listener: int) -> None:
+    """retries 20 with retry_on_timeout: the pool could wait minutes; the checks do not."""
+    settings = {
+        "redis.url": f"redis://127.0.0.1:{silent_listener}/0",
+        "redis.retries": "20", "redis.retry_on_timeout": "true", "redis.retry_backoff_cap": "1",
+        "redis.socket_timeout": "0.4", "redis.socket_connect_timeout": "0.4",
+        "redis.startup_check_timeout": "0.4", "redis.health_route": "/h",
+    }  # fmt: skip
+    started = time.monotonic()
+    startup_error(settings)
+    assert time.monotonic() - started < 0.4 + 0.5
+    app = build_app({**settings, "redis.startup_check": "false"})
+    try:
+        started = time.monotonic()
+        assert app.get("/h", status=503).json["clients"]["default"]["error"].startswith("timeout")
+        assert time.monotonic() - started < 0.4 + 0.5
+    finally:
+        client_set(app.app.registry).close()
+
+
+def test_health_probes_are_fork_aware(redis_server: Any) -> None:
+    options = parse_client("default", {"redis.url": redis_server.url})
+    probes = HealthProbes()
+    assert probes.probe(options).ok  # the parent keeps a probe connection
+    with redis_server.client() as admin:
+        before = admin.info("stats")["total_connections_received"]
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: probe, say whether it made its own connection
+            try:
+                ok = probes.probe(options).ok
+                os.write(write, b"ok" if ok else b"down")
+            finally:
+                os._exit(0)
+        os.close(write)
+        said = os.read(read, 16)
+        os.waitpid(pid, 0)
+        os.close(read)
+        after = admin.info("stats")["total_connections_received"]
+    assert said == b"ok"
+    assert after - before == 1  # the child opened its own; it never used the parent's socket
+
+
+def test_health_of_a_unix_socket_client_down_and_back(redis_server_factory: Any) -> None:
+    server = redis_server_factory(unix_socket=True)
+    app = build_app({"redis.url": server.unix_url, "redis.health_route": "/h"})
+    try:
+        assert app.get("/h").json["status"] == "ok"
+        server.stop()
+        down = app.get("/h", status=503).json["clients"]["default"]
+        assert down["ok"] is False and down["error"].startswith("connection refused: "), down
+        server.start()
+        assert app.get("/h").json["status"] == "ok"
+    finally:
+        client_set(app.app.registry).close()

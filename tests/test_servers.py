@@ -1,0 +1,49 @@
+"""``pyramid_redisx.testing.RedisServer`` beyond plain TCP: TLS, unix socket, ACL users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from pyramid_redisx.testing import TLSFiles
+
+NO_RETRY = Retry(NoBackoff(), 0)  # redis-py retries 10 times by default
+
+
+def test_tls_server_answers_tls_only(redis_server_factory: Any, tls_files: TLSFiles) -> None:
+    server = redis_server_factory(tls=tls_files)
+    assert server.url == f"rediss://127.0.0.1:{server.port}/0"
+    with server.client() as client:
+        assert client.ping() is True
+    with (
+        redis.Redis(port=server.port, socket_timeout=1, retry=NO_RETRY) as plain,
+        pytest.raises(redis.ConnectionError),
+    ):
+        plain.ping()  # plain TCP is off
+
+
+def test_tls_client_certificates_required(redis_server_factory: Any, tls_files: TLSFiles) -> None:
+    server = redis_server_factory(tls=tls_files, tls_auth_clients="yes")
+    with server.client() as client:
+        assert client.ping() is True
+    no_cert = redis.Redis(
+        port=server.port, ssl=True, ssl_ca_certs=tls_files.ca, socket_timeout=2, retry=NO_RETRY
+    )
+    with no_cert, pytest.raises(redis.ConnectionError):
+        no_cert.ping()
+
+
+def test_unix_socket_and_acl_user(redis_server_factory: Any) -> None:
+    server = redis_server_factory(unix_socket=True)
+    with redis.Redis.from_url(server.unix_url) as client:
+        assert client.ping() is True
+        assert "U" in client.client_info()["flags"]  # the server sees a unix-socket client
+    url = server.add_user("ro", "ro-pw", "+@read", "+ping")
+    with redis.Redis.from_url(url) as reader:
+        assert reader.ping() is True
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reader.set("k", "v")
