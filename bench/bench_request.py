@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from importlib import metadata
 from io import BytesIO
 from pathlib import Path
-from time import perf_counter_ns
+from time import perf_counter_ns, thread_time_ns
 from typing import Any
 
 import redis
@@ -269,6 +269,11 @@ class Variant:
         self.environ = base_environ()
         self.samples: list[int] = []  # ns per timed request
         self.block_medians: list[float] = []  # ns, one per round
+        # CPU time of this thread per request: what the app itself spends, without the
+        # time it waits for the server or is preempted by other processes (the figure
+        # that holds still on a busy shared machine).
+        self.cpu_samples: list[int] = []
+        self.cpu_block_medians: list[float] = []
 
     def prepare(self) -> None:
         if STATS_LOG.level != self.stats_level:
@@ -290,8 +295,10 @@ class Variant:
         self.prepare()
         for _ in range(warmup):
             self.call_once()
+        cpu = []
         for _ in range(block):
             env = environ.copy()
+            cpu_started = thread_time_ns()
             started = perf_counter_ns()
             body = app(env, start_response)
             for _chunk in body:
@@ -300,8 +307,11 @@ class Variant:
             if close is not None:
                 close()
             samples.append(perf_counter_ns() - started)
+            cpu.append(thread_time_ns() - cpu_started)
         self.samples.extend(samples)
         self.block_medians.append(statistics.median(samples))
+        self.cpu_samples.extend(cpu)
+        self.cpu_block_medians.append(statistics.median(cpu))
 
 
 # Workloads (columns of the comparison table) and what each row's variants are.
@@ -529,11 +539,37 @@ def comparisons(variants: dict[str, Variant], figures: dict[str, dict[str, float
         "handwritten_us": hand_cost,
         "per_round_diff": {"median_us": q2, "p25_us": q1, "p75_us": q3},
     }
+    result["cpu"] = cpu_comparisons(variants)
     for name, (kind, limit) in TARGETS.items():
         value = result[name]["ratio" if kind == "ratio" else "diff_us"]
         result[name]["target"] = f"<= {limit:g}{'' if kind == 'ratio' else ' us'}"
         result[name]["met"] = value <= limit
     return result
+
+
+def cpu_comparisons(variants: dict[str, Variant]) -> dict[str, dict[str, float]]:
+    """The target figures on the thread's CPU time (medians, µs; paired per round)."""
+
+    def med(key: str) -> float:
+        return statistics.median(variants[key].cpu_samples) / 1000
+
+    def rounds(key: str) -> list[float]:
+        return variants[key].cpu_block_medians
+
+    out: dict[str, dict[str, float]] = {}
+    for name, (base, other) in {
+        "B-A": ("A", "B"), "F_redisx-F_bare": ("F_bare", "F_redisx"), "E-D": ("D", "E"),
+        "T-A": ("A", "T"), "B_pc-A": ("A", "B_pc"), "B10-A10": ("A10", "B10"),
+        "C-B": ("B", "C"), "L-A": ("A", "L"),
+    }.items():  # fmt: skip
+        out[name] = {
+            "diff_us": med(other) - med(base),
+            "ratio": med(other) / med(base),
+            "per_round_diff": paired(rounds(base), rounds(other)),
+        }
+    out["(C-B)-(L-A)"] = {"diff_us": out["C-B"]["diff_us"] - out["L-A"]["diff_us"]}
+    out["B10/A10"] = {"ratio": med("B10") / med("A10")}
+    return out
 
 
 def machine(server: RedisServer) -> dict[str, Any]:
@@ -619,6 +655,14 @@ def print_report(
             f"{name:<14}{ratio:>10}{r['diff_us']:>+10.2f}   {target:<12}{met:<8}"
             f"{spread['p25_us']:+.2f}..{spread['p75_us']:+.2f}"
         )
+    cpu = result["cpu"]
+    print("\nthe same figures on the thread's CPU time (µs, medians; paired p25..p75):")
+    for name in ("B-A", "B10/A10", "F_redisx-F_bare", "(C-B)-(L-A)", "E-D", "T-A", "B_pc-A"):
+        r = cpu[name]
+        value = f"{r['ratio']:.3f}" if name == "B10/A10" else f"{r['diff_us']:+.2f} µs"
+        spread = r.get("per_round_diff")
+        extra = f"   {spread['p25_us']:+.2f}..{spread['p75_us']:+.2f}" if spread else ""
+        print(f"  {name:<18}{value:>12}{extra}")
     print(f"\nµs per request (× the redis-py baseline of the same workload); {about['nproc']} CPUs")
     print(f"{'':<44}" + "".join(f"{WORKLOADS[w]:>24}" for w in WORKLOADS))
     for row, cells in result["matrix"].items():
@@ -687,7 +731,14 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(seconds, 1),
         },
         "workloads": WORKLOADS,
-        "variants": {k: {"label": v.label, **figures[k]} for k, v in variants.items()},
+        "variants": {
+            k: {
+                "label": v.label,
+                **figures[k],
+                "cpu_median_us": statistics.median(v.cpu_samples) / 1000,
+            }
+            for k, v in variants.items()
+        },
         "comparisons": result,
     }
     Path(args.json).write_text(json.dumps(output, indent=2) + "\n")
