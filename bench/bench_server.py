@@ -402,6 +402,7 @@ def machine(client: redis.Redis) -> dict[str, Any]:
         "server_version": info.get("valkey_version") or info.get("redis_version"),
         "server_binary": server_binary(),
         "transport": "TCP loopback 127.0.0.1 (HTTP and Redis)",
+        "loadavg_start": os.getloadavg(),
     }
 
 
@@ -537,6 +538,7 @@ def main(argv: list[str] | None = None) -> None:
         servers = start_servers(redis_server.url, log_dir)
         sanity_check(servers)
         phases, orders = run_rounds(servers, args, redis_client)
+        about["loadavg_end"] = os.getloadavg()
         throughput = {s.spec.name: throughput_summary(phases[s.spec.name])
                       for s in servers if not s.spec.pressure}  # fmt: skip
         add_ratios(throughput)
