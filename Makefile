@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 
 $(BIN110)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV110)
-	$(BIN110)/pip install -q 'pyramid==1.10.8' 'setuptools<81' -e '.[test]'
+	$(BIN110)/pip install -q 'pyramid==1.10.8' 'setuptools<81' 'pyramid_redis_sessions==1.0.1' -e '.[test]'
 	touch $@
 
 ## test: lint, type-check, and the whole suite on Pyramid 2 and on Pyramid 1.10.8

@@ -42,7 +42,8 @@ def includeme(config: Any) -> None:
       connection pool per distinct option set, kept on the registry, no connection
       opened yet;
     - adds the ``config.add_redis_client(name, **options)`` directive;
-    - adds the reified ``request.redis`` property (the ``default`` client);
+    - adds the reified ``request.redis`` property (the ``default`` client) and
+      ``request.redis_tm`` (a pipeline sent as MULTI/EXEC when pyramid_tm commits);
     - subscribes to ``NewResponse`` (per-request stats line, Server-Timing, releasing
       connections a request kept) and to ``ApplicationCreated`` (the startup check);
     - adds a tween that does the ``NewResponse`` work for a request whose view raised
@@ -61,6 +62,8 @@ def includeme(config: Any) -> None:
 
     config.add_directive("add_redis_client", add_redis_client)
     config.add_request_method(request_redis, "redis", reify=True)
+    # Transaction-bound pipeline (needs pyramid_tm); nothing runs until a view reads it.
+    config.add_request_method("pyramid_redisx.tm.request_redis_tm", "redis_tm", reify=True)
     config.add_subscriber(on_new_response, NewResponse)
     config.add_tween("pyramid_redisx.request.redis_tween_factory")
     config.add_subscriber(on_application_created, ApplicationCreated)

@@ -33,8 +33,10 @@ class RedisUnavailable(ConfigurationError):
     """The startup check could not PING a client's server.
 
     ``client`` is the client name, ``url`` the redacted URL, ``cause`` one of
-    ``connection refused``, ``timeout``, ``authentication failed``, ``TLS error``,
-    ``name resolution``, ``error``; ``detail`` redis-py's own message (host:port only).
+    ``connection refused``, ``timeout``, ``authentication failed``, ``permission
+    denied``, ``TLS error``, ``server expects TLS``, ``name resolution``, ``connection
+    closed by server``, ``error``; ``detail`` redis-py's own message (host:port only),
+    after a hint when the cause is a known mistake (``use rediss://``).
     """
 
     def __init__(self, client: str, url: str, cause: str, detail: str) -> None:

@@ -110,6 +110,20 @@ class HealthProbes:
                 result = probe(connection, options)  # a kept connection the server dropped
             return result
 
+    def close(self) -> None:
+        """Disconnect the kept probe connections (tests, scripts that are done)."""
+        with self._lock:
+            connections, self._connections = self._connections, {}
+        for connection in connections.values():
+            connection.disconnect()
+
+
+def close_probes(registry: Any) -> None:
+    """Disconnect the health view's probe connections of an app, if it made any."""
+    probes = getattr(registry, "pyramid_redisx_health", None)
+    if probes is not None:
+        probes.close()
+
 
 def health(clients: Any, probes: HealthProbes) -> tuple[bool, dict[str, Any]]:
     """(all up, the JSON body) for every client of a ``ClientSet``."""

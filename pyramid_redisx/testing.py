@@ -303,3 +303,26 @@ else:
         finally:
             for server in started:
                 server.cleanup()
+
+    @pytest.fixture
+    def redis_settings(redis_url: str) -> dict[str, Any]:
+        """App settings pointing ``redis.url`` at the throwaway server (flushed per test).
+
+        A fresh dict per test: add your own keys, then
+        ``Configurator(settings=redis_settings)`` and ``config.include("pyramid_redisx")``.
+        """
+        return {"redis.url": redis_url}
+
+    @pytest.fixture
+    def redis_client_list(redis_server: RedisServer) -> Any:
+        """``redis_client_list()`` → the session server's ``CLIENT LIST`` (normal clients),
+        less the connection that asks. Other tests' apps may still hold connections to
+        that server: set ``redis.client_name`` and look for your app's name, or count on a
+        server of your own (``redis_server_factory``)."""
+
+        def client_list() -> list[dict[str, Any]]:
+            with redis_server.client() as client:
+                me = client.client_id()
+                return [c for c in client.client_list("normal") if int(c["id"]) != me]
+
+        return client_list

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from pyramid_redisx import RedisUnavailable
-from pyramid_redisx.health import HealthProbes
+from pyramid_redisx.health import HealthProbes, close_probes
 from pyramid_redisx.request import client_set
 from pyramid_redisx.settings import parse_client
 from pyramid_redisx.startup import classify
@@ -76,6 +76,7 @@ def test_read_only_user_is_healthy(read_only_url: str) -> None:
         assert body["clients"]["default"]["role"] == "unknown"
     finally:
         client_set(app.app.registry).close()
+        close_probes(app.app.registry)
 
 
 def test_read_only_user_passes_check(
@@ -173,6 +174,7 @@ def test_checks_do_not_use_the_pool_retry_policy(silent_listener: int) -> None:
         assert time.monotonic() - started < 0.4 + 0.5
     finally:
         client_set(app.app.registry).close()
+        close_probes(app.app.registry)
 
 
 def test_health_probes_are_fork_aware(redis_server: Any) -> None:
@@ -194,6 +196,7 @@ def test_health_probes_are_fork_aware(redis_server: Any) -> None:
         os.waitpid(pid, 0)
         os.close(read)
         after = admin.info("stats")["total_connections_received"]
+    probes.close()
     assert said == b"ok"
     assert after - before == 1  # the child opened its own; it never used the parent's socket
 
@@ -210,3 +213,4 @@ def test_health_of_a_unix_socket_client_down_and_back(redis_server_factory: Any)
         assert app.get("/h").json["status"] == "ok"
     finally:
         client_set(app.app.registry).close()
+        close_probes(app.app.registry)

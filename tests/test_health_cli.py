@@ -14,7 +14,9 @@ from typing import Any
 
 import redis
 
+from pyramid_redisx.health import close_probes
 from pyramid_redisx.pools import pool_figures
+from pyramid_redisx.request import client_set
 from tests.conftest import build_app, pools_of
 
 PASSWORD = "Health-Pw-777"
@@ -50,6 +52,8 @@ def test_health_ok_down_and_back(redis_server_factory: Any, redis_url: str) -> N
 
     server.start()
     assert app.get("/health/redis").json["status"] == "ok"  # no app rebuild
+    close_probes(app.app.registry)  # the session server counts its clients elsewhere
+    client_set(app.app.registry).close()
 
 
 def test_health_reuses_one_connection_and_never_takes_from_the_pool(
@@ -78,6 +82,7 @@ def test_health_reuses_one_connection_and_never_takes_from_the_pool(
     finally:
         for connection in held:
             pool.release(connection)
+        close_probes(app.app.registry)
 
 
 def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,184 @@
+"""``get_async_redis``: a ``redis.asyncio`` client built from the same parsed options.
+
+    async def handler(registry):
+        client = get_async_redis(registry, "default")
+        await client.incr("hits")
+    ...
+    await close_async_redis(registry)   # before the event loop ends (e.g. ASGI shutdown)
+
+asyncio connections belong to the event loop that opened them, so there is one client
+(and one pool) per event loop and client name, built on first use in that loop from the
+client's parsed options: URL, credentials, db, TLS, timeouts, retries, pool size and
+blocking, ``decode_responses``, ``client_name``, RESP protocol.
+
+Fork: redis-py's asyncio pools do not check the process id as its sync pools do. Here
+the clients are kept per process: in a child (gunicorn worker, multiprocessing) the
+first call builds new ones and never touches the parent's connections.
+
+Sentinel (``redis.sentinels``): a client of the master that the Sentinels name, through
+``redis.asyncio.sentinel``. Cluster (``redis.cluster``): ``redis.asyncio.RedisCluster``
+from the node in ``redis.url``, ``max_connections`` per node. Neither pool waits when
+full (redis-py's asyncio Sentinel and Cluster pools have no blocking variant).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from typing import Any
+
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
+
+from .request import client_set
+from .settings import DEFAULT_CLIENT, RedisOptions
+
+_STATE = "pyramid_redisx_async"  # registry attribute: _AsyncClients
+RETRY_BACKOFF_BASE = 0.008  # as the sync pools
+
+
+class _AsyncClients:
+    """The async clients of one registry in one process, by event loop and name."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.by_loop: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def async_retry(options: RedisOptions) -> Retry:
+    """The sync pools' policy: connection errors; timeouts only if asked."""
+    errors: tuple[type[RedisError], ...] = (RedisConnectionError,)
+    if options.retry_on_timeout:
+        errors += (RedisTimeoutError,)
+    backoff = ExponentialWithJitterBackoff(
+        cap=options.retry_backoff_cap, base=min(RETRY_BACKOFF_BASE, options.retry_backoff_cap)
+    )
+    return Retry(backoff, options.retries, supported_errors=errors)
+
+
+def async_pool_kwargs(options: RedisOptions) -> dict[str, Any]:
+    """Arguments of a ``redis.asyncio`` pool for ``options`` (pure: tested without a server)."""
+    kwargs: dict[str, Any] = {
+        "db": options.db,
+        "username": options.username,
+        "password": options.password,
+        "socket_timeout": options.socket_timeout,
+        "socket_connect_timeout": options.socket_connect_timeout,
+        "retry": async_retry(options),
+        "health_check_interval": options.health_check_interval,
+        "decode_responses": options.decode_responses,
+        "client_name": options.client_name,
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+        "max_connections": options.max_connections,
+    }
+    if options.protocol is not None:
+        kwargs["protocol"] = options.protocol
+    if options.scheme == "unix":
+        kwargs["path"] = options.path
+        kwargs["connection_class"] = redis.asyncio.UnixDomainSocketConnection
+    else:
+        kwargs["host"] = options.host
+        kwargs["port"] = options.port
+        kwargs["socket_keepalive"] = options.socket_keepalive
+        kwargs["connection_class"] = redis.asyncio.Connection
+    if options.scheme == "rediss":
+        kwargs["connection_class"] = redis.asyncio.SSLConnection
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"):
+            value = getattr(options, name)
+            if value is not None:
+                kwargs[name] = value
+        if options.ssl_check_hostname is not None:
+            kwargs["ssl_check_hostname"] = options.ssl_check_hostname
+    if options.blocking:
+        kwargs["timeout"] = options.pool_timeout
+    return kwargs
+
+
+def build_async_client(options: RedisOptions) -> Any:
+    """A new ``redis.asyncio.Redis`` owning a new pool. Opens no connection."""
+    kwargs = async_pool_kwargs(options)
+    if options.kind == "sentinel":
+        return _sentinel_master(options, kwargs)
+    if options.kind == "cluster":
+        return _cluster(kwargs, tls=options.scheme == "rediss")
+    pool_class = (
+        redis.asyncio.BlockingConnectionPool if options.blocking else redis.asyncio.ConnectionPool
+    )
+    return redis.asyncio.Redis.from_pool(pool_class(**kwargs))
+
+
+def _cluster(kwargs: dict[str, Any], *, tls: bool) -> Any:
+    # RedisCluster makes its own per-node pools and connection classes; no db but 0.
+    for name in ("connection_class", "timeout"):
+        kwargs.pop(name, None)
+    if kwargs.pop("db", 0) != 0:
+        raise ValueError("get_async_redis: a Redis Cluster has only database 0")
+    return redis.asyncio.RedisCluster(ssl=tls, **kwargs)
+
+
+def _sentinel_master(options: RedisOptions, kwargs: dict[str, Any]) -> Any:
+    from redis.asyncio.sentinel import Sentinel
+
+    # The Sentinels say where the master is: no host/port of our own; their pool class
+    # picks the (SSL) connection class; it never blocks.
+    for name in ("host", "port", "connection_class", "timeout"):
+        kwargs.pop(name, None)
+    if options.scheme == "rediss":
+        kwargs["ssl"] = True
+    sentinel_kwargs = {
+        "password": options.sentinel_password,
+        "socket_timeout": options.socket_timeout,
+        "socket_connect_timeout": options.socket_connect_timeout,
+    }
+    assert options.sentinels is not None and options.sentinel_service is not None
+    sentinel = Sentinel(list(options.sentinels), sentinel_kwargs=sentinel_kwargs, **kwargs)
+    client = sentinel.master_for(options.sentinel_service)
+    client.pyramid_redisx_sentinels = sentinel.sentinels  # closed with the client
+    return client
+
+
+def get_async_redis(registry: Any, name: str = DEFAULT_CLIENT) -> Any:
+    """The ``redis.asyncio`` client ``name`` of the running event loop (built once)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "get_async_redis must be called inside a running event loop: "
+            "its client belongs to that loop"
+        ) from None
+    state = _state(registry)
+    clients = state.by_loop.get(loop)
+    if clients is None:
+        clients = state.by_loop[loop] = {}
+    client = clients.get(name)
+    if client is None:
+        options = client_set(registry).options.get(name)
+        if options is None:
+            client_set(registry).client(name)  # the LookupError naming the declared clients
+        assert options is not None
+        client = clients[name] = build_async_client(options)
+    return client
+
+
+async def close_async_redis(registry: Any) -> None:
+    """Close the running loop's clients of ``registry`` and their connections."""
+    clients = _state(registry).by_loop.pop(asyncio.get_running_loop(), {})
+    for client in clients.values():
+        await client.aclose()
+        for sentinel in getattr(client, "pyramid_redisx_sentinels", ()):
+            await sentinel.aclose()
+
+
+def _state(registry: Any) -> _AsyncClients:
+    state: _AsyncClients | None = getattr(registry, _STATE, None)
+    if state is None or state.pid != os.getpid():
+        # First use, or first use in a forked child: never reuse the parent's clients.
+        state = _AsyncClients()
+        setattr(registry, _STATE, state)
+    return state

@@ -1,0 +1,98 @@
+"""dogpile.cache on pyramid_redisx's clients: the ``pyramid_redisx`` backend.
+
+    from dogpile.cache import make_region
+    from pyramid_redisx.dogpile_cache import region_arguments
+
+    region = make_region().configure(
+        "pyramid_redisx", expiration_time=300, arguments=region_arguments(config.registry, "cache")
+    )
+
+It is dogpile's own ``dogpile.cache.redis`` backend (same serialization, locks and
+``redis_expiration_time``) whose client is the app's client ``name``: inside a request
+the one bound to that request, so the region's commands count in the request's stats
+line and debug panel; elsewhere (scripts, workers) the process-wide client. The
+connection (URL, password, TLS, timeouts, pool) comes from the ``redis.*`` settings, so
+dogpile's connection arguments (``url``, ``host``, ``connection_pool``...) are refused.
+
+Needs the ``dogpile`` extra. The backend name is registered as a ``dogpile.cache``
+entry point and again when this module is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dogpile.cache import register_backend
+from dogpile.cache.backends.redis import RedisBackend
+from pyramid.threadlocal import get_current_request
+
+from .request import get_redis
+from .settings import DEFAULT_CLIENT
+
+BACKEND = "pyramid_redisx"
+_CONNECTION_ARGUMENTS = (
+    "url", "host", "port", "db", "username", "password", "socket_timeout",
+    "socket_connect_timeout", "socket_keepalive", "socket_keepalive_options", "ssl",
+    "connection_kwargs", "connection_pool",
+)  # fmt: skip
+
+
+def region_arguments(registry: Any, name: str = DEFAULT_CLIENT, **options: Any) -> dict[str, Any]:
+    """``arguments`` for ``region.configure("pyramid_redisx", ...)``: the app's registry,
+    the client name, and any option of dogpile's Redis backend (``redis_expiration_time``,
+    ``distributed_lock``, ``lock_timeout``...)."""
+    return {"registry": registry, "client": name, **options}
+
+
+class RedisxBackend(RedisBackend):  # type: ignore[misc]
+    """dogpile's Redis backend on the app's client (see the module docstring)."""
+
+    def __init__(self, arguments: dict[str, Any]) -> None:
+        arguments = dict(arguments)
+        registry = arguments.pop("registry", None)
+        if registry is None:
+            raise ValueError(
+                "the pyramid_redisx dogpile.cache backend needs the app's registry: "
+                "arguments=region_arguments(config.registry, name)"
+            )
+        given = sorted(set(arguments) & set(_CONNECTION_ARGUMENTS))
+        if given:
+            raise ValueError(
+                f"the pyramid_redisx dogpile.cache backend takes its connection from the "
+                f"redis.* settings; remove {', '.join(given)} from the region's arguments"
+            )
+        self.registry = registry
+        self.client_name = arguments.pop("client", DEFAULT_CLIENT)
+        self._process_client: Any = None
+        super().__init__(arguments)
+
+    def _create_client(self) -> None:
+        """No client of its own: ``writer_client`` is looked up at each use."""
+
+    @property
+    def writer_client(self) -> Any:  # type: ignore[override]
+        client = self._process_client or self._resolve()
+        request = get_current_request()
+        if request is not None and getattr(request, "registry", None) is self.registry:
+            return get_redis(request, self.client_name)
+        return client
+
+    def _resolve(self) -> Any:
+        """The process-wide client, at first use: the app's clients exist only once
+        its configuration is committed, usually after the region was configured."""
+        client = get_redis(self.registry, self.client_name)
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError(
+                f"redis client {self.client_name!r} decodes responses (decode_responses "
+                "= true); dogpile.cache stores pickled bytes: use a client with "
+                "decode_responses = false"
+            )
+        self._process_client = client
+        return client
+
+    @property
+    def reader_client(self) -> Any:  # type: ignore[override]
+        return self.writer_client
+
+
+register_backend(BACKEND, __name__, "RedisxBackend")

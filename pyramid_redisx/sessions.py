@@ -1,0 +1,54 @@
+"""Sessions on pyramid_redisx's pool: the ``client_callable`` both session packages take.
+
+    redis.sessions.redis_client_callable = pyramid_redisx.sessions.client_callable  # pyramid_session_redis (Pyramid 2)
+    redis.sessions.client_callable = pyramid_redisx.sessions.client_callable        # pyramid_redis_sessions (Pyramid 1.10)
+
+Both packages call it once per request as ``callable(request, **redis_options)``. It
+returns the request's own client (the one ``get_redis(request, name)`` gives), so the
+session's commands go through the app's pool and show in the per-request stats line and
+the debug toolbar's Redis panel. The client is ``redis.sessions_client`` (default
+``default``); the packages' own connection keys (``redis.sessions.url``, ``host``,
+``password``...) are then not used, and a WARNING says so once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .request import client_set, get_redis
+
+log = logging.getLogger("pyramid_redisx.sessions")
+
+# Connection keys of the session packages that our callable makes them ignore.
+_IGNORED = ("url", "host", "port", "db", "password", "unix_socket_path", "connection_pool")
+_WARNED = "pyramid_redisx_sessions_warned"  # registry attribute: warned once
+
+
+def client_callable(request: Any, **redis_options: Any) -> Any:
+    """The client named by ``redis.sessions_client``, bound to ``request``.
+
+    ``redis_options`` (the session package's own connection options) are ignored: the
+    connection comes from pyramid_redisx's settings for that client.
+    """
+    registry = request.registry
+    name = client_set(registry).app.sessions_client
+    if not getattr(registry, _WARNED, False):
+        setattr(registry, _WARNED, True)
+        _warn_ignored(registry.settings or {}, name)
+    return get_redis(request, name)
+
+
+def _warn_ignored(settings: Any, name: str) -> None:
+    keys = [
+        key
+        for key in settings
+        if key.startswith("redis.sessions.")
+        and key.removeprefix("redis.sessions.").removeprefix("redis_") in _IGNORED
+    ]
+    if keys:
+        log.warning(
+            "%s ignored: sessions use pyramid_redisx's client %r (redis.sessions_client)",
+            ", ".join(sorted(keys)),
+            name,
+        )

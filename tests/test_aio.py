@@ -1,0 +1,287 @@
+"""get_async_redis: redis.asyncio clients from the parsed options, against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from pyramid_redisx.aio import (
+    async_pool_kwargs,
+    build_async_client,
+    close_async_redis,
+    get_async_redis,
+)
+from pyramid_redisx.request import client_set
+from pyramid_redisx.settings import parse_client
+from pyramid_redisx.testing import free_port, server_binary
+
+
+def test_one_client_per_loop_closed_cleanly(make_app: Any, redis_client_list: Any) -> None:
+    registry = make_app(client_name="asyncapp").app.registry
+
+    async def use() -> Any:
+        client = get_async_redis(registry)
+        assert get_async_redis(registry) is client  # one per loop
+        await client.set("k", "v")
+        assert await client.get("k") == b"v"
+        assert {c["name"] for c in redis_client_list()} >= {"asyncapp"}
+        await close_async_redis(registry)
+        return client
+
+    first = asyncio.run(use())
+    second = asyncio.run(use())
+    assert first is not second  # a new loop, a new client
+    assert [c for c in redis_client_list() if c["name"] == "asyncapp"] == []  # all closed
+
+
+def test_options_carried_over(redis_server_factory: Any, make_app: Any) -> None:
+    server = redis_server_factory("pw-async-99")
+    url = f"redis://:pw-async-99@127.0.0.1:{server.port}/4"
+    registry = make_app(url=url, decode_responses="true", socket_timeout="0.5",
+                        max_connections="1", pool_timeout="0.2").app.registry  # fmt: skip
+
+    async def use() -> None:
+        client = get_async_redis(registry)
+        pool = client.connection_pool
+        assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
+        assert pool.max_connections == 1
+        await client.set("k", "v")
+        assert await client.get("k") == "v"  # decode_responses
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            await client.execute_command("DEBUG", "SLEEP", "1")
+        assert time.monotonic() - started < 0.9  # socket_timeout 0.5
+        await asyncio.sleep(0.6)  # the server finishes its sleep
+        blocker = asyncio.create_task(client.blpop(["nothing"], timeout=0.4))
+        await asyncio.sleep(0.05)
+        with pytest.raises(redis.ConnectionError):  # the one connection is busy
+            await client.get("k")
+        await blocker
+        await close_async_redis(registry)
+
+    asyncio.run(use())
+    with server.client(db=4) as check:
+        assert check.get("k") == b"v"  # db 4 of the password-protected server
+
+
+def test_tls_and_unix_arguments() -> None:
+    options = parse_client(
+        "default", {"redis.url": "rediss://h:6380/1", "redis.ssl_cert_reqs": "none"}
+    )
+    kwargs = async_pool_kwargs(options)
+    assert kwargs["connection_class"] is redis.asyncio.SSLConnection
+    assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["ssl_cert_reqs"]) == (
+        "h",
+        6380,
+        1,
+        "none",
+    )
+    unix = async_pool_kwargs(parse_client("default", {"redis.url": "unix:///tmp/r.sock"}))
+    assert unix["connection_class"] is redis.asyncio.UnixDomainSocketConnection
+    assert "socket_keepalive" not in unix and unix["path"] == "/tmp/r.sock"
+
+
+def test_outside_a_loop_and_unknown_client(make_app: Any) -> None:
+    registry = make_app().app.registry
+    with pytest.raises(RuntimeError, match="inside a running event loop"):
+        get_async_redis(registry)
+
+    async def unknown() -> None:
+        get_async_redis(registry, "nope")
+
+    with pytest.raises(LookupError, match="no Redis client named 'nope'"):
+        asyncio.run(unknown())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_builds_its_own_client(make_app: Any) -> None:
+    registry = make_app().app.registry
+    loop = asyncio.new_event_loop()
+    try:
+        parent = loop.run_until_complete(_ping(registry))
+        pid = os.fork()
+        if pid == 0:  # the child: same loop object, same registry
+            code = 1
+            try:
+                child = loop.run_until_complete(_ping(registry))
+                code = 0 if child is not parent else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert loop.run_until_complete(_ping(registry)) is parent  # parent's still works
+        loop.run_until_complete(close_async_redis_in(registry))
+    finally:
+        loop.close()
+    client_set(registry).close()
+
+
+async def _ping(registry: Any) -> Any:
+    client = get_async_redis(registry)
+    assert await client.ping()
+    return client
+
+
+async def close_async_redis_in(registry: Any) -> None:
+    await close_async_redis(registry)
+
+
+@pytest.fixture
+def sentinel_for(tmp_path: Any) -> Iterator[Any]:
+    """``sentinel_for(master_port)`` → port of a Sentinel watching it as ``mymaster``."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(master_port: int) -> int:
+        port = free_port()
+        conf = tmp_path / f"sentinel-{port}.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+            f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+        )
+        log = open(tmp_path / f"sentinel-{port}.log", "wb")  # noqa: SIM115 - closed below
+        started.append(
+            subprocess.Popen([server_binary(), str(conf), "--sentinel"], stdout=log, stderr=log)
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis(port=port, socket_timeout=0.5) as sentinel:
+                    if sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"):
+                        return port
+            except redis.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / f"sentinel-{port}.log").read_text()
+            time.sleep(0.05)
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.kill()
+            process.wait(10)
+
+
+def test_sentinel_master_through_the_sentinels(
+    redis_server_factory: Any, sentinel_for: Any, redis_client_list: Any
+) -> None:
+    master = redis_server_factory("pw-sentinel-master")
+    sentinel_port = sentinel_for(master.port)
+    options = parse_client(
+        "default",
+        {
+            # host and port here are not used: the Sentinels name the master
+            "redis.url": "redis://:pw-sentinel-master@nowhere.invalid:1/5",
+            "redis.sentinels": f"127.0.0.1:{sentinel_port}",
+            "redis.sentinel_service": "mymaster",
+            "redis.client_name": "async-sentinel",
+        },
+    )
+
+    async def use() -> None:
+        client = build_async_client(options)
+        await client.set("k", "v")
+        assert await client.get("k") == b"v"
+        await client.aclose()
+        for sentinel in client.pyramid_redisx_sentinels:
+            await sentinel.aclose()
+
+    asyncio.run(use())
+    with master.client(db=5) as check:
+        assert check.get("k") == b"v"
+        names = [c["name"] for c in check.client_list("normal")]
+    assert "async-sentinel" not in names  # closed
+
+
+def cli_binary() -> str:
+    """redis-cli or valkey-cli: on PATH, or beside the server binary."""
+    for name in ("redis-cli", "valkey-cli"):
+        found = shutil.which(name) or str(Path(server_binary()).with_name(name))
+        if Path(found).exists():
+            return found
+    pytest.fail("no redis-cli or valkey-cli to create a cluster with")
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    for _ in range(100):
+        port = random.randrange(20000, 30000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    pytest.fail("no free port pair for a cluster node")
+
+
+def test_cluster_client_from_any_node(redis_server_factory: Any) -> None:
+    nodes = [
+        redis_server_factory(
+            None, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+            port=cluster_port(),
+        )
+        for _ in range(3)
+    ]  # fmt: skip
+    addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+    subprocess.run(
+        [cli_binary(), "--cluster", "create", *addresses, "--cluster-yes"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    deadline = time.monotonic() + 15
+    while not all(
+        n.client().execute_command("CLUSTER INFO")["cluster_state"] == "ok" for n in nodes
+    ):
+        assert time.monotonic() < deadline, "the cluster did not come up"
+        time.sleep(0.1)
+    options = parse_client(
+        "default",
+        {"redis.url": f"redis://{addresses[1]}/0", "redis.cluster": "true",
+         "redis.client_name": "async-cluster", "redis.decode_responses": "true"},
+    )  # fmt: skip
+
+    async def use() -> None:
+        client = build_async_client(options)
+        assert isinstance(client, redis.asyncio.RedisCluster)
+        for number in range(20):  # keys over every node's slots
+            await client.set(f"key{number}", str(number))
+        assert await client.get("key7") == "7"
+        await client.aclose()
+
+    asyncio.run(use())
+    per_node = [n.client().dbsize() for n in nodes]
+    assert sum(per_node) == 20 and all(per_node)  # spread over the three masters
+
+
+def test_tls_with_client_certificate(
+    redis_server_factory: Any, tls_files: Any, make_app: Any
+) -> None:
+    server = redis_server_factory(tls=tls_files, tls_auth_clients="yes")
+    full = {"url": f"rediss://localhost:{server.port}/0", "ssl_ca_certs": tls_files.ca,
+            "ssl_certfile": tls_files.client_cert, "ssl_keyfile": tls_files.client_key,
+            "ssl_cert_reqs": "required", "ssl_check_hostname": "true"}  # fmt: skip
+    registry = make_app(**full).app.registry
+    without_cert = {k: v for k, v in full.items() if k not in ("ssl_certfile", "ssl_keyfile")}
+    refused = make_app(**without_cert, startup_check="false").app.registry
+
+    async def use() -> None:
+        assert await get_async_redis(registry).ping()  # CA, certificate and key all used
+        with pytest.raises(redis.ConnectionError):
+            await get_async_redis(refused).ping()  # the server requires a certificate
+        await close_async_redis(registry)
+        await close_async_redis(refused)
+
+    asyncio.run(use())
