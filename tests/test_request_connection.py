@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 import redis
+import webtest
 from pyramid.response import Response
 
 from pyramid_redisx import CommandMayHaveBeenApplied, get_redis
 from pyramid_redisx.pools import pool_figures
+from pyramid_redisx.request import client_set
 
 
 def in_use(app: Any) -> int:
@@ -288,3 +290,42 @@ def test_connection_given_back_after_a_command_while_others_wait(make_app: Any) 
     thread_a.join()
     assert result["a"] == "B ran first"
     assert in_use(app) == 0
+
+
+def test_connection_given_back_when_a_subscriber_before_ours_raised(redis_url: str) -> None:
+    """A NewResponse subscriber that runs before ours raises: neither NewResponse nor
+    our tween finish the request, and no finished callback was registered (our tween
+    ran it). The request's Usage gives the connection back when it is collected."""
+    import gc
+
+    from pyramid.config import Configurator
+    from pyramid.events import NewResponse
+
+    def boom(event: Any) -> None:
+        raise RuntimeError("subscriber failed")
+
+    config = Configurator(settings={"redis.url": redis_url})
+    config.add_subscriber(boom, NewResponse)  # before the include: runs first
+    config.include("pyramid_redisx")
+    config.add_route("r", "/")
+    config.add_view(lambda request: Response(request.redis.get("k") or b"-"), route_name="r")
+    app = webtest.TestApp(config.make_wsgi_app())
+    try:
+        for _ in range(3):
+            with pytest.raises(RuntimeError):
+                app.get("/")
+        gc.collect()
+        assert in_use(app) == 0
+    finally:
+        client_set(app.app.registry).close()
+
+
+def test_redis_py_pool_methods_when_its_observability_is_on(make_app: Any) -> None:
+    """With redis-py's own observability enabled when the pool was built, its
+    get_connection/release run (metrics included); the app behaves the same."""
+    app = make_app({"/": busy_view})
+    pool = get_redis(app.app.registry).connection_pool
+    pool.observed = True
+    assert app.get("/").text == "1"
+    assert in_use(app) == 0
+    assert pool_figures(pool).idle == 1
