@@ -209,13 +209,16 @@ def test_refused_connection_is_still_retried(redis_server_factory: Any) -> None:
     server = redis_server_factory()
     app = build_app({"redis.url": server.url, "redis.retries": "20",
                      "redis.retry_backoff_cap": "0.1"}, {"/": lambda r: r.redis.incr("n")})  # fmt: skip
+    restart = threading.Timer(0.3, server.start)
     try:
         server.stop()
-        threading.Timer(0.3, server.start).start()
+        restart.start()
         started = time.monotonic()
         assert app.get("/").text == "1"  # refused for ~0.3 s, then connected: applied once
         assert time.monotonic() - started >= 0.25
     finally:
+        if restart.is_alive():
+            restart.join()  # start() must finish before the fixture stops the server
         client_set(app.app.registry).close()
 
 
@@ -233,7 +236,8 @@ def test_retry_on_timeout_is_honoured_on_a_stalled_server(redis_server_factory: 
         client = get_redis(app.app.registry)
         client.ping()  # connected before the stall
         server.pause()
-        threading.Timer(0.6, server.resume).start()
+        resume = threading.Timer(0.6, server.resume)
+        resume.start()
         started = time.monotonic()
         try:
             if expected is redis.TimeoutError:
@@ -244,7 +248,7 @@ def test_retry_on_timeout_is_honoured_on_a_stalled_server(redis_server_factory: 
                 assert client.get("k") == b"v"
                 assert 0.55 < time.monotonic() - started < 1.5  # timed out once, retried
         finally:
-            time.sleep(0.7)  # the server has resumed
+            resume.join()
             client_set(app.app.registry).close()
 
 
