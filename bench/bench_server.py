@@ -74,6 +74,10 @@ APPS = [
     AppSpec("redisx", "request.redis (pyramid_redisx)", server_app.VALUE, 8, 8),
     AppSpec("websauna", "redis.Redis(pool) built per call", server_app.VALUE, 8, 8),
     AppSpec("no_redis", "no Redis, plain Pyramid", server_app.HELLO, 8, 8),
+    AppSpec("redisx_per_command", "request.redis, request_connection off", server_app.VALUE, 8, 8),
+    # Contention: 32 server and client threads on 8 connections, one GET per request.
+    AppSpec("contention_bare", "bare + extras, max 8 (baseline)", server_app.VALUE, 32, 32),
+    AppSpec("contention_redisx", "request.redis, max 8", server_app.VALUE, 32, 32),
     AppSpec("pressure_blocking", "max 8, blocking pool (default)", server_app.SLEPT, 32, 32, True),
     AppSpec("pressure_nonblocking", "max 8, redis.blocking = false", server_app.SLEPT, 32, 32, True),
 ]  # fmt: skip
@@ -341,9 +345,10 @@ def pressure_summary(phases: list[dict[str, Any]], server: AppServer) -> dict[st
 
 
 def add_ratios(summaries: dict[str, dict[str, Any]]) -> None:
-    """Each variant's req/s over bare's: of the medians, and per round (paired)."""
-    base = summaries["bare"]
-    for summary in summaries.values():
+    """Each variant's req/s over its baseline's (bare; contention_bare for the
+    contention apps): of the medians, and per round (paired)."""
+    for name, summary in summaries.items():
+        base = summaries["contention_bare" if name.startswith("contention") else "bare"]
         summary["ratio_to_bare"] = summary["rps_median"] / base["rps_median"]
         paired = [x / b for x, b in zip(summary["rps_rounds"], base["rps_rounds"], strict=True)]
         summary["ratio_to_bare_rounds"] = paired
@@ -397,6 +402,7 @@ def machine(client: redis.Redis) -> dict[str, Any]:
         "server_version": info.get("valkey_version") or info.get("redis_version"),
         "server_binary": server_binary(),
         "transport": "TCP loopback 127.0.0.1 (HTTP and Redis)",
+        "loadavg_start": os.getloadavg(),
     }
 
 
@@ -532,6 +538,7 @@ def main(argv: list[str] | None = None) -> None:
         servers = start_servers(redis_server.url, log_dir)
         sanity_check(servers)
         phases, orders = run_rounds(servers, args, redis_client)
+        about["loadavg_end"] = os.getloadavg()
         throughput = {s.spec.name: throughput_summary(phases[s.spec.name])
                       for s in servers if not s.spec.pressure}  # fmt: skip
         add_ratios(throughput)

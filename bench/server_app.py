@@ -63,13 +63,13 @@ def redis_error_view(exc: Exception, request: Any) -> Response:
 
 
 # ----------------------------------------------------------------------------- apps
-def blocking_pool(url: str) -> redis.BlockingConnectionPool:
+def blocking_pool(url: str, max_connections: int = 32) -> redis.BlockingConnectionPool:
     """The pool of the baseline (and of websauna), as the NOTES recommend."""
     parts = urlsplit(url)
     return redis.BlockingConnectionPool(
         host=parts.hostname,
         port=parts.port,
-        max_connections=32,
+        max_connections=max_connections,
         timeout=5,
         socket_timeout=2,
         socket_connect_timeout=2,
@@ -81,6 +81,8 @@ def redisx_settings(variant: str, url: str) -> dict[str, str] | None:
     pressure = {"redis.url": url, "redis.max_connections": str(PRESSURE_MAX_CONNECTIONS)}
     return {
         "redisx": {"redis.url": url},
+        "contention_redisx": pressure,
+        "redisx_per_command": {"redis.url": url, "redis.request_connection": "false"},
         "pressure_blocking": pressure,
         "pressure_nonblocking": {**pressure, "redis.blocking": "false"},
     }.get(variant)
@@ -91,6 +93,9 @@ VIEWS = {
     "bare_extras": bare_view,
     "redisx": redisx_view,
     "websauna": websauna_view,
+    "contention_bare": bare_view,
+    "contention_redisx": redisx_view,
+    "redisx_per_command": redisx_view,
     "no_redis": no_redis_view,
     "pressure_blocking": sleep_view,
     "pressure_nonblocking": sleep_view,
@@ -106,13 +111,15 @@ def make_app(variant: str | None = None, url: str | None = None) -> Any:
         raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VIEWS)}")
     if variant in ("bare", "bare_extras"):
         BARE = redis.Redis(connection_pool=blocking_pool(url))
+    elif variant == "contention_bare":
+        BARE = redis.Redis(connection_pool=blocking_pool(url, PRESSURE_MAX_CONNECTIONS))
     elif variant == "websauna":
         POOL = blocking_pool(url)
     settings = redisx_settings(variant, url)
     with Configurator(settings=dict(settings or {})) as config:
         if settings is not None:
             config.include("pyramid_redisx")
-        if variant == "bare_extras":
+        if variant in ("bare_extras", "contention_bare"):
             # Pyramid's fixed cost of any request property + NewResponse subscriber (what
             # the include adds to an app that has none: pyramid_tm's request.tm has one).
             config.add_request_method(lambda request: object(), "dummy", reify=True)

@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .config import add_redis_client, includeme
-from .errors import RedisSettingsError, RedisUnavailable
+from .errors import CommandMayHaveBeenApplied, RedisSettingsError, RedisUnavailable
 from .request import get_redis
 
 if TYPE_CHECKING:  # real types for type checkers; imported lazily at run time
@@ -34,6 +34,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CommandMayHaveBeenApplied",
     "MessageQueue",
     "QueueEmpty",
     "QueueFull",

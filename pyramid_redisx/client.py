@@ -3,27 +3,53 @@
 Constructing a ``redis.Redis`` costs ~100 µs (it copies a large response-callback
 table), so each named client is built once per process (``ClientSet.add``). A request
 gets a *copy* of that client's attributes (~1 µs) carrying a ``Usage`` that records
-the request's commands, and closes whatever the request left holding a connection
-(pipelines in WATCH mode, pubsubs, monitors) when the request ends.
+the request's commands. With ``request_connection`` (the default) the copy checks a
+connection out at its first command and keeps it until the request ends, so a view
+that runs N commands pays one checkout; pipelines of the request run on it too.
+
+Commands run through ``_execute_command`` (redis-py's own is replaced, not wrapped),
+so instrumentation that wraps ``Redis.execute_command`` (OpenTelemetry) still sees
+each one. A connection error after a command that can change data was sent raises
+``CommandMayHaveBeenApplied`` instead of sending it again (``retry_writes`` opts out).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from threading import get_ident
 from time import perf_counter
 from typing import Any
 from weakref import ref
 
 import redis
-from redis.client import Pipeline
+from redis.client import CaseInsensitiveDict, Monitor, Pipeline
+from redis.commands import READ_COMMANDS
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .pools import build_pool
+from .errors import CommandMayHaveBeenApplied
+from .pools import NoQueue, build_pool
 from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
 
 # request.__dict__ key a debug panel sets (before the view runs) to get every command.
 TRACE = "pyramid_redisx_trace"
 BOUND = "_pyramid_redisx_bound"  # request.__dict__ key: {name: bound client}
+IN_TWEEN = "_pyramid_redisx_tween"  # request.__dict__ key: our tween runs this request
+
+
+def reads_only(name: Any) -> bool:
+    """True for a command that cannot change data (redis-py's own ``READ_COMMANDS``,
+    the set its cluster client sends to replicas): safe to send again after a failure."""
+    if isinstance(name, bytes):
+        name = name.decode("latin-1")
+    return str(name).upper() in READ_COMMANDS
+
+
+def may_have_been_applied(what: str, error: Exception) -> CommandMayHaveBeenApplied:
+    return CommandMayHaveBeenApplied(
+        f"{what} may have been applied: the connection failed after it was sent ({error}); "
+        "not retried, since it can change data (redis.retry_writes = true retries it)"
+    )
 
 
 class Usage:
@@ -32,32 +58,69 @@ class Usage:
     Holds the request's WSGI environ (for the path in slow-command warnings) and a weak
     reference to the request, not the request: a bound client lives in
     ``request.__dict__`` and must not make a cycle. The counters start as class
-    attributes, so a new ``Usage`` (one per request and client) sets only six.
+    attributes, so a new ``Usage`` (one per request and client) sets only a few.
+
+    ``connection`` is the request's own connection (``request_connection``), used only
+    by the thread in ``thread``: another thread's commands take one from the pool each,
+    so two threads never share a socket. ``thread`` is None when the request keeps no
+    connection (the setting is off, or the request has ended).
     """
 
     commands = 0
     seconds = 0.0
     slowest_name: Any = None
     slowest_seconds = 0.0
-    closers: list[Callable[[], Any]] | None = None
+    connection: Any = None
+    thread: int | None = None
+    # Weak references to what may hold a connection of its own at the end of the
+    # request (WATCH pipelines, pubsubs, monitors, client()): what the view dropped is
+    # given back by redis-py's __del__ as without the add-on; the rest by ``finish``.
+    held: list[Any] | None = None
+    lender: Any = None
+    callback_set = False
+    request_ref: Callable[[], Any] | None = None
     # Every command in order, only when a debug panel asked for it (see TRACE).
     trace: list[tuple[Any, tuple[Any, ...], float, list[Any] | None]] | None = None
+    # Set once per client on a subclass (``ClientSet.add``): a Usage sets only 2–4.
+    name: str
+    options: RedisOptions
+    pool: Any
+    keep_connection = False  # options.request_connection
+    queue: Any = NoQueue  # the blocking pool's queue: ``waiting`` threads
+    watch = False  # True when each command needs more than counting (trace, slow)
+    server_timing = False
 
-    def __init__(
-        self, name: str, options: RedisOptions, pool: Any, environ: Any, request_ref: Any
-    ) -> None:
-        self.name = name
-        self.options = options
-        self.pool = pool
+    def __init__(self, environ: Any, request: Any, in_tween: bool) -> None:
         self.environ = environ
-        self.request_ref: Callable[[], Any] = request_ref
-        self.wait_start = pool.wait_log.total
-        # True when each command needs more than counting (trace or slow threshold).
-        self.watch = options.slow_command is not None
+        self.wait_start = self.pool.wait_log.total
+        if self.keep_connection:
+            self.thread = get_ident()
+        if not in_tween:  # a script's request: the finished callback will need it
+            self.request_ref = ref(request)
+        else:
+            self.callback_set = True  # NewResponse or our tween finish this request
 
     @property
     def slow_threshold(self) -> float | None:
         return self.options.slow_command
+
+    def checkout(self) -> Any:
+        """The request's connection, from the pool at its first command."""
+        connection = self.connection
+        if connection is None:
+            self._finish_callback()
+            connection = self.connection = self.pool.get_connection()
+        return connection
+
+    def give_back(self) -> None:
+        """Other threads wait for a connection: return the request's after its command
+        (its next command checks one out again), unless a WATCH pipeline or anything
+        else the request holds may be using it. Under contention a request then holds
+        a connection no longer than redis-py would."""
+        connection = self.connection
+        if connection is not None and self.held is None:
+            self.connection = None
+            self.pool.release(connection)
 
     def record(
         self,
@@ -87,36 +150,108 @@ class Usage:
 
             warn_slow_command(self, name, args, seconds)
 
-    def hold(self, closer: Callable[[], Any]) -> None:
-        """Remember how to give back a connection the request may keep.
+    def hold(self, thing: Any) -> None:
+        """Close ``thing`` (by its ``close``) at the end of the request if still alive."""
+        if self.held is None:
+            self.held = []
+            self._finish_callback()
+        held = self.held
+        if len(held) >= 64:  # drop the references to what is gone (long-running views)
+            held[:] = [item for item in held if item() is not None]
+        held.append(ref(thing))
 
-        The first one also registers a finished callback on the request, which runs
-        even when the view raised and no response was made (and for requests made by
-        scripts, which see no ``NewResponse``).
-        """
-        if self.closers is None:
-            self.closers = []
-            request = self.request_ref()
+    def _finish_callback(self) -> None:
+        """A finished callback on the request, registered once, when the request first
+        holds something, unless our tween runs this request: then ``NewResponse`` or the
+        tween give everything back (~10 µs saved per request, measured in requests).
+        Requests made by scripts (``prepare()``) and apps whose explicit
+        ``pyramid.tweens`` leave ours out get the callback, which runs even when the
+        view raised and no response was made."""
+        if not self.callback_set:
+            self.callback_set = True
+            request = self.request_ref() if self.request_ref is not None else None
             if request is not None:
                 request.add_finished_callback(release_request)
-        self.closers.append(closer)
 
-    def release(self) -> None:
-        """Give back every connection the request kept (idempotent)."""
-        closers, self.closers = self.closers, None
-        for close in closers or ():
-            with contextlib.suppress(Exception):  # a broken connection is dropped
-                close()
+    def __del__(self) -> None:
+        # Safety net for a request that ended without NewResponse, tween or finished
+        # callback reaching us (a NewResponse subscriber that raised before ours).
+        if self.connection is not None or self.held:
+            self.finish()
+
+    def finish(self) -> None:
+        """Give back every connection the request kept (idempotent): first close what is
+        still alive (a WATCH pipeline sends UNWATCH on the request's connection), then
+        return the request's own connection. Later commands take one per command."""
+        self.thread = None
+        held, self.held = self.held, None
+        for item in held or ():
+            thing = item()
+            if thing is not None:
+                with contextlib.suppress(Exception):
+                    thing.close()
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            self.pool.release(connection)
 
     @property
     def waited(self) -> float:
         return float(self.pool.wait_log.total - self.wait_start)
 
 
+class RequestPool:
+    """What a request's pipelines use as their pool: the request's connection in the
+    request's thread (released by the request, not by the pipeline), else the pool."""
+
+    def __init__(self, usage: Usage) -> None:
+        self.usage = usage
+        self.pool = usage.pool
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        usage = self.usage
+        if usage.thread == get_ident():
+            return usage.connection or usage.checkout()
+        return self.pool.get_connection()
+
+    def release(self, connection: Any) -> None:
+        usage = self.usage
+        if connection is not usage.connection:
+            self.pool.release(connection)
+        elif usage.queue.waiting:
+            usage.give_back()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pool, name)
+
+    def __repr__(self) -> str:
+        return repr(self.pool)
+
+
+class OnceMonitor(Monitor):
+    """``Monitor`` whose ``__exit__`` gives its connection back once: redis-py's
+    releases it again on a second call, and two later checkouts then share it."""
+
+    def __exit__(self, *args: Any) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.disconnect()
+            self.connection_pool.release(connection)
+
+    def close(self) -> None:
+        self.__exit__()
+
+    def __del__(self) -> None:  # as Pipeline and PubSub: a dropped monitor gives it back
+        with contextlib.suppress(Exception):
+            self.__exit__()
+
+
 class AccountedPipeline(Pipeline):
-    """A pipeline that records its round trip (all its commands) on the request."""
+    """A pipeline that records its round trip (all its commands) on the request and
+    raises ``CommandMayHaveBeenApplied`` instead of sending writes again."""
 
     _redisx_usage: Usage | None = None
+    _redisx_retry_writes = False
+    _redisx_seconds = 0.0
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         usage = self._redisx_usage
@@ -124,15 +259,52 @@ class AccountedPipeline(Pipeline):
         if usage is None or not count:
             return super().execute(raise_on_error)
         inner = [args for args, _ in self.command_stack] if usage.trace is not None else None
-        started = perf_counter()
+        self._redisx_seconds = 0.0
         try:
             return super().execute(raise_on_error)
         finally:
             name = "MULTI" if self.transaction else "PIPELINE"  # type: ignore[truthy-function]
-            usage.record(name, perf_counter() - started, (), count, inner)
+            usage.record(name, self._redisx_seconds, (), count, inner)
+
+    def _execute_transaction(self, connection: Any, commands: Any, raise_on_error: Any) -> Any:
+        return self._send_safely(
+            super()._execute_transaction, "a MULTI/EXEC transaction", connection, commands,
+            raise_on_error,
+        )  # fmt: skip
+
+    def _execute_pipeline(self, connection: Any, commands: Any, raise_on_error: Any) -> Any:
+        return self._send_safely(
+            super()._execute_pipeline, "a pipeline", connection, commands, raise_on_error
+        )
+
+    def _send_safely(
+        self, run: Any, what: str, connection: Any, commands: Any, raise_on_error: Any
+    ) -> Any:
+        # Connect and health-check first: an error there is before anything was sent
+        # (retried as usual); after it, the server may have run any complete command.
+        if not connection.is_connected:
+            connection.connect()
+        connection.check_health()
+        started = perf_counter()
+        try:
+            return run(connection, commands, raise_on_error)
+        except RedisConnectionError as exc:
+            if self._redisx_retry_writes or all(reads_only(args[0]) for args, _ in commands):
+                raise
+            connection.disconnect()
+            raise may_have_been_applied(
+                f"{what} of {len(commands)} commands with writes", exc
+            ) from exc
+        finally:
+            self._redisx_seconds += perf_counter() - started
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         usage = self._redisx_usage
+        if self.connection is None:
+            # WATCH mode from here on: the pipeline keeps a connection until reset.
+            self.connection = self.connection_pool.get_connection()
+            if usage is not None:
+                usage.hold(self)
         if usage is None:
             return super().immediate_execute_command(*args, **options)
         started = perf_counter()
@@ -141,77 +313,162 @@ class AccountedPipeline(Pipeline):
         finally:
             usage.record(args[0], perf_counter() - started, args)
 
+    def _send_command_parse_response(
+        self, conn: Any, command_name: Any, *args: Any, **options: Any
+    ) -> Any:
+        return _send_safely(self, conn, command_name, args, options)
 
-_Redis = redis.Redis
+
+def _send_safely(
+    client: Any, conn: Any, command_name: Any, args: tuple[Any, ...], options: dict[str, Any]
+) -> Any:
+    """Send one command and read its reply. An error while connecting or sending leaves
+    the command unapplied (a partial command is never run), so it propagates to be
+    retried; one while reading the reply is retried only for a command that reads."""
+    if command_name in _HIMPORT:  # redis-py's special path: cannot tell sent from unsent
+        try:
+            return redis.Redis._send_command_parse_response(
+                client, conn, command_name, *args, **options
+            )
+        except RedisConnectionError as exc:
+            if client._redisx_retry_writes:
+                raise
+            raise may_have_been_applied(str(command_name), exc) from exc
+    conn.send_command(*args, **options)
+    try:
+        return client.parse_response(conn, command_name, **options)
+    except RedisConnectionError as exc:
+        if client._redisx_retry_writes or reads_only(command_name):
+            raise
+        conn.disconnect()
+        raise may_have_been_applied(str(command_name), exc) from exc
+
+
+_HIMPORT = frozenset(("HIMPORT", "HIMPORT SET", b"HIMPORT", b"HIMPORT SET"))
 
 
 class AccountedRedis(redis.Redis):
     """``redis.Redis`` that records each command on the request it is bound to.
 
-    The process-wide instance has no usage and behaves exactly like ``redis.Redis``.
-    ``super().execute_command`` is called (not ``_execute_command``) so that
-    instrumentation wrapping ``Redis.execute_command`` (OpenTelemetry) still runs.
+    The process-wide instance has no usage and behaves like ``redis.Redis`` except for
+    the write-safe retry rule. ``_execute_command`` is replaced, not
+    ``execute_command``, so instrumentation wrapping ``Redis.execute_command``
+    (OpenTelemetry) still runs for every command.
     """
 
     _redisx_usage: Usage | None = None
+    _redisx_retry_writes = False
 
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        # Looked up on redis.Redis at each call, so instrumentation that wraps
-        # Redis.execute_command (OpenTelemetry) still runs; the accounting is inlined
-        # (it runs for every command): about 0.1 µs.
+    def _execute_command(self, *args: Any, **options: Any) -> Any:
         usage = self._redisx_usage
-        if usage is None:
-            return _Redis.execute_command(self, *args, **options)
+        pool: Any = self.connection_pool
+        conn: Any = self.connection  # set for client(): a single-connection client
+        name = args[0]
+        lent = locked = False
+        wait_log = waited = None
         started = perf_counter()
         try:
-            return _Redis.execute_command(self, *args, **options)
+            if conn is not None:
+                if self._single_connection_client:
+                    self.single_connection_lock.acquire()
+                    locked = True
+            elif usage is None:
+                conn = pool.get_connection()
+                lent = True
+            else:
+                conn = usage.connection
+                if conn is None or usage.thread != get_ident():
+                    # A checkout: the wait for a free connection is not Redis time
+                    # (connecting is), so it is taken off the command's time below.
+                    wait_log = pool.wait_log
+                    waited = wait_log.total
+                    if usage.thread == get_ident():
+                        conn = usage.checkout()
+                    else:
+                        conn = pool.get_connection()
+                        lent = True
+            return conn.retry.call_with_retry(
+                lambda: _send_safely(self, conn, name, args, options),
+                lambda error: conn.disconnect(),
+            )
         finally:
-            seconds = perf_counter() - started
-            usage.commands += 1
-            usage.seconds += seconds
-            if seconds > usage.slowest_seconds:
-                usage.slowest_seconds = seconds
-                usage.slowest_name = args[0]
-            if usage.watch:
-                usage.watch_command(args[0], seconds, args, None)
+            if usage is not None:
+                seconds = perf_counter() - started
+                if wait_log is not None:
+                    seconds -= wait_log.total - waited
+                usage.commands += 1
+                usage.seconds += seconds
+                if seconds > usage.slowest_seconds:
+                    usage.slowest_seconds = seconds
+                    usage.slowest_name = name
+                if usage.watch:
+                    usage.watch_command(name, seconds, args, None)
+            if lent:
+                pool.release(conn)
+            elif locked:
+                self.single_connection_lock.release()
+            elif usage is not None and usage.queue.waiting:
+                usage.give_back()
+
+    def _send_command_parse_response(
+        self, conn: Any, command_name: Any, *args: Any, **options: Any
+    ) -> Any:
+        return _send_safely(self, conn, command_name, args, options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> AccountedPipeline:
-        pipe = AccountedPipeline(
-            self.connection_pool, self.response_callbacks, transaction, shard_hint
-        )
         usage = self._redisx_usage
+        pool: Any = self.connection_pool
+        if usage is not None and usage.thread is not None:
+            pool = usage.lender or _lender(usage)
+        pipe = AccountedPipeline(pool, self.response_callbacks, transaction, shard_hint)
+        pipe._redisx_retry_writes = self._redisx_retry_writes
         if usage is not None:
             pipe._redisx_usage = usage
-            usage.hold(pipe.reset)
         return pipe
 
     def pubsub(self, **kwargs: Any) -> Any:
         pubsub = super().pubsub(**kwargs)
         if self._redisx_usage is not None:
-            self._redisx_usage.hold(pubsub.close)
+            self._redisx_usage.hold(pubsub)
         return pubsub
 
     def monitor(self) -> Any:
-        monitor = super().monitor()
+        monitor = OnceMonitor(self.connection_pool)
         if self._redisx_usage is not None:
-            self._redisx_usage.hold(lambda: monitor.__exit__(None, None, None))
+            self._redisx_usage.hold(monitor)
         return monitor
 
     def client(self) -> Any:
+        """A client on a connection of its own, counted on the request like this one."""
         single = super().client()
-        if self._redisx_usage is not None:
-            self._redisx_usage.hold(single.close)
+        usage = self._redisx_usage
+        if usage is not None:
+            single._redisx_usage = usage
+            usage.hold(single)
         return single
+
+    def set_response_callback(self, command: str, callback: Any) -> None:
+        """On a request's client, changes that request's callbacks only (a copy of the
+        table, ~20 µs, made at the first call); on the process-wide client, every later
+        request's, as with plain redis-py."""
+        if self._redisx_usage is not None and "response_callbacks" not in vars(self):
+            self.response_callbacks = CaseInsensitiveDict(self.response_callbacks)
+        self.response_callbacks[command] = callback
 
     def __repr__(self) -> str:
         # redis-py's repr shows the pool, whose repr redacts the password.
         return f"<{type(self).__name__}({self.connection_pool!r})>"
 
 
+def _lender(usage: Usage) -> RequestPool:
+    lender = usage.lender = RequestPool(usage)
+    return lender
+
+
 def release_request(request: Any) -> None:
     """Finished callback: give back the connections the request's clients still hold."""
     for client in (request.__dict__.get(BOUND) or {}).values():
-        client._redisx_usage.release()
+        client._redisx_usage.finish()
 
 
 class ClientSet:
@@ -223,6 +480,7 @@ class ClientSet:
         self.clients: dict[str, AccountedRedis] = {}
         self._pools: dict[RedisOptions, Any] = {}
         self._bound_classes: dict[str, type[AccountedRedis]] = {}  # of per-request copies
+        self._usage_classes: dict[str, type[Usage]] = {}
 
     def add(self, name: str, options: RedisOptions) -> None:
         """Declare client ``name``; equal options share one pool, others never do."""
@@ -232,11 +490,26 @@ class ClientSet:
         self.options[name] = options
         make_client = getattr(pool, "make_client", None)  # Cluster: pyramid_redisx.cluster
         client = make_client(name) if make_client else AccountedRedis(connection_pool=pool)
+        client._redisx_retry_writes = options.retry_writes
         self.clients[name] = client
         # Per-request copies share the process-wide client's attributes through a class
         # made for this client: a copy is then one object with one attribute (the usage).
         self._bound_classes[name] = type(
             f"{type(client).__name__}[{name}]", (type(client),), dict(vars(client))
+        )
+        self._usage_classes[name] = type(
+            f"Usage[{name}]",
+            (Usage,),
+            {
+                "name": name,
+                "options": options,
+                "pool": pool,
+                # A cluster client routes each command to a node: no request connection.
+                "keep_connection": options.request_connection and make_client is None,
+                "queue": getattr(pool, "pool", NoQueue),
+                "watch": options.slow_command is not None,
+                "server_timing": self.app.server_timing,
+            },
         )
         pool.client_names = (*getattr(pool, "client_names", ()), name)
 
@@ -261,17 +534,12 @@ class ClientSet:
             self.client(name)  # raises the LookupError that names the declared clients
             raise
         bound = object.__new__(bound_class)
-        usage = Usage(
-            name,
-            self.options[name],
-            self.clients[name].connection_pool,
-            state.get("environ"),
-            ref(request),
+        usage = bound._redisx_usage = self._usage_classes[name](
+            state.get("environ"), request, IN_TWEEN in state
         )
         if TRACE in state:
             usage.trace = []
             usage.watch = True
-        bound._redisx_usage = usage
         return bound
 
     def pools(self) -> dict[str, Any]:

@@ -162,6 +162,11 @@ class AccountedClusterPipeline(ClusterPipeline):
             name = "MULTI" if transaction else "PIPELINE"
             usage.record(name, perf_counter() - started, (), count, inner)
 
+    def close(self) -> None:
+        """At the end of a request: reset (UNWATCH). Never redis-py's inherited
+        ``RedisCluster.close``, which closes the nodes shared with the app's client."""
+        self.reset()
+
 
 class AccountedCluster(RedisCluster):
     """``RedisCluster`` that records each command on the request it is bound to."""
@@ -187,7 +192,7 @@ class AccountedCluster(RedisCluster):
             # its object and giving it our class keeps that construction redis-py's.
             pipe.__class__ = AccountedClusterPipeline
             pipe._redisx_usage = usage
-            usage.hold(pipe.reset)
+            usage.hold(pipe)  # weakly: a dropped pipeline resets itself in __del__
         return pipe
 
     def __del__(self) -> None:

@@ -1,12 +1,14 @@
-"""The two exceptions users catch: a bad setting, and Redis not answering at startup.
+"""The exceptions users catch: a bad setting, Redis not answering at startup, and a
+command that may have been applied although its connection failed.
 
-Both are ``pyramid.exceptions.ConfigurationError`` subclasses, so an app that fails to
-configure reports them the way Pyramid reports any other configuration problem.
+The first two are ``pyramid.exceptions.ConfigurationError`` subclasses, so an app that
+fails to configure reports them the way Pyramid reports any other configuration problem.
 """
 
 from __future__ import annotations
 
 from pyramid.exceptions import ConfigurationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class RedisSettingsError(ConfigurationError):
@@ -48,3 +50,12 @@ class RedisUnavailable(ConfigurationError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class CommandMayHaveBeenApplied(RedisConnectionError):
+    """The connection failed after a command that can change data was sent.
+
+    The server may have run it, so it is not sent again (a retry could apply it twice);
+    ``redis.retry_writes = true`` retries it anyway. A ``redis.ConnectionError``, so
+    code that handles connection errors handles this one too.
+    """

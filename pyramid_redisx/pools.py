@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import threading
-from queue import Empty, LifoQueue
+from queue import Empty, Full, LifoQueue
 from time import perf_counter
 from typing import Any, NamedTuple
 
@@ -29,22 +30,36 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
+from redis.observability.recorder import is_enabled as observability_enabled
 from redis.retry import Retry
 
-from .errors import RedisSettingsError
+from .errors import CommandMayHaveBeenApplied, RedisSettingsError
 from .settings import RedisOptions
 
 RETRY_BACKOFF_BASE = 0.008  # seconds: first pause before jitter (redis-py's own base)
 
 
 class _WaitLog(threading.local):
-    """Seconds each thread spent waiting for a free connection (monotonic total)."""
+    """Seconds each thread spent waiting for a free connection (monotonic total), and
+    the connections in use right after its last wait (for the "request waited" WARNING,
+    which is written when the request may already have given its connection back)."""
 
     total = 0.0
+    in_use = 0
+
+
+class NoQueue:
+    """Stands for the queue of a pool that never waits (``redis.blocking = false``)."""
+
+    waiting = 0
 
 
 class _TimedLifoQueue(LifoQueue):  # type: ignore[type-arg]
-    """The blocking pool's queue; times a ``get`` only when it has to block."""
+    """The blocking pool's queue; times a ``get`` only when it has to block, and counts
+    the threads blocked in it (``waiting``): a request that keeps a connection gives it
+    back after its command while others wait (client.py)."""
+
+    waiting = 0
 
     def __init__(self, wait_log: _WaitLog, maxsize: int) -> None:
         super().__init__(maxsize)
@@ -57,9 +72,13 @@ class _TimedLifoQueue(LifoQueue):  # type: ignore[type-arg]
             if not block:
                 raise
         started = perf_counter()
+        with self.mutex:
+            self.waiting += 1
         try:
             return super().get(True, timeout)
         finally:
+            with self.mutex:
+                self.waiting -= 1
             self._wait_log.total += perf_counter() - started
 
 
@@ -116,11 +135,27 @@ class PoolExhausted(RedisConnectionError):
 
 
 class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
+    """redis-py's ``BlockingConnectionPool`` with a lean lend and give-back.
+
+    Measured inside requests, redis-py's ``get_connection`` + ``release`` cost ~24 µs of
+    CPU (bench/README.md), a fifth of a one-GET request: besides the queue, each goes
+    through ``connect()``'s retry wrapper on a connected socket and four calls that
+    record OpenTelemetry pool metrics. These do the same checks (fork, placeholders,
+    connect, a socket with unread data or closed by the server is reconnected, foreign
+    connections are not put back) and skip the wrapper; when redis-py's own
+    observability is enabled as the pool is built, redis-py's methods run instead,
+    metrics included. Maintenance notifications (the one other thing redis-py's
+    versions handle) are off in our pools (``connection_kwargs``).
+    """
+
     client_names: tuple[str, ...] = ()  # set by ClientSet.add: who shares this pool
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        wait_log = self.wait_log
+        waited = wait_log.total
         try:
-            return super().get_connection(*args, **kwargs)
+            lend = super().get_connection if self.observed else self._lend
+            connection = lend(*args, **kwargs)
         except RedisConnectionError as exc:
             if str(exc) != "No connection available.":
                 raise
@@ -129,6 +164,49 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
                 f"redis client {names}: no free connection within {self.timeout:g} s "
                 f"(max_connections {self.max_connections}, all in use)"
             ) from exc
+        if wait_log.total != waited:  # the slow path: it had to wait
+            wait_log.in_use = self._idle_and_in_use()[1]
+        return connection
+
+    def _lend(self, *args: Any, **kwargs: Any) -> Any:
+        if self.pid != os.getpid():
+            self._checkpid()
+        try:
+            connection = self.pool.get(True, self.timeout)
+        except Empty:
+            raise RedisConnectionError("No connection available.") from None
+        if connection is None:
+            connection = self.make_connection()
+        try:
+            if not connection.is_connected:
+                connection.connect()  # a failure here is raised, as by redis-py
+            else:
+                try:
+                    if connection.can_read():  # unread data, or closed by the server
+                        raise RedisConnectionError("Connection has data")
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    connection.disconnect()
+                    connection.connect()
+                    if connection.can_read():
+                        raise RedisConnectionError("Connection not ready") from None
+        except BaseException:
+            self.release(connection)
+            raise
+        return connection
+
+    def release(self, connection: Any) -> None:
+        if self.observed:
+            return super().release(connection)  # type: ignore[no-any-return]
+        if self.pid != os.getpid():
+            self._checkpid()
+        if connection.pid != self.pid:  # made before a fork: never reused here
+            connection.disconnect()
+            self.pool.put_nowait(None)
+            return
+        try:  # noqa: SIM105 - suppress() costs a context manager on every release
+            self.pool.put_nowait(connection)
+        except Full:
+            pass  # given back twice: redis-py drops it silently too
 
     def _idle_and_in_use(self) -> tuple[int, int]:
         # Idle connections wait in the queue, among None placeholders; every connection
@@ -140,6 +218,7 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
 
     def __init__(self, *, warn_ratio: float, **kwargs: Any) -> None:
         self.wait_log = _WaitLog()
+        self.observed = observability_enabled()
         kwargs["queue_class"] = functools.partial(_TimedLifoQueue, self.wait_log)
         self._grown = 0
         self.warn_at = 1
@@ -180,15 +259,46 @@ def pool_figures(pool: Any) -> PoolFigures:
     return PoolFigures(in_use, idle, pool.max_connections)
 
 
+def _retryable(error: Exception) -> bool:
+    return not isinstance(error, CommandMayHaveBeenApplied)
+
+
+class WriteSafeRetry(Retry):
+    """redis-py's ``Retry``, except that it never retries ``CommandMayHaveBeenApplied``.
+
+    The clients raise that error for a connection error after a command that can change
+    data was sent (``client.py``); every place redis-py retries through the connection's
+    policy (commands, pipelines, WATCH) then lets it through instead of sending again.
+    """
+
+    def call_with_retry(
+        self,
+        do: Any,
+        fail: Any,
+        is_retryable: Any = None,
+        with_failure_count: bool = False,
+    ) -> Any:
+        if is_retryable is None:
+            is_retryable = _retryable
+        else:
+            given = is_retryable
+            is_retryable = lambda error: _retryable(error) and given(error)  # noqa: E731
+        return super().call_with_retry(do, fail, is_retryable, with_failure_count)
+
+
 def retry_policy(options: RedisOptions) -> Retry:
-    """Retries after connection errors; after timeouts only if asked (may apply twice)."""
+    """Retries after connection errors; after timeouts only if asked (may apply twice).
+
+    A connection error after a command that can change data was sent is not retried
+    unless ``retry_writes`` (the clients raise ``CommandMayHaveBeenApplied`` instead).
+    """
     errors: tuple[type[Exception], ...] = (RedisConnectionError,)
     if options.retry_on_timeout:
         errors += (RedisTimeoutError,)
     backoff = ExponentialWithJitterBackoff(
         cap=options.retry_backoff_cap, base=min(RETRY_BACKOFF_BASE, options.retry_backoff_cap)
     )
-    return Retry(backoff, options.retries, supported_errors=errors)
+    return WriteSafeRetry(backoff, options.retries, supported_errors=errors)
 
 
 def connection_kwargs(options: RedisOptions, *, for_check: bool = False) -> dict[str, Any]:

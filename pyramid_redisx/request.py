@@ -5,9 +5,10 @@ subscriber and one frame in the tween. A request that does gets one bound client
 client name it uses (``get_redis(request, name)``; ``request.redis`` is the
 ``default`` one) and one stats line per client it ran commands on, written by the
 ``NewResponse`` subscriber, or by the tween when the view raised past every exception
-view. Connections a request keeps (WATCH pipelines, pubsubs, monitors) are given back
-there too, and by a finished callback registered when the first one is kept, which
-runs even for requests that see neither (scripts, an explicit ``pyramid.tweens``).
+view. Connections a request keeps (its own connection, WATCH pipelines, pubsubs,
+monitors still alive) are given back there too, and by a finished callback registered
+when the first one is kept, which runs even for requests that see neither (scripts, an
+explicit ``pyramid.tweens``).
 
 The request's ``__dict__`` is read once and passed along: on a request with request
 methods each attribute lookup walks the MRO of a class Pyramid made for that request
@@ -20,7 +21,7 @@ from typing import Any
 
 from pyramid.registry import Registry
 
-from .client import BOUND, AccountedRedis, ClientSet
+from .client import BOUND, IN_TWEEN, AccountedRedis, ClientSet
 from .settings import DEFAULT_CLIENT
 from .stats import report, server_timing
 
@@ -62,8 +63,10 @@ def _bound(request: Any, name: str) -> AccountedRedis:
         client = bound.get(name)
         if client is not None:
             return client  # type: ignore[no-any-return]
-    registry = state.get("registry") or request.registry
-    client = bound[name] = client_set(registry).bind(name, request, state)
+    clients = getattr(state.get("registry") or request.registry, STATE, None)
+    if clients is None:
+        clients = client_set(request.registry)  # raises the "not configured" error
+    client = bound[name] = clients.bind(name, request, state)
     return client
 
 
@@ -72,17 +75,20 @@ def _finish(state: dict[str, Any], response: Any) -> None:
     bound = state.pop(BOUND, None)
     if not bound:
         return
+    timing = False
     for client in bound.values():
         usage = client._redisx_usage
-        if usage.closers is not None:
-            usage.release()
         if usage.commands:
-            report(usage)
-    registry = state.get("registry")  # set by the router; a hand-made request may lack it
-    if response is not None and registry is not None and client_set(registry).app.server_timing:
-        timing = server_timing(client._redisx_usage for client in bound.values())
-        if timing:
-            add_server_timing(response, timing)
+            report(usage)  # before the release: in_use counts the request's connection
+            timing = usage.server_timing
+        if usage.connection is not None or usage.held is not None:
+            usage.finish()
+        else:
+            usage.thread = None  # later commands (a streamed body) take one each
+    if timing and response is not None:
+        header = server_timing(client._redisx_usage for client in bound.values())
+        if header:
+            add_server_timing(response, header)
 
 
 def add_server_timing(response: Any, timing: str) -> None:
@@ -107,10 +113,11 @@ def redis_tween_factory(handler: Any, registry: Any) -> Any:
     will come), release and report the request's Redis work before re-raising."""
 
     def redis_tween(request: Any) -> Any:
+        state = request.__dict__
+        state[IN_TWEEN] = True  # so no finished callback is needed (client.Usage)
         try:
             return handler(request)
         except BaseException:
-            state = request.__dict__
             if BOUND in state:
                 _finish(state, None)
             raise

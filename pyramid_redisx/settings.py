@@ -275,6 +275,8 @@ CLIENT_SETTINGS: tuple[Setting, ...] = (
     Setting("health_check_interval", duration(), 30.0, "PING a connection idle this long before use (0 = off)"),
     Setting("retries", integer(0, 20), 3, "retries after a connection error, exponential backoff with jitter"),
     Setting("retry_on_timeout", to_bool, False, "also retry after a read timeout (may apply a command twice)"),
+    Setting("retry_writes", to_bool, False, "also retry a command that may change data after the connection failed once it was sent (may apply it twice)"),
+    Setting("request_connection", to_bool, True, "a request keeps the connection of its first command until it ends (needs max_connections >= server threads)"),
     Setting("retry_backoff_cap", duration(), 0.25, "longest pause between two tries"),
     Setting("decode_responses", to_bool, False, "return str instead of bytes"),
     Setting("client_name", optional(client_name), None, "CLIENT SETNAME on each connection (off: proxies reject it)"),
@@ -338,6 +340,8 @@ class RedisOptions:
     health_check_interval: float
     retries: int
     retry_on_timeout: bool
+    retry_writes: bool
+    request_connection: bool
     retry_backoff_cap: float
     decode_responses: bool
     client_name: str | None

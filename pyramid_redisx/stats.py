@@ -103,9 +103,11 @@ def report(usage: Usage) -> None:
     if waited >= WAIT_WARNING:
         held = _may_warn(pool, "waited")
         if held is not None:
+            # In use as the request got its connection: by now it may have given it back.
+            in_use = max(figures.in_use, pool.wait_log.in_use)
             pool_log.warning(
                 "redis client=%s request waited %.1f ms for a free connection (in_use=%d max=%d)%s",
-                usage.name, waited * 1000, figures.in_use, figures.max, _held_back(held),
+                usage.name, waited * 1000, in_use, figures.max, _held_back(held),
             )  # fmt: skip
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+import tracemalloc
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,19 +37,31 @@ def test_view_that_raised_returns_its_connection(make_app: Any) -> None:
     assert in_use(app) == 0
 
 
-def test_abandoned_watch_pipeline_is_released(make_app: Any, redis_server: Any) -> None:
+# What a view leaves alive at the end of the request, kept alive by the test: only the
+# add-on's cleanup can give its connection back (CPython's refcounting would return a
+# dropped object's connection by itself, and the test would pass without the code).
+kept: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _forget_kept() -> Iterator[None]:
+    yield
+    kept.clear()
+
+
+@pytest.mark.parametrize("request_connection", ["true", "false"])
+def test_abandoned_watch_pipeline_is_released(make_app: Any, request_connection: str) -> None:
     def view(request: Any) -> str:
         pipe = request.redis.pipeline()
         pipe.watch("k")  # immediate mode: this pipeline now holds a connection
         pipe.get("k")
-        return str(in_use_during(request))
+        kept.append(pipe)
+        return str(pool_figures(request.redis.connection_pool).in_use)
 
-    def in_use_during(request: Any) -> int:
-        return pool_figures(request.redis.connection_pool).in_use
-
-    app = make_app({"/": view}, max_connections="2")
+    app = make_app({"/": view}, max_connections="2", request_connection=request_connection)
     assert [app.get("/").text for _ in range(4)] == ["1"] * 4  # held during, back after
     assert in_use(app) == 0
+    assert [(pipe.connection, pipe.watching) for pipe in kept] == [(None, False)] * 4
 
 
 def test_open_pubsub_is_closed_at_request_end(make_app: Any, redis_server: Any) -> None:
@@ -55,6 +69,7 @@ def test_open_pubsub_is_closed_at_request_end(make_app: Any, redis_server: Any) 
         pubsub = request.redis.pubsub()
         pubsub.subscribe("news")
         pubsub.get_message(timeout=1)
+        kept.append(pubsub)
         return "subscribed"
 
     app = make_app({"/": view})
@@ -63,17 +78,118 @@ def test_open_pubsub_is_closed_at_request_end(make_app: Any, redis_server: Any) 
         app.get("/")
         assert admin.client_list(_type="pubsub") == []
     assert in_use(app) == 0
+    assert [pubsub.connection for pubsub in kept] == [None, None]
 
 
 def test_monitor_and_single_connection_client_are_released(make_app: Any) -> None:
     def view(request: Any) -> str:
-        request.redis.monitor()
-        request.redis.client().ping()
+        kept.append(request.redis.monitor())
+        single = request.redis.client()
+        single.ping()
+        kept.append(single)
         return "ok"
 
     app = make_app({"/": view})
     app.get("/")
     assert in_use(app) == 0
+    assert [thing.connection for thing in kept] == [None, None]
+
+
+def test_closed_monitor_is_not_released_twice(make_app: Any) -> None:
+    """Monitor.__exit__ is not idempotent in redis-py: releasing it again at the end of
+    the request made two later checkouts share one connection and lose a WATCH."""
+
+    def view(request: Any) -> str:
+        with request.redis.monitor() as monitor:
+            request.redis.get("k")
+            seen = [monitor.next_command()["command"]]  # HELLO, CLIENT SETINFO first
+            while not seen[-1].startswith("GET") and len(seen) < 5:
+                seen.append(monitor.next_command()["command"])
+            assert seen[-1].startswith("GET"), seen
+        return "ok"
+
+    app = make_app({"/": view})
+    client = get_redis(app.app.registry)
+    # Another request holds a connection meanwhile: the pool's queue then has room for
+    # a second release (when it is full of placeholders, redis-py drops it silently).
+    other = client.connection_pool.get_connection()
+    app.get("/")
+    client.connection_pool.release(other)
+    first = client.connection_pool.get_connection()
+    second = client.connection_pool.get_connection()
+    assert first is not second
+    client.connection_pool.release(first)
+    client.connection_pool.release(second)
+    # Two concurrent WATCH transactions on the same key: the second to commit must fail.
+    client.set("k", "0")
+    one, two = client.pipeline(), client.pipeline()
+    one.watch("k")
+    two.watch("k")
+    two.multi()
+    two.set("k", "two")
+    two.execute()
+    one.multi()
+    one.set("k", "one")
+    with pytest.raises(redis.WatchError):
+        one.execute()
+    assert client.get("k") == b"two"
+
+
+def test_dropped_watch_pipelines_are_released_by_redis_py(make_app: Any) -> None:
+    """40 WATCH pipelines made and dropped in one view, on 32 connections."""
+
+    def view(request: Any) -> str:
+        for _ in range(40):
+            pipe = request.redis.pipeline()
+            pipe.watch("k")
+            del pipe
+        return str(pool_figures(request.redis.connection_pool).in_use)
+
+    app = make_app({"/": view}, request_connection="false", pool_timeout="0.5")
+    assert app.get("/").text == "0"
+    assert in_use(app) == 0
+
+
+def test_executed_pipelines_are_not_kept_alive(make_app: Any) -> None:
+    def view(request: Any) -> str:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(20_000):
+                pipe = request.redis.pipeline()
+                pipe.get("k")
+                pipe.execute()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        return str(grown)
+
+    assert int(make_app({"/": view}).get("/").text) < 1_000_000  # ~10 MB when kept
+
+
+def test_client_commands_are_counted(make_app: Any, all_logs: Any) -> None:
+    def view(request: Any) -> str:
+        request.redis.get("k")
+        with request.redis.client() as single:
+            single.ping()
+            single.get("k")
+        return "ok"
+
+    make_app({"/": view}).get("/")
+    (record,) = [r for r in all_logs.records if r.name == "pyramid_redisx.stats"]
+    assert record.redis_commands == 3  # type: ignore[attr-defined]
+
+
+def test_set_response_callback_is_per_request(make_app: Any, redis_server: Any) -> None:
+    def custom(request: Any) -> str:
+        request.redis.set_response_callback("GET", lambda response, **options: b"custom")
+        return request.redis.get("k").decode()
+
+    app = make_app({"/custom": custom, "/plain": lambda request: request.redis.get("k").decode()})
+    get_redis(app.app.registry).set("k", "v")
+    assert app.get("/custom").text == "custom"
+    assert app.get("/plain").text == "v"
+    assert get_redis(app.app.registry).get("k") == b"v"
 
 
 def test_held_connections_released_without_the_tween(redis_server: Any) -> None:
@@ -81,8 +197,11 @@ def test_held_connections_released_without_the_tween(redis_server: Any) -> None:
     pubsub and a WATCH pipeline open still gives both back (the finished callback)."""
 
     def view(request: Any) -> str:
-        request.redis.pubsub().subscribe("news")
-        request.redis.pipeline().watch("k")
+        pubsub = request.redis.pubsub()
+        pubsub.subscribe("news")
+        pipe = request.redis.pipeline()
+        pipe.watch("k")
+        kept.extend((pubsub, pipe))
         raise KeyError("raised")
 
     settings = {"redis.url": redis_server.url,
@@ -107,8 +226,10 @@ def test_script_request_gives_back_held_connections_when_closed(make_app: Any) -
     env = prepare(registry=app.app.registry)
     try:
         client = get_redis(env["request"])
-        client.pubsub().subscribe("news")
-        assert in_use(app) == 1
+        pubsub = client.pubsub()
+        pubsub.subscribe("news")
+        client.get("k")  # the request's own connection
+        assert in_use(app) == 2
     finally:
         env["closer"]()  # Pyramid 2 runs the request's finished callbacks here
     request = env["request"]
@@ -132,6 +253,8 @@ def test_many_mixed_requests_leave_nothing_in_use(make_app: Any, redis_server: A
         return kind
 
     app = make_app({"/": leaky}, max_connections="4")
+    with redis_server.client() as admin:
+        others = {client["id"] for client in admin.client_list()}  # of earlier tests
     for i in range(400):
         kind = ("pipe", "pubsub", "raise", "get")[i % 4]
         if kind == "raise":
@@ -141,7 +264,8 @@ def test_many_mixed_requests_leave_nothing_in_use(make_app: Any, redis_server: A
             app.get("/", params={"kind": kind})
     assert in_use(app) == 0
     with redis_server.client() as admin:
-        assert len(admin.client_list()) <= 4 + 1  # the pool's connections + this one
+        ours = [client for client in admin.client_list() if client["id"] not in others]
+        assert len(ours) <= 4 + 1  # the pool's connections + this one
 
 
 # ------------------------------------------------------------- dead server

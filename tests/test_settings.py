@@ -629,6 +629,8 @@ CHANGES: list[tuple[str, object]] = [
     ("health_check_interval", "0"),
     ("retries", "2"),
     ("retry_on_timeout", "true"),
+    ("retry_writes", "true"),
+    ("request_connection", "false"),
     ("retry_backoff_cap", "1"),
     ("decode_responses", "true"),
     ("client_name", "web"),

@@ -41,9 +41,10 @@ def test_one_line_per_used_client_in_the_contract_format(make_app: Any, all_logs
     assert default, records[0].getMessage()
     assert default["client"] == "default" and default["commands"] == "3"
     assert default["slowest"] in ("SET", "GET")
+    # Written while the request still holds its connection (request_connection).
     assert (default["in_use"], default["idle"], default["max"], default["waited"]) == (
-        "0",
         "1",
+        "0",
         "32",
         "0",
     )
@@ -100,7 +101,7 @@ def test_line_also_for_a_view_that_raised(make_app: Any, all_logs: Any) -> None:
         app.get("/")
     (record,) = stats_records(all_logs)
     assert record.redis_commands == 1  # type: ignore[attr-defined]
-    assert record.redis_in_use == 0  # type: ignore[attr-defined]
+    assert record.redis_in_use == 1  # type: ignore[attr-defined]  # its own, released after
 
 
 def test_one_line_when_an_exception_view_renders_the_error(make_app: Any, all_logs: Any) -> None:
@@ -164,7 +165,7 @@ def test_saturation_warning_from_in_use_ratio(make_app: Any, all_logs: Any) -> N
         app.get("/")
     warnings = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.pool"]
     assert warnings == [
-        "redis client=default pool nearly full: in_use=2 idle=1 max=4 (pool_warn_ratio 0.5)"
+        "redis client=default pool nearly full: in_use=3 idle=0 max=4 (pool_warn_ratio 0.5)"
     ]
 
 
@@ -177,8 +178,8 @@ def test_pool_warnings_at_most_once_a_second_with_a_count(make_app: Any, all_log
         app.get("/")
     warnings = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.pool"]
     assert warnings == [
-        "redis client=default pool nearly full: in_use=2 idle=1 max=4 (pool_warn_ratio 0.5)",
-        "redis client=default pool nearly full: in_use=2 idle=1 max=4 (pool_warn_ratio 0.5)"
+        "redis client=default pool nearly full: in_use=3 idle=0 max=4 (pool_warn_ratio 0.5)",
+        "redis client=default pool nearly full: in_use=3 idle=0 max=4 (pool_warn_ratio 0.5)"
         "; 4 more like this in the last 1 s not logged",
     ]
 
@@ -214,3 +215,35 @@ def test_server_timing_header_exact_and_merged(make_app: Any) -> None:
     assert "Server-Timing" not in app.get("/none").headers
     off = make_app({"/": view})
     assert off.get("/").headers["Server-Timing"] == "db;dur=1.5"
+
+
+@pytest.mark.parametrize("request_connection", ["true", "false"])
+def test_time_excludes_the_wait_for_a_connection(
+    make_app: Any, all_logs: Any, request_connection: str
+) -> None:
+    """A 0.2 s BLPOP after a 0.3 s wait for the only connection: time_ms and the slow
+    warning say 0.2 s (they said 0.5 s), waited_ms 0.3 s, and the wait warning shows
+    the connection the request held (in_use=1, not the 0 left after it gave it back)."""
+
+    def view(request: Any) -> str:
+        request.redis.blpop(["empty-list"], timeout=0.2)
+        return "ok"
+
+    app = make_app({"/": view}, max_connections="1", slow_command="0.1",
+                   request_connection=request_connection)  # fmt: skip
+    pool = get_redis(app.app.registry).connection_pool
+    other = pool.get_connection()
+    threading.Timer(0.3, pool.release, args=(other,)).start()
+    app.get("/")
+    (record,) = stats_records(all_logs)
+    assert 190 <= record.redis_time_ms < 450, record.getMessage()  # 500+ with the wait  # type: ignore[attr-defined]
+    assert record.redis_waited_ms >= 280, record.getMessage()  # type: ignore[attr-defined]
+    (slow,) = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.slow"]
+    took = float(re.search(r"took ([\d.]+) ms", slow)[1])  # type: ignore[index]
+    assert 190 <= took < 450, slow
+    (waited,) = [r.getMessage() for r in all_logs.records if "request waited" in r.getMessage()]
+    assert re.fullmatch(
+        r"redis client=default request waited \d+\.\d ms for a free connection "
+        r"\(in_use=1 max=1\)",
+        waited,
+    ), waited

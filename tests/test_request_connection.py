@@ -1,0 +1,331 @@
+"""redis.request_connection: a request keeps the connection of its first command until it
+ends. Everything else must stay true; each test runs against the session server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import webtest
+from pyramid.response import Response
+
+from pyramid_redisx import CommandMayHaveBeenApplied, get_redis
+from pyramid_redisx.pools import pool_figures
+from pyramid_redisx.request import client_set
+
+
+def in_use(app: Any) -> int:
+    return pool_figures(get_redis(app.app.registry).connection_pool).in_use
+
+
+@pytest.fixture
+def checkouts() -> Iterator[Any]:
+    """``count(app)`` → how many times the app's pool lent a connection (instance hook)."""
+    hooked: list[Any] = []
+
+    def hook(app: Any) -> list[int]:
+        pool = get_redis(app.app.registry).connection_pool
+        counter = [0]
+        lend = pool.get_connection
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            counter[0] += 1
+            return lend(*args, **kwargs)
+
+        pool.get_connection = counting
+        hooked.append(pool)
+        return counter
+
+    yield hook
+    for pool in hooked:
+        del pool.get_connection
+
+
+def busy_view(request: Any) -> str:
+    for _ in range(10):
+        request.redis.get("k")
+    pipe = request.redis.pipeline()
+    pipe.incr("n").get("n")
+    pipe.execute()
+    return str(pool_figures(request.redis.connection_pool).in_use)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("true", 1), ("false", 11)])
+def test_one_checkout_per_request(
+    make_app: Any, checkouts: Any, setting: str, expected: int
+) -> None:
+    app = make_app({"/": busy_view}, request_connection=setting)
+    counter = checkouts(app)
+    assert app.get("/").text == ("1" if setting == "true" else "0")
+    assert counter[0] == expected
+    assert in_use(app) == 0
+
+
+def test_commands_and_pipelines_share_it_pubsub_client_monitor_do_not(
+    make_app: Any, redis_server: Any
+) -> None:
+    def view(request: Any) -> str:
+        ids = {request.redis.client_id() for _ in range(3)}
+        pipe = request.redis.pipeline(transaction=False)
+        pipe.client_id()
+        ids.update(pipe.execute())
+        (own,) = ids  # one connection for the commands and the pipeline
+        pubsub = request.redis.pubsub()
+        pubsub.subscribe("c")
+        with redis_server.client() as admin:
+            (subscriber,) = admin.client_list(_type="pubsub")
+        with request.redis.client() as single:
+            single_id = single.client_id()
+        monitor = request.redis.monitor()
+        during = pool_figures(request.redis.connection_pool).in_use
+        pubsub.close()
+        monitor.close()
+        assert len({own, int(subscriber["id"]), single_id}) == 3
+        return str(during)  # the request's, the pubsub's and the monitor's
+
+    assert make_app({"/": view}).get("/").text == "3"
+
+
+def test_response_callbacks_hold(make_app: Any) -> None:
+    def view(request: Any) -> str:
+        request.redis.hset("h", mapping={"a": "1"})
+        assert request.redis.hgetall("h") == {"a": "1"}  # decoded, a dict: callbacks ran
+        assert request.redis.exists("h") == 1
+        assert request.redis.set("s", "x") is True
+        pipe = request.redis.pipeline()
+        pipe.hgetall("h").exists("h")
+        assert pipe.execute() == [{"a": "1"}, 1]
+        request.redis.set_response_callback("GET", lambda response, **options: "custom")
+        assert request.redis.get("s") == "custom"
+        return "ok"
+
+    app = make_app({"/": view}, decode_responses="true")
+    assert app.get("/").text == "ok"
+    assert get_redis(app.app.registry).get("s") == "x"  # the process-wide client: untouched
+
+
+def test_instrumentation_wrapping_execute_command_sees_every_command(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What opentelemetry-instrumentation-redis does: wrap Redis.execute_command (and
+    Pipeline.execute) on the class, after the app was built."""
+    seen: list[Any] = []
+    command, execute = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+    def traced_command(self: Any, *args: Any, **options: Any) -> Any:
+        seen.append(args[0])
+        return command(self, *args, **options)
+
+    def traced_execute(self: Any, *args: Any, **options: Any) -> Any:
+        seen.append("PIPELINE")
+        return execute(self, *args, **options)
+
+    def view(request: Any) -> str:
+        request.redis.set("k", "v")
+        request.redis.get("k")
+        request.redis.pipeline().incr("n").execute()
+        get_redis(request.registry).get("k")
+        return "ok"
+
+    app = make_app({"/": view})
+    monkeypatch.setattr(redis.Redis, "execute_command", traced_command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", traced_execute)
+    app.get("/")
+    assert seen == ["SET", "GET", "PIPELINE", "GET"]
+
+
+def test_idle_held_connection_is_health_checked(make_app: Any, redis_server: Any) -> None:
+    """Killed by the server while the request idled past health_check_interval: the
+    health-check PING fails before the INCR is sent, so the INCR is sent on a fresh
+    connection and applied once, without an error."""
+
+    def view(request: Any) -> str:
+        first = request.redis.client_id()
+        with redis_server.client() as admin:
+            admin.client_kill_filter(_id=first)
+        time.sleep(0.3)
+        value = request.redis.incr("n")
+        return f"{value} {request.redis.client_id() != first}"
+
+    app = make_app({"/": view}, health_check_interval="0.2")
+    assert app.get("/").text == "1 True"
+    assert in_use(app) == 0
+
+
+def test_connection_broken_mid_request_is_replaced(make_app: Any, redis_server: Any) -> None:
+    def view(request: Any) -> str:
+        first = request.redis.client_id()
+        with redis_server.client() as admin:
+            admin.client_kill_filter(_id=first)
+        assert request.redis.get("k") is None  # a read: retried on a fresh connection
+        second = request.redis.client_id()
+        with redis_server.client() as admin:
+            admin.client_kill_filter(_id=second)
+        with pytest.raises(CommandMayHaveBeenApplied):
+            request.redis.incr("n")  # a write on the dead socket: not sent again
+        third = request.redis.client_id()  # the next command gets a fresh one
+        assert len({first, second, third}) == 3
+        return str(request.redis.incr("n"))
+
+    app = make_app({"/": view}, health_check_interval="0")
+    assert app.get("/").text == "1"  # the failed INCR never reached the server
+    assert in_use(app) == 0
+
+
+def test_threads_of_one_request_never_share_a_socket(make_app: Any, redis_server: Any) -> None:
+    def view(request: Any) -> str:
+        request.redis.set("main", "m")
+        request.redis.set("worker", "w")
+        main_id = request.redis.client_id()
+        results: dict[str, Any] = {}
+
+        def worker() -> None:
+            results["worker"] = {request.redis.get("worker") for _ in range(300)}
+            results["worker_id"] = request.redis.client_id()
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        mine = {request.redis.get("main") for _ in range(300)}
+        thread.join()
+        assert mine == {b"m"} and results["worker"] == {b"w"}
+        assert results["worker_id"] != main_id
+        assert request.redis.client_id() == main_id
+        return "ok"
+
+    app = make_app({"/": view})
+    assert app.get("/").text == "ok"
+    assert in_use(app) == 0
+
+
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_a_request_that_raises_releases_its_connection(make_app: Any, setting: str) -> None:
+    def view(request: Any) -> str:
+        request.redis.get("k")
+        request.redis.pipeline().watch("k")
+        raise ValueError("boom")
+
+    app = make_app({"/": view}, request_connection=setting)
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            app.get("/")
+    assert in_use(app) == 0
+
+
+def test_no_deadlock_with_as_many_connections_as_threads(make_app: Any) -> None:
+    """Each request holds a connection and also runs a pipeline and a WATCH transaction:
+    on their own connections they would need two each and wait on each other."""
+
+    def view(request: Any) -> str:
+        request.redis.incr("n")
+        request.redis.pipeline().get("n").incr("m").execute()
+        request.redis.transaction(lambda pipe: pipe.multi() or pipe.incr("t"), "t")
+        return "ok"
+
+    app = make_app({"/": view}, max_connections="2", pool_timeout="1")
+    failures: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            for _ in range(20):
+                app.get("/")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert get_redis(app.app.registry).get("t") == b"40"
+    assert in_use(app) == 0
+
+
+def test_commands_after_the_response_take_one_each(make_app: Any) -> None:
+    """A streamed body runs after NewResponse: its commands are not left holding one."""
+
+    def view(request: Any) -> Response:
+        request.redis.set("k", "v")
+
+        def body() -> Iterator[bytes]:
+            yield request.redis.get("k")
+            yield str(pool_figures(request.redis.connection_pool).in_use).encode()
+
+        return Response(app_iter=body())
+
+    app = make_app({"/": view})
+    assert app.get("/").body == b"v0"
+    assert in_use(app) == 0
+
+
+def test_connection_given_back_after_a_command_while_others_wait(make_app: Any) -> None:
+    """Contention: on one connection, request A runs a command while request B waits for
+    one; A gives its connection back after that command, so B runs before A ends."""
+    b_done = threading.Event()
+
+    def view_a(request: Any) -> str:
+        request.redis.get("k")
+        queue = request.redis.connection_pool.pool
+        deadline = time.monotonic() + 5
+        while not queue.waiting and time.monotonic() < deadline:
+            time.sleep(0.005)  # until B is blocked in the pool
+        request.redis.get("k")  # B waits: given back after this command
+        return "B ran first" if b_done.wait(5) else "B still waiting"
+
+    def view_b(request: Any) -> str:
+        request.redis.get("k")
+        b_done.set()
+        return "b"
+
+    app = make_app({"/a": view_a, "/b": view_b}, max_connections="1", pool_timeout="10")
+    result: dict[str, str] = {}
+    thread_a = threading.Thread(target=lambda: result.update(a=app.get("/a").text))
+    thread_a.start()
+    time.sleep(0.2)  # A holds the connection
+    assert app.get("/b").text == "b"
+    thread_a.join()
+    assert result["a"] == "B ran first"
+    assert in_use(app) == 0
+
+
+def test_connection_given_back_when_a_subscriber_before_ours_raised(redis_url: str) -> None:
+    """A NewResponse subscriber that runs before ours raises: neither NewResponse nor
+    our tween finish the request, and no finished callback was registered (our tween
+    ran it). The request's Usage gives the connection back when it is collected."""
+    import gc
+
+    from pyramid.config import Configurator
+    from pyramid.events import NewResponse
+
+    def boom(event: Any) -> None:
+        raise RuntimeError("subscriber failed")
+
+    config = Configurator(settings={"redis.url": redis_url})
+    config.add_subscriber(boom, NewResponse)  # before the include: runs first
+    config.include("pyramid_redisx")
+    config.add_route("r", "/")
+    config.add_view(lambda request: Response(request.redis.get("k") or b"-"), route_name="r")
+    app = webtest.TestApp(config.make_wsgi_app())
+    try:
+        for _ in range(3):
+            with pytest.raises(RuntimeError):
+                app.get("/")
+        gc.collect()
+        assert in_use(app) == 0
+    finally:
+        client_set(app.app.registry).close()
+
+
+def test_redis_py_pool_methods_when_its_observability_is_on(make_app: Any) -> None:
+    """With redis-py's own observability enabled when the pool was built, its
+    get_connection/release run (metrics included); the app behaves the same."""
+    app = make_app({"/": busy_view})
+    pool = get_redis(app.app.registry).connection_pool
+    pool.observed = True
+    assert app.get("/").text == "1"
+    assert in_use(app) == 0
+    assert pool_figures(pool).idle == 1

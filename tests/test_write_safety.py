@@ -1,0 +1,276 @@
+"""The write-safe retry rule, against a real server behind a loopback proxy that lets the
+server run a command and then resets the client's connection before the reply."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+import pyramid_redisx
+from pyramid_redisx import CommandMayHaveBeenApplied, get_redis
+from pyramid_redisx.pools import pool_figures
+from pyramid_redisx.request import client_set
+from tests.conftest import build_app
+
+
+class ResetAfterReplyProxy:
+    """Forwards TCP to a server; ``arm(b"INCR")`` makes it reset the client connection
+    (RST) instead of passing on the reply of the next request whose bytes hold that
+    command: the server ran it, the client never hears so."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.trigger: bytes | None = None
+        self.resets = 0
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, command: bytes) -> None:
+        with self.lock:
+            self.trigger = command
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+
+    def _pump(self, client: socket.socket, server: socket.socket) -> None:
+        try:
+            while True:
+                data = client.recv(65536)
+                if not data:
+                    break
+                with self.lock:
+                    trigger = self.trigger
+                    hit = trigger is not None and trigger in data.upper()
+                    if hit:
+                        self.trigger = None
+                server.sendall(data)
+                reply = server.recv(65536)  # one request, one reply (no pipelining here
+                # beyond one packet: redis-py sends a command or a pipeline in one write)
+                if hit:
+                    self.resets += 1
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    client.close()  # RST: "Connection reset by peer" on the client
+                    break
+                client.sendall(reply)
+        except OSError:
+            pass
+        finally:
+            for sock in (client, server):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.fixture
+def proxy(redis_server: Any, redis_url: str) -> Iterator[ResetAfterReplyProxy]:
+    """In front of the session server, flushed for this test (``redis_url``)."""
+    proxy = ResetAfterReplyProxy(redis_server.port)
+    yield proxy
+    proxy.close()
+
+
+def app_through(proxy: ResetAfterReplyProxy, views: dict[str, Any], **settings: str) -> Any:
+    full = {"redis.url": f"redis://127.0.0.1:{proxy.port}/0", "redis.retries": "3",
+            **{f"redis.{key}": value for key, value in settings.items()}}  # fmt: skip
+    return build_app(full, views)
+
+
+def counter(redis_server: Any) -> int:
+    with redis_server.client() as direct:
+        return int(direct.get("n") or 0)
+
+
+def test_exported() -> None:
+    assert pyramid_redisx.CommandMayHaveBeenApplied is CommandMayHaveBeenApplied
+    assert issubclass(CommandMayHaveBeenApplied, redis.ConnectionError)
+
+
+@pytest.mark.parametrize("request_connection", ["true", "false"])
+def test_write_reset_after_send_is_applied_once_and_raises(
+    proxy: ResetAfterReplyProxy, redis_server: Any, request_connection: str
+) -> None:
+    app = app_through(proxy, {"/": lambda request: request.redis.incr("n")},
+                      request_connection=request_connection)  # fmt: skip
+    try:
+        assert app.get("/").text == "1"
+        proxy.arm(b"INCR")
+        with pytest.raises(CommandMayHaveBeenApplied) as caught:
+            app.get("/")
+        assert proxy.resets == 1
+        assert counter(redis_server) == 2  # applied exactly once, not retried
+        assert str(caught.value).startswith(
+            "INCRBY may have been applied: the connection failed after it was sent ("
+        )
+        assert str(caught.value).endswith(
+            "); not retried, since it can change data (redis.retry_writes = true retries it)"
+        )
+        assert app.get("/").text == "3"  # the next request gets a fresh connection
+        assert pool_figures(get_redis(app.app.registry).connection_pool).in_use == 0
+    finally:
+        client_set(app.app.registry).close()
+
+
+def test_read_reset_after_send_is_retried_and_answers(
+    proxy: ResetAfterReplyProxy, redis_server: Any
+) -> None:
+    redis_server.client().set("k", "v")
+    app = app_through(proxy, {"/": lambda request: request.redis.get("k").decode()})
+    try:
+        proxy.arm(b"GET")
+        assert app.get("/").text == "v"
+        assert proxy.resets == 1
+    finally:
+        client_set(app.app.registry).close()
+
+
+def test_retry_writes_restores_redis_py_behaviour(
+    proxy: ResetAfterReplyProxy, redis_server: Any
+) -> None:
+    app = app_through(proxy, {"/": lambda request: request.redis.incr("n")}, retry_writes="true")
+    try:
+        proxy.arm(b"INCR")
+        assert app.get("/").text == "2"  # answered, but applied twice
+        assert proxy.resets == 1
+        assert counter(redis_server) == 2
+    finally:
+        client_set(app.app.registry).close()
+
+
+@pytest.mark.parametrize(
+    ("transaction", "commands", "applies"),
+    [(True, ("INCR",), True), (False, ("INCR", "GET"), True), (False, ("GET", "GET"), False)],
+)
+def test_pipelines_follow_the_rule(
+    proxy: ResetAfterReplyProxy, redis_server: Any, transaction: bool, commands: Any,
+    applies: bool,
+) -> None:  # fmt: skip
+    def view(request: Any) -> str:
+        pipe = request.redis.pipeline(transaction=transaction)
+        for command in commands:
+            pipe.incr("n") if command == "INCR" else pipe.get("n")
+        return repr(pipe.execute())
+
+    app = app_through(proxy, {"/": view})
+    try:
+        proxy.arm(commands[0].encode())
+        if applies:
+            with pytest.raises(CommandMayHaveBeenApplied, match="may have been applied"):
+                app.get("/")
+            assert counter(redis_server) == 1
+        else:
+            assert app.get("/").text == "[None, None]"
+        assert proxy.resets == 1
+    finally:
+        client_set(app.app.registry).close()
+
+
+def test_process_wide_client_follows_the_rule_too(
+    proxy: ResetAfterReplyProxy, redis_server: Any
+) -> None:
+    app = app_through(proxy, {})
+    client = get_redis(app.app.registry)
+    try:
+        proxy.arm(b"LPUSH")
+        with pytest.raises(CommandMayHaveBeenApplied, match=r"^LPUSH may have been applied"):
+            client.lpush("queue", "job")
+        with redis_server.client() as direct:
+            assert direct.llen("queue") == 1
+    finally:
+        client_set(app.app.registry).close()
+
+
+def test_refused_connection_is_still_retried(redis_server_factory: Any) -> None:
+    """An error while connecting is before anything was sent: retried, then answered."""
+    server = redis_server_factory()
+    app = build_app({"redis.url": server.url, "redis.retries": "20",
+                     "redis.retry_backoff_cap": "0.1"}, {"/": lambda r: r.redis.incr("n")})  # fmt: skip
+    restart = threading.Timer(0.3, server.start)
+    try:
+        server.stop()
+        restart.start()
+        started = time.monotonic()
+        assert app.get("/").text == "1"  # refused for ~0.3 s, then connected: applied once
+        assert time.monotonic() - started >= 0.25
+    finally:
+        if restart.is_alive():
+            restart.join()  # start() must finish before the fixture stops the server
+        client_set(app.app.registry).close()
+
+
+@pytest.mark.slow
+def test_retry_on_timeout_is_honoured_on_a_stalled_server(redis_server_factory: Any) -> None:
+    """A GET on a stalled (SIGSTOPped) server: with retry_on_timeout the client waits one
+    more socket_timeout and answers once the server resumes; without, it fails after one."""
+    server = redis_server_factory()
+    server.client().set("k", "v")
+    settings = {"redis.url": server.url, "redis.socket_timeout": "0.4", "redis.retries": "3",
+                "redis.retry_backoff_cap": "0.01"}  # fmt: skip
+    for retry_on_timeout, expected in (("false", redis.TimeoutError), ("true", "v")):
+        app = build_app({**settings, "redis.retry_on_timeout": retry_on_timeout},
+                        {"/": lambda request: request.redis.get("k").decode()})  # fmt: skip
+        client = get_redis(app.app.registry)
+        client.ping()  # connected before the stall
+        server.pause()
+        resume = threading.Timer(0.6, server.resume)
+        resume.start()
+        started = time.monotonic()
+        try:
+            if expected is redis.TimeoutError:
+                with pytest.raises(redis.TimeoutError):
+                    client.get("k")
+                assert 0.35 < time.monotonic() - started < 0.55  # one timeout, no retry
+            else:
+                assert client.get("k") == b"v"
+                assert 0.55 < time.monotonic() - started < 1.5  # timed out once, retried
+        finally:
+            resume.join()
+            client_set(app.app.registry).close()
+
+
+@pytest.mark.slow
+def test_writes_after_a_server_restart_do_not_fail_once_per_stale_connection(
+    redis_server_factory: Any,
+) -> None:
+    """After a restart every pooled connection is dead; the pool's checkout notices the
+    closed socket (it is readable at EOF) and reconnects before a write is sent."""
+    server = redis_server_factory()
+    app = build_app({"redis.url": server.url}, {})
+    client = get_redis(app.app.registry)
+    pool = client.connection_pool
+    try:
+        held = [pool.get_connection() for _ in range(4)]
+        for connection in held:
+            connection.send_command("PING")
+            connection.read_response()
+            pool.release(connection)
+        assert pool_figures(pool).idle == 4
+        server.stop()
+        server.start()
+        assert [client.incr("n") for _ in range(8)] == list(range(1, 9))
+    finally:
+        client_set(app.app.registry).close()
