@@ -189,11 +189,12 @@ def test_slow_command_warning_names_command_key_client_and_path(
 ) -> None:
     def view(request: Any) -> str:
         request.redis.get("fast-key")
-        request.redis.blpop(["empty-list"], timeout=0.03)  # blocks 30 ms on the server
+        request.redis.blpop(["empty-list"], timeout=0.3)  # blocks 300 ms on the server
         request.redis.set("a-key", "secret-value")
         return "ok"
 
-    make_app({"/page": view}, slow_command="20ms").get("/page")
+    # 150 ms: far above a GET (with its connect) even on a loaded machine, below the BLPOP
+    make_app({"/page": view}, slow_command="150ms").get("/page")
     slow = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.slow"]
     assert len(slow) == 1, slow
     assert slow[0].startswith("redis client=default slow command BLPOP key=empty-list took ")
