@@ -30,17 +30,15 @@ from typing import Any
 
 import redis.asyncio
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
+from .client import may_have_been_applied, reads_only
+from .pools import retry_arguments, retryable
 from .request import client_set
 from .settings import DEFAULT_CLIENT, RedisOptions
 
 _STATE = "pyramid_redisx_async"  # registry attribute: _AsyncClients
-RETRY_BACKOFF_BASE = 0.008  # as the sync pools
 
 
 class _AsyncClients:
@@ -51,15 +49,87 @@ class _AsyncClients:
         self.by_loop: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
+class WriteSafeAsyncRetry(Retry):
+    """The asyncio ``Retry`` that, as the sync one, never retries a command that may have
+    been applied (``CommandMayHaveBeenApplied``)."""
+
+    async def call_with_retry(
+        self, do: Any, fail: Any, is_retryable: Any = None, with_failure_count: bool = False
+    ) -> Any:
+        given = is_retryable
+        return await super().call_with_retry(
+            do,
+            fail,
+            lambda error: retryable(error) and (given is None or given(error)),
+            with_failure_count,
+        )
+
+
 def async_retry(options: RedisOptions) -> Retry:
-    """The sync pools' policy: connection errors; timeouts only if asked."""
-    errors: tuple[type[RedisError], ...] = (RedisConnectionError,)
-    if options.retry_on_timeout:
-        errors += (RedisTimeoutError,)
-    backoff = ExponentialWithJitterBackoff(
-        cap=options.retry_backoff_cap, base=min(RETRY_BACKOFF_BASE, options.retry_backoff_cap)
-    )
-    return Retry(backoff, options.retries, supported_errors=errors)
+    """The sync pools' policy: connection errors; timeouts only if asked; no write twice."""
+    return WriteSafeAsyncRetry(**retry_arguments(options))
+
+
+async def _connected(connection: Any) -> None:
+    """Connect first: an error there is before anything was sent (retried as usual)."""
+    if not connection.is_connected:
+        await connection.connect()
+
+
+class WriteSafeAsyncPipeline(redis.asyncio.client.Pipeline):
+    """A pipeline or MULTI/EXEC with a write is not sent again after the connection failed
+    once it was sent: ``CommandMayHaveBeenApplied`` instead (``retry_writes`` opts out)."""
+
+    redisx_retry_writes = False
+
+    async def _execute_transaction(
+        self, connection: Any, commands: Any, raise_on_error: Any
+    ) -> Any:
+        run = super()._execute_transaction
+        return await self._send_safely(run, "a MULTI/EXEC transaction", connection, commands, raise_on_error)  # fmt: skip
+
+    async def _execute_pipeline(self, connection: Any, commands: Any, raise_on_error: Any) -> Any:
+        run = super()._execute_pipeline
+        return await self._send_safely(run, "a pipeline", connection, commands, raise_on_error)
+
+    async def _send_safely(
+        self, run: Any, what: str, connection: Any, commands: Any, raise_on_error: Any
+    ) -> Any:
+        await _connected(connection)
+        try:
+            return await run(connection, commands, raise_on_error)
+        except RedisConnectionError as exc:
+            if self.redisx_retry_writes or all(reads_only(args[0]) for args, _ in commands):
+                raise
+            await connection.disconnect()
+            raise may_have_been_applied(
+                f"{what} of {len(commands)} commands with writes", exc
+            ) from exc
+
+
+class WriteSafeAsyncRedis(redis.asyncio.Redis):
+    """``redis.asyncio.Redis`` with the sync clients' write-safe retry rule."""
+
+    redisx_retry_writes = False
+
+    async def _send_command_parse_response(
+        self, conn: Any, command_name: Any, *args: Any, **options: Any
+    ) -> Any:
+        await _connected(conn)
+        try:
+            return await super()._send_command_parse_response(conn, command_name, *args, **options)
+        except RedisConnectionError as exc:
+            if self.redisx_retry_writes or reads_only(command_name):
+                raise
+            await conn.disconnect()
+            raise may_have_been_applied(str(command_name), exc) from exc
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = WriteSafeAsyncPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+        pipe.redisx_retry_writes = self.redisx_retry_writes
+        return pipe
 
 
 def async_pool_kwargs(options: RedisOptions) -> dict[str, Any]:
@@ -110,7 +180,9 @@ def build_async_client(options: RedisOptions) -> Any:
     pool_class = (
         redis.asyncio.BlockingConnectionPool if options.blocking else redis.asyncio.ConnectionPool
     )
-    return redis.asyncio.Redis.from_pool(pool_class(**kwargs))
+    client: Any = WriteSafeAsyncRedis.from_pool(pool_class(**kwargs))
+    client.redisx_retry_writes = options.retry_writes
+    return client
 
 
 def _cluster(kwargs: dict[str, Any], *, tls: bool) -> Any:
@@ -138,7 +210,8 @@ def _sentinel_master(options: RedisOptions, kwargs: dict[str, Any]) -> Any:
     }
     assert options.sentinels is not None and options.sentinel_service is not None
     sentinel = Sentinel(list(options.sentinels), sentinel_kwargs=sentinel_kwargs, **kwargs)
-    client = sentinel.master_for(options.sentinel_service)
+    client = sentinel.master_for(options.sentinel_service, redis_class=WriteSafeAsyncRedis)
+    client.redisx_retry_writes = options.retry_writes
     client.pyramid_redisx_sentinels = sentinel.sentinels  # closed with the client
     return client
 

@@ -259,7 +259,7 @@ def pool_figures(pool: Any) -> PoolFigures:
     return PoolFigures(in_use, idle, pool.max_connections)
 
 
-def _retryable(error: Exception) -> bool:
+def retryable(error: Exception) -> bool:
     return not isinstance(error, CommandMayHaveBeenApplied)
 
 
@@ -279,11 +279,23 @@ class WriteSafeRetry(Retry):
         with_failure_count: bool = False,
     ) -> Any:
         if is_retryable is None:
-            is_retryable = _retryable
+            is_retryable = retryable
         else:
             given = is_retryable
-            is_retryable = lambda error: _retryable(error) and given(error)  # noqa: E731
+            is_retryable = lambda error: retryable(error) and given(error)  # noqa: E731
         return super().call_with_retry(do, fail, is_retryable, with_failure_count)
+
+
+def retry_arguments(options: RedisOptions) -> dict[str, Any]:
+    """Backoff, retries and retried errors for ``options`` (the sync and the asyncio
+    clients' policies are built from these): connection errors; timeouts only if asked."""
+    errors: tuple[type[Exception], ...] = (RedisConnectionError,)
+    if options.retry_on_timeout:
+        errors += (RedisTimeoutError,)
+    backoff = ExponentialWithJitterBackoff(
+        cap=options.retry_backoff_cap, base=min(RETRY_BACKOFF_BASE, options.retry_backoff_cap)
+    )
+    return {"backoff": backoff, "retries": options.retries, "supported_errors": errors}
 
 
 def retry_policy(options: RedisOptions) -> Retry:
@@ -292,13 +304,7 @@ def retry_policy(options: RedisOptions) -> Retry:
     A connection error after a command that can change data was sent is not retried
     unless ``retry_writes`` (the clients raise ``CommandMayHaveBeenApplied`` instead).
     """
-    errors: tuple[type[Exception], ...] = (RedisConnectionError,)
-    if options.retry_on_timeout:
-        errors += (RedisTimeoutError,)
-    backoff = ExponentialWithJitterBackoff(
-        cap=options.retry_backoff_cap, base=min(RETRY_BACKOFF_BASE, options.retry_backoff_cap)
-    )
-    return WriteSafeRetry(backoff, options.retries, supported_errors=errors)
+    return WriteSafeRetry(**retry_arguments(options))
 
 
 def connection_kwargs(options: RedisOptions, *, for_check: bool = False) -> dict[str, Any]:

@@ -274,3 +274,39 @@ def test_writes_after_a_server_restart_do_not_fail_once_per_stale_connection(
         assert [client.incr("n") for _ in range(8)] == list(range(1, 9))
     finally:
         client_set(app.app.registry).close()
+
+
+def test_async_client_applies_a_write_once_and_retries_a_read(
+    proxy: ResetAfterReplyProxy, redis_server: Any
+) -> None:
+    """``get_async_redis`` follows the same rule as the sync clients."""
+    import asyncio
+
+    from pyramid_redisx import close_async_redis, get_async_redis
+
+    app = app_through(proxy, {})
+    registry = app.app.registry
+
+    async def use() -> None:
+        client = get_async_redis(registry)
+        assert await client.incr("n") == 1
+        proxy.arm(b"INCR")
+        with pytest.raises(CommandMayHaveBeenApplied):
+            await client.incr("n")
+        assert counter(redis_server) == 2  # applied exactly once, not retried
+        proxy.arm(b"GET")
+        assert await client.get("n") == b"2"  # a read is sent again and answers
+        pipe = client.pipeline(transaction=True)
+        pipe.incr("n")
+        pipe.incr("n")
+        proxy.arm(b"EXEC")
+        with pytest.raises(CommandMayHaveBeenApplied):
+            await pipe.execute()
+        assert counter(redis_server) == 4  # the transaction ran once
+        assert proxy.resets == 3
+        await close_async_redis(registry)
+
+    try:
+        asyncio.run(use())
+    finally:
+        client_set(registry).close()
