@@ -31,10 +31,9 @@ from typing import Any
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.maint_notifications import MaintNotificationsConfig
 
 from .client import may_have_been_applied, reads_only
-from .pools import retry_arguments, retryable
+from .pools import connection_kwargs, retry_arguments, retryable
 from .request import client_set
 from .settings import DEFAULT_CLIENT, RedisOptions
 
@@ -132,39 +131,20 @@ class WriteSafeAsyncRedis(redis.asyncio.Redis):
         return pipe
 
 
+_ASYNC_CONNECTIONS = {
+    redis.Connection: redis.asyncio.Connection,
+    redis.UnixDomainSocketConnection: redis.asyncio.UnixDomainSocketConnection,
+    redis.SSLConnection: redis.asyncio.SSLConnection,
+}
+
+
 def async_pool_kwargs(options: RedisOptions) -> dict[str, Any]:
-    """Arguments of a ``redis.asyncio`` pool for ``options`` (pure: tested without a server)."""
-    kwargs: dict[str, Any] = {
-        "db": options.db,
-        "username": options.username,
-        "password": options.password,
-        "socket_timeout": options.socket_timeout,
-        "socket_connect_timeout": options.socket_connect_timeout,
-        "retry": async_retry(options),
-        "health_check_interval": options.health_check_interval,
-        "decode_responses": options.decode_responses,
-        "client_name": options.client_name,
-        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
-        "max_connections": options.max_connections,
-    }
-    if options.protocol is not None:
-        kwargs["protocol"] = options.protocol
-    if options.scheme == "unix":
-        kwargs["path"] = options.path
-        kwargs["connection_class"] = redis.asyncio.UnixDomainSocketConnection
-    else:
-        kwargs["host"] = options.host
-        kwargs["port"] = options.port
-        kwargs["socket_keepalive"] = options.socket_keepalive
-        kwargs["connection_class"] = redis.asyncio.Connection
-    if options.scheme == "rediss":
-        kwargs["connection_class"] = redis.asyncio.SSLConnection
-        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"):
-            value = getattr(options, name)
-            if value is not None:
-                kwargs[name] = value
-        if options.ssl_check_hostname is not None:
-            kwargs["ssl_check_hostname"] = options.ssl_check_hostname
+    """Arguments of a ``redis.asyncio`` pool for ``options`` (pure: tested without a server):
+    the sync pools' connection arguments, with the asyncio connection class and retry."""
+    kwargs = connection_kwargs(options)
+    kwargs["connection_class"] = _ASYNC_CONNECTIONS[kwargs["connection_class"]]
+    kwargs["retry"] = async_retry(options)
+    kwargs["max_connections"] = options.max_connections
     if options.blocking:
         kwargs["timeout"] = options.pool_timeout
     return kwargs
