@@ -12,7 +12,7 @@ from pyramid.exceptions import ConfigurationConflictError
 from .client import ClientSet
 from .errors import RedisSettingsError
 from .health import health_view
-from .request import STATE, client_set, on_new_response, request_redis
+from .request import STATE, RequestAttributes, client_set, on_new_response
 from .settings import (
     DEFAULT_CLIENT,
     PREFIX,
@@ -61,9 +61,11 @@ def includeme(config: Any) -> None:
     setattr(registry, STATE, ClientSet(app))
 
     config.add_directive("add_redis_client", add_redis_client)
-    config.add_request_method(request_redis, "redis", reify=True)
-    # Transaction-bound pipeline (needs pyramid_tm); nothing runs until a view reads it.
-    config.add_request_method("pyramid_redisx.tm.request_redis_tm", "redis_tm", reify=True)
+    # request.redis, and request.redis_tm: a pipeline sent as MULTI/EXEC when pyramid_tm
+    # commits (nothing runs until a view reads it). See RequestAttributes for their form.
+    attributes = RequestAttributes(client_set(registry))
+    attributes.register(config)
+    config.add_subscriber(attributes.on_application_created, ApplicationCreated)
     config.add_subscriber(on_new_response, NewResponse)
     config.add_tween("pyramid_redisx.request.redis_tween_factory")
     config.add_subscriber(on_application_created, ApplicationCreated)

@@ -25,7 +25,7 @@ from pyramid_debugtoolbar.panels.settings import (  # type: ignore[import-untype
     SettingsDebugPanel,
 )
 
-from .client import BOUND, TRACE, Usage
+from .client import TRACE, USAGES, Usage
 from .pools import pool_figures
 from .redact import MASK, looks_secret, redact_value
 from .stats import command_name
@@ -211,8 +211,7 @@ class RedisPanel(DebugPanel):
 
     def process_response(self, response: Any) -> None:
         request, self.request = self.request, None  # the history must not keep the request
-        bound = request.__dict__.get(BOUND) or {}
-        self.summary = summarize([client._redisx_usage for client in bound.values()])
+        self.summary = summarize(list(request.__dict__.get(USAGES) or ()))
         if self.summary.commands:
             self.nav_subtitle = (
                 f"{_count(self.summary.commands, 'command')}, {self.summary.ms:.2f} ms"

@@ -3,27 +3,31 @@
 A request that never touches Redis pays one dict lookup in the ``NewResponse``
 subscriber and one frame in the tween. A request that does gets one bound client per
 client name it uses (``get_redis(request, name)``; ``request.redis`` is the
-``default`` one) and one stats line per client it ran commands on, written by the
-``NewResponse`` subscriber, or by the tween when the view raised past every exception
-view. Connections a request keeps (its own connection, WATCH pipelines, pubsubs,
-monitors still alive) are given back there too, and by a finished callback registered
-when the first one is kept, which runs even for requests that see neither (scripts, an
-explicit ``pyramid.tweens``).
+``default`` one), a ``Usage`` per client at its first use, and one stats line per client
+it ran commands on, written by the ``NewResponse`` subscriber, or by the tween when the
+view raised past every exception view. Connections a request keeps (its own
+connection, WATCH pipelines, pubsubs, monitors still alive) are given back there too,
+and by a finished callback registered when the first one is kept, which runs even for
+requests that see neither (scripts, an explicit ``pyramid.tweens``).
 
 The request's ``__dict__`` is read once and passed along: on a request with request
-methods each attribute lookup walks the MRO of a class Pyramid made for that request
-alone (~0.3 µs each), which is most of what a naive version of this costs.
+properties each attribute lookup walks the MRO of a class Pyramid made for that request
+alone (~0.3 µs each). ``RequestAttributes`` keeps an app without other request
+properties from getting such a class at all.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pyramid.config.factories import _RequestExtensions
+from pyramid.interfaces import IRequestExtensions
 from pyramid.registry import Registry
+from pyramid.util import InstancePropertyHelper
 
-from .client import BOUND, IN_TWEEN, AccountedRedis, ClientSet
+from .client import BOUND, ENDED, IN_TWEEN, USAGES, AccountedRedis, ClientSet
 from .settings import DEFAULT_CLIENT
-from .stats import report, server_timing
+from .stats import WAIT_WARNING, report, server_timing
 
 STATE = "pyramid_redisx_clients"  # registry attribute holding the ClientSet
 
@@ -49,9 +53,128 @@ def get_redis(request_or_registry: Any, name: str = DEFAULT_CLIENT) -> Accounted
     return _bound(request_or_registry, name)
 
 
-def request_redis(request: Any) -> AccountedRedis:
-    """Body of the reified ``request.redis`` property."""
-    return _bound(request, DEFAULT_CLIENT)
+def _request_redis_tm(request: Any) -> Any:
+    from .tm import request_redis_tm  # tm imports this module
+
+    return request_redis_tm(request)
+
+
+class RedisAttribute:
+    """``request.redis`` as a request property: a descriptor on the request's class,
+    read when a view uses it. Its value is the request's copy of the ``default`` client
+    (one small object and its ``Usage``, no connection), kept in the request's
+    ``__dict__`` as ``reify`` would."""
+
+    eager = True  # the view reads it to use it: the copy's Usage now
+
+    def __init__(self, clients: ClientSet) -> None:
+        self.clients = clients
+
+    def __get__(self, request: Any, owner: Any = None) -> Any:
+        if request is None:
+            return self
+        state = request.__dict__
+        bound = state.get(BOUND)
+        if bound is None:
+            client = self.clients.bind(DEFAULT_CLIENT, request, state if self.eager else None)
+            state[BOUND] = {DEFAULT_CLIENT: client}
+        else:  # get_redis(request) came first
+            client = bound.get(DEFAULT_CLIENT) or _bound(request, DEFAULT_CLIENT)
+        state["redis"] = client
+        return client
+
+
+class RedisMethod(RedisAttribute):
+    """``request.redis`` as a request method whose binding is the client: Pyramid binds
+    it for every request, so the copy's ``Usage`` waits for its first use."""
+
+    eager = False
+
+
+NEEDS_PYRAMID_TM = (
+    "request.redis_tm needs pyramid_tm: add config.include('pyramid_tm') "
+    "(or pyramid_tm to pyramid.includes)"
+)
+
+
+class _WithoutPyramidTm:
+    """``request.redis_tm`` of an app without pyramid_tm: any use says what is missing."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(NEEDS_PYRAMID_TM)
+
+    def __repr__(self) -> str:
+        return "<request.redis_tm: needs pyramid_tm>"
+
+
+class _WithoutPyramidTmAttribute:
+    value = _WithoutPyramidTm()
+
+    def __get__(self, request: Any, owner: Any = None) -> Any:
+        return self.value
+
+
+class RequestAttributes:
+    """``request.redis`` and ``request.redis_tm``, registered with Pyramid.
+
+    Both start as request properties that keep their value (``request.redis`` a
+    ``RedisAttribute``, ``request.redis_tm`` reified). Pyramid makes a class per request
+    as soon as an app has one request property (~15 µs in process; a third of a small app's
+    throughput under waitress, bench/README.md), but binds request *methods* as plain
+    attributes. So once the app is made (``ApplicationCreated``, when no configuration
+    can follow), if ours are its only properties, ``request.redis`` becomes a method
+    whose binding is the client (``RedisAttribute``) and ``request.redis_tm``, which
+    then cannot work (pyramid_tm adds ``request.tm``, a property), one whose binding
+    says so. With another property the class is made anyway and ours stay properties,
+    which cost nothing until read.
+    """
+
+    def __init__(self, clients: ClientSet) -> None:
+        self.redis = RedisAttribute(clients)
+        self.redis_tm = InstancePropertyHelper.make_property(
+            _request_redis_tm, "redis_tm", reify=True
+        )[1]
+        self.methods = {"redis": RedisMethod(clients), "redis_tm": _WithoutPyramidTmAttribute()}
+
+    def register(self, config: Any) -> None:
+        """Two actions with the discriminators ``config.add_request_method`` uses, so
+        that an app's own ``request.redis`` conflicts with or overrides ours as usual."""
+        for name, prop in (("redis", self.redis), ("redis_tm", self.redis_tm)):
+            introspectable = config.introspectable(
+                "request extensions", name, f"pyramid_redisx: request.{name}", "request property"
+            )
+            introspectable["callable"] = prop
+            introspectable["property"] = introspectable["reify"] = True
+            config.action(
+                ("request extensions", name),
+                self._add,
+                args=(config.registry, name, prop),
+                introspectables=(introspectable,),
+            )
+
+    @staticmethod
+    def _add(registry: Any, name: str, prop: Any) -> None:
+        extensions = registry.queryUtility(IRequestExtensions)
+        if extensions is None:
+            extensions = _RequestExtensions()
+            registry.registerUtility(extensions, IRequestExtensions)
+        extensions.descriptors[name] = prop
+
+    def on_application_created(self, event: Any) -> None:
+        """Turn ours into methods when they are the app's only request properties."""
+        extensions = event.app.registry.queryUtility(IRequestExtensions)
+        if extensions is None:
+            return
+        descriptors = extensions.descriptors
+        ours_only = (
+            len(descriptors) == 2
+            and descriptors.get("redis") is self.redis
+            and descriptors.get("redis_tm") is self.redis_tm
+        )
+        if ours_only:
+            for name, method in self.methods.items():
+                del descriptors[name]
+                extensions.methods[name] = method
 
 
 def _bound(request: Any, name: str) -> AccountedRedis:
@@ -72,21 +195,22 @@ def _bound(request: Any, name: str) -> AccountedRedis:
 
 def _finish(state: dict[str, Any], response: Any) -> None:
     """Release, report and time the request's Redis work; once per request."""
-    bound = state.pop(BOUND, None)
-    if not bound:
-        return
+    usages = state[USAGES]
+    state[USAGES] = ENDED
     timing = False
-    for client in bound.values():
-        usage = client._redisx_usage
+    for usage in usages:
         if usage.commands:
-            report(usage)  # before the release: in_use counts the request's connection
+            # before the release: in_use counts the request's connection; with the line
+            # off, only a pool that may be saturated or a wait can have something to say
+            if usage.stats or usage.pool.may_be_saturated or usage.waited >= WAIT_WARNING:
+                report(usage)
             timing = usage.server_timing
         if usage.connection is not None or usage.held is not None:
             usage.finish()
         else:
             usage.thread = None  # later commands (a streamed body) take one each
     if timing and response is not None:
-        header = server_timing(client._redisx_usage for client in bound.values())
+        header = server_timing(usages)
         if header:
             add_server_timing(response, header)
 
@@ -104,7 +228,7 @@ def add_server_timing(response: Any, timing: str) -> None:
 def on_new_response(event: Any) -> None:
     """``NewResponse`` subscriber: release, log the stats lines, add Server-Timing."""
     state = event.request.__dict__
-    if BOUND in state:
+    if state.get(USAGES):
         _finish(state, event.response)
 
 
@@ -118,7 +242,7 @@ def redis_tween_factory(handler: Any, registry: Any) -> Any:
         try:
             return handler(request)
         except BaseException:
-            if BOUND in state:
+            if state.get(USAGES):
                 _finish(state, None)
             raise
 

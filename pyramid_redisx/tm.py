@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.exceptions import ExecAbortError, RedisError
 
-from .request import get_redis
+from .request import NEEDS_PYRAMID_TM, get_redis
 from .settings import DEFAULT_CLIENT
 
 _PIPELINES = "_pyramid_redisx_tm"  # request.__dict__ key: {client name: pipeline}
@@ -43,10 +43,7 @@ def get_redis_tm(request: Any, name: str = DEFAULT_CLIENT) -> Any:
     if pipeline is None:
         manager = getattr(request, "tm", None)
         if manager is None:
-            raise RuntimeError(
-                "request.redis_tm needs pyramid_tm: add config.include('pyramid_tm') "
-                "(or pyramid_tm to pyramid.includes)"
-            )
+            raise RuntimeError(NEEDS_PYRAMID_TM)
         pipeline = get_redis(request, name).pipeline(transaction=True)
         manager.get().join(RedisDataManager(pipeline, manager, name))
         pipelines[name] = pipeline

@@ -126,7 +126,8 @@ def test_a_failing_command_in_exec_is_reported(make_app: Any) -> None:
 
 def test_without_pyramid_tm_a_clear_error(make_app: Any) -> None:
     def view(request: Any) -> str:
-        return str(request.redis_tm)
+        request.redis_tm.set("a", "1")
+        return "sent"
 
     app = make_app({"/": view})
     with pytest.raises(RuntimeError, match=re.escape("request.redis_tm needs pyramid_tm")):
