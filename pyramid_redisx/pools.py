@@ -61,9 +61,10 @@ class _TimedLifoQueue(LifoQueue):  # type: ignore[type-arg]
 
     waiting = 0
 
-    def __init__(self, wait_log: _WaitLog, maxsize: int) -> None:
+    def __init__(self, wait_log: _WaitLog, note_wait: Any, maxsize: int) -> None:
         super().__init__(maxsize)
         self._wait_log = wait_log
+        self._note_wait = note_wait
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         # The common case, a free connection (or a placeholder), in one locked pop:
@@ -84,6 +85,7 @@ class _TimedLifoQueue(LifoQueue):  # type: ignore[type-arg]
             with self.mutex:
                 self.waiting -= 1
             self._wait_log.total += perf_counter() - started
+            self._note_wait()
 
     def put_nowait(self, item: Any) -> None:
         # What the pool gives back with: wakes a waiting ``get`` only when one waits
@@ -167,11 +169,15 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
     client_names: tuple[str, ...] = ()  # set by ClientSet.add: who shares this pool
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        wait_log = self.wait_log
-        waited = wait_log.total
         try:
-            lend = super().get_connection if self.observed else self._lend
-            connection = lend(*args, **kwargs)
+            if self.observed:
+                return super().get_connection(*args, **kwargs)
+            if self.pid != os.getpid():
+                self._checkpid()
+            try:
+                connection = self.pool.get(True, self.timeout)
+            except Empty:
+                raise RedisConnectionError("No connection available.") from None
         except RedisConnectionError as exc:
             if str(exc) != "No connection available.":
                 raise
@@ -180,17 +186,6 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
                 f"redis client {names}: no free connection within {self.timeout:g} s "
                 f"(max_connections {self.max_connections}, all in use)"
             ) from exc
-        if wait_log.total != waited:  # the slow path: it had to wait
-            wait_log.in_use = self._idle_and_in_use()[1]
-        return connection
-
-    def _lend(self, *args: Any, **kwargs: Any) -> Any:
-        if self.pid != os.getpid():
-            self._checkpid()
-        try:
-            connection = self.pool.get(True, self.timeout)
-        except Empty:
-            raise RedisConnectionError("No connection available.") from None
         if connection is None:
             connection = self.make_connection()
         try:
@@ -209,6 +204,11 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
             self.release(connection)
             raise
         return connection
+
+    def _note_wait(self) -> None:
+        """Called by the queue after a ``get`` that had to wait: the connections in use
+        then, for the "request waited" WARNING."""
+        self.wait_log.in_use = self._idle_and_in_use()[1]
 
     def release(self, connection: Any) -> None:
         if self.observed:
@@ -235,7 +235,7 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
     def __init__(self, *, warn_ratio: float, **kwargs: Any) -> None:
         self.wait_log = _WaitLog()
         self.observed = observability_enabled()
-        kwargs["queue_class"] = functools.partial(_TimedLifoQueue, self.wait_log)
+        kwargs["queue_class"] = functools.partial(_TimedLifoQueue, self.wait_log, self._note_wait)
         self._grown = 0
         self.warn_at = 1
         self.may_be_saturated = False
