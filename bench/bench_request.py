@@ -12,6 +12,7 @@ bench/README.md for the variants, the method and measured figures.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -544,6 +545,10 @@ def comparisons(variants: dict[str, Variant], figures: dict[str, dict[str, float
         value = result[name]["ratio" if kind == "ratio" else "diff_us"]
         result[name]["target"] = f"<= {limit:g}{'' if kind == 'ratio' else ' us'}"
         result[name]["met"] = value <= limit
+        if kind != "ratio":  # the same target on the median of the per-round differences
+            rounds_value = result[name]["per_round_diff"]["median_us"]
+            result[name]["median_of_rounds_us"] = rounds_value
+            result[name]["met_on_median_of_rounds"] = rounds_value <= limit
     return result
 
 
@@ -642,7 +647,10 @@ def print_report(
             f"{key:<10}{variant.label:<46}{f['median_us']:>7.1f}µs"
             f"{f['p25_us']:>7.1f}µs{f['p75_us']:>7.1f}µs{f['n']:>7}"
         )
-    print(f"\n{'figure':<14}{'value':>10}{'µs':>10}   {'target':<12}{'':<8}per-round diff p25..p75")
+    print(
+        f"\n{'figure':<14}{'value':>10}{'µs':>10}   {'target':<12}{'':<8}"
+        "per-round diff: median (p25..p75)"
+    )
     for name in ("B-A", "B10/A10", "F_redisx-F_bare", "(C-B)-(L-A)", "E-D", "G/B", "H/B",
                  "B/A", "C/A", "C1/A", "E0-D0", "D-D0", "A-D", "per_command", "T-A",
                  "T10/A10", "B_pc-A", "B10_pc/A10"):  # fmt: skip
@@ -653,7 +661,7 @@ def print_report(
         spread = r["per_round_diff"]
         print(
             f"{name:<14}{ratio:>10}{r['diff_us']:>+10.2f}   {target:<12}{met:<8}"
-            f"{spread['p25_us']:+.2f}..{spread['p75_us']:+.2f}"
+            f"{spread['median_us']:+.2f} ({spread['p25_us']:+.2f}..{spread['p75_us']:+.2f})"
         )
     cpu = result["cpu"]
     print("\nthe same figures on the thread's CPU time (µs, medians; paired p25..p75):")
@@ -708,6 +716,12 @@ def main(argv: list[str] | None = None) -> int:
         variants = build_variants(server.url, server.port)
         stats_log = configure_stats_logger()
         sanity_check(variants, stats_log)
+        # The 30 apps and their registries are long-lived: out of the collector's sight
+        # (as gunicorn --preload apps often do), a full collection that happens to land
+        # in one variant's block no longer scans them all (it added ~20 µs to one
+        # variant's median in a run).
+        gc.collect()
+        gc.freeze()
         about = machine(server)
         started = time.perf_counter()
         iterate(variants.values(), args.rounds, args.block, args.warmup)

@@ -94,13 +94,14 @@ class Usage:
     server_timing = False
     stats = True  # options.stats: the line may be written
 
-    def __init__(self, environ: Any, request_ref: Callable[[], Any] | None, in_tween: bool) -> None:
+    def __init__(self, environ: Any, request: Any, in_tween: bool) -> None:
         self.environ = environ
+        self.waits_start = self.queue.waits
         self.wait_start = self.pool.wait_log.total
         if self.keep_connection:
             self.thread = get_ident()
         if not in_tween:  # a script's request: the finished callback will need it
-            self.request_ref = request_ref
+            self.request_ref = ref(request) if request is not None else None
         else:
             self.callback_set = True  # NewResponse or our tween finish this request
 
@@ -195,6 +196,9 @@ class Usage:
 
     @property
     def waited(self) -> float:
+        """Seconds this request's thread waited for a free connection of this pool."""
+        if self.queue.waits == self.waits_start:  # nobody waited: no thread-local read
+            return 0.0
         return float(self.pool.wait_log.total - self.wait_start)
 
 
@@ -372,7 +376,8 @@ class AccountedRedis(redis.Redis):
 
     _redisx_usage: Usage | None = None
     _redisx_retry_writes = False
-    _redisx_request: Callable[[], Any] | None = None  # a per-request copy's request (weak)
+    _redisx_copy = False  # True on the class of per-request copies
+    _redisx_request: Callable[[], Any] | None = None  # a lazy copy's request (weak)
 
     def _execute_command(self, *args: Any, **options: Any) -> Any:
         usage = self._redisx_usage
@@ -455,7 +460,7 @@ class AccountedRedis(redis.Redis):
     def client(self) -> Any:
         """A client on a connection of its own, counted on the request like this one."""
         cls: Any = type(self)
-        if self._redisx_request is not None:  # a per-request copy: its class's base
+        if self._redisx_copy:  # a per-request copy: its class's base
             cls = cls.__bases__[0]  # (the copy's class keeps no connection at __del__)
         single = cls(connection_pool=self.connection_pool, single_connection_client=True)
         single._redisx_retry_writes = self._redisx_retry_writes
@@ -499,7 +504,7 @@ class StartUsage:
         return self.start(client, request, request.__dict__ if request is not None else {})
 
     def start(self, client: Any, request: Any, state: dict[str, Any]) -> Usage:
-        usage = self.usage_class(state.get("environ"), client._redisx_request, IN_TWEEN in state)
+        usage = self.usage_class(state.get("environ"), request, IN_TWEEN in state)
         if TRACE in state:
             usage.trace = []
             usage.watch = True
@@ -567,9 +572,10 @@ class ClientSet:
         self._bound_classes[name] = type(
             f"{type(client).__name__}[{name}]",
             (type(client),),
-            {**vars(client), "_redisx_usage": starter, "__del__": _end_copy},
+            {**vars(client), "_redisx_usage": starter, "__del__": _end_copy, "_redisx_copy": True},
         )
         pool.client_names = (*getattr(pool, "client_names", ()), name)
+        pool.usage_classes = (*getattr(pool, "usage_classes", ()), usage_class)
 
     def client(self, name: str = DEFAULT_CLIENT) -> AccountedRedis:
         try:
@@ -589,9 +595,10 @@ class ClientSet:
             self.client(name)  # raises the LookupError that names the declared clients
             raise
         bound = object.__new__(bound_class)
-        bound._redisx_request = ref(request)
         if state is not None:
             self._starters[name].start(bound, request, state)
+        else:
+            bound._redisx_request = ref(request)
         return bound
 
     def pools(self) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class NoQueue:
     """Stands for the queue of a pool that never waits (``redis.blocking = false``)."""
 
     waiting = 0
+    waits = 0
 
 
 class _TimedLifoQueue(LifoQueue):  # type: ignore[type-arg]
@@ -60,6 +61,7 @@ class _TimedLifoQueue(LifoQueue):  # type: ignore[type-arg]
     back after its command while others wait (client.py)."""
 
     waiting = 0
+    waits = 0  # gets that had to wait, ever: a request compares it before reading its own
 
     def __init__(self, wait_log: _WaitLog, note_wait: Any, maxsize: int) -> None:
         super().__init__(maxsize)
@@ -84,6 +86,7 @@ class _TimedLifoQueue(LifoQueue):  # type: ignore[type-arg]
         finally:
             with self.mutex:
                 self.waiting -= 1
+                self.waits += 1
             self._wait_log.total += perf_counter() - started
             self._note_wait()
 
@@ -125,6 +128,10 @@ class _WatchedPool:
         super().reset()  # type: ignore[misc]
         self._grown = 0
         self.may_be_saturated = False
+        # A new queue (redis-py resets a pool in a child process after fork()): the
+        # requests' Usage classes watch the queue that threads now wait in.
+        for usage_class in getattr(self, "usage_classes", ()):
+            usage_class.queue = getattr(self, "pool", NoQueue)
 
     _count_attributes: tuple[dict[str, Any], dict[str, Any]] | None = None
 

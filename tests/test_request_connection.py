@@ -16,6 +16,7 @@ from pyramid.response import Response
 from pyramid_redisx import CommandMayHaveBeenApplied, get_redis
 from pyramid_redisx.pools import pool_figures
 from pyramid_redisx.request import client_set
+from tests.conftest import pools_of
 
 
 def in_use(app: Any) -> int:
@@ -262,9 +263,14 @@ def test_commands_after_the_response_take_one_each(make_app: Any) -> None:
     assert in_use(app) == 0
 
 
-def test_connection_given_back_after_a_command_while_others_wait(make_app: Any) -> None:
+@pytest.mark.parametrize("reset", [False, True], ids=["pool", "pool-reset-as-after-fork"])
+def test_connection_given_back_after_a_command_while_others_wait(
+    make_app: Any, reset: bool
+) -> None:
     """Contention: on one connection, request A runs a command while request B waits for
-    one; A gives its connection back after that command, so B runs before A ends."""
+    one; A gives its connection back after that command, so B runs before A ends. Also
+    after the pool was reset, as redis-py does in a child process after ``fork()``
+    (a new queue: the requests must watch that one)."""
     b_done = threading.Event()
 
     def view_a(request: Any) -> str:
@@ -282,6 +288,9 @@ def test_connection_given_back_after_a_command_while_others_wait(make_app: Any) 
         return "b"
 
     app = make_app({"/a": view_a, "/b": view_b}, max_connections="1", pool_timeout="10")
+    if reset:
+        for pool in pools_of(app).values():
+            pool.reset()
     result: dict[str, str] = {}
     thread_a = threading.Thread(target=lambda: result.update(a=app.get("/a").text))
     thread_a.start()
