@@ -71,6 +71,7 @@ $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/bench_request.py
 	$(BIN)/python bench/bench_server.py
+	$(BIN)/python bench/bench_checkout.py | tee bench/results_checkout.txt
 	$(BIN)/python bench/plot.py
 
 clean:

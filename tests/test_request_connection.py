@@ -338,3 +338,26 @@ def test_redis_py_pool_methods_when_its_observability_is_on(make_app: Any) -> No
     assert app.get("/").text == "1"
     assert in_use(app) == 0
     assert pool_figures(pool).idle == 1
+
+
+def test_a_connection_the_server_closed_in_the_pool_is_replaced_before_a_write(
+    make_app: Any, redis_server: Any
+) -> None:
+    """The server closes a pooled connection (CLIENT KILL, as a restart or its idle
+    ``timeout`` would); a later request's INCR goes out on a fresh connection, applied
+    once, with no ``CommandMayHaveBeenApplied``: the checkout's readiness check found
+    the closed socket (the health check is off here: 0). Fails when the check is
+    skipped."""
+    app = make_app(
+        {"/id": lambda request: request.redis.client_id(),
+         "/incr": lambda request: request.redis.incr("n")},
+        health_check_interval="0",
+    )  # fmt: skip
+    first = int(app.get("/id").text)
+    with redis_server.client() as admin:
+        admin.client_kill_filter(_id=first)
+    time.sleep(0.05)  # the server's FIN reaches the client's socket
+    assert app.get("/incr").text == "1"
+    assert int(app.get("/id").text) != first
+    with redis_server.client() as admin:
+        assert admin.get("n") == b"1"
