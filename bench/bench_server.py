@@ -489,7 +489,7 @@ def fmt_ms(value: float | None) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per phase")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pressure-requests", type=int, default=100, help="per client thread")
     parser.add_argument("--json", type=Path, default=HERE / "results_server.json")
     return parser.parse_args(argv)
