@@ -292,8 +292,12 @@ class AccountedPipeline(Pipeline):
                 usage.watch_command(name, seconds, (), inner)
 
     def reset(self) -> None:  # type: ignore[override]
-        usage = self._redisx_usage
         connection = self.connection
+        if connection is None and not (
+            self.command_stack or self.scripts or self.watching or self.explicit_transaction
+        ):
+            return  # nothing to reset: a pipeline that execute() reset, being collected
+        usage = self._redisx_usage
         if usage is None or connection is None or connection is not usage.connection:
             return super().reset()
         # The request's own connection: redis-py's reset (UNWATCH when watching), except
@@ -440,7 +444,8 @@ class AccountedRedis(redis.Redis):
         pipe = AccountedPipeline(
             self.connection_pool, self.response_callbacks, transaction, shard_hint
         )
-        pipe._redisx_retry_writes = self._redisx_retry_writes
+        if self._redisx_retry_writes:
+            pipe._redisx_retry_writes = True
         if usage is not None:
             pipe._redisx_usage = usage
         return pipe
