@@ -197,8 +197,10 @@ class Usage:
     @property
     def waited(self) -> float:
         """Seconds this request's thread waited for a free connection of this pool."""
-        if self.queue.waits == self.waits_start:  # nobody waited: no thread-local read
-            return 0.0
+        queue = self.queue
+        if queue.waits == self.waits_start and queue is not NoQueue:
+            return 0.0  # nobody waited in this pool's queue: no thread-local read
+        # (NoQueue: a non-blocking pool, or a cluster's node pools sharing one wait log)
         return float(self.pool.wait_log.total - self.wait_start)
 
 

@@ -61,7 +61,7 @@ def _node_pool(options: RedisOptions, wait_log: _WaitLog, **kwargs: Any) -> Any:
             timeout=options.pool_timeout,
             **kwargs,
         )
-        pool.queue_class = functools.partial(_TimedLifoQueue, wait_log)
+        pool.queue_class = functools.partial(_TimedLifoQueue, wait_log, pool._note_wait)
         pool.wait_log = wait_log
         pool.reset()  # a new queue that logs waits in the shared wait log
         return pool
