@@ -162,3 +162,32 @@ def test_sigkill_master_writes_resume_within_bound(cluster_set: RedisClusterSet,
     assert recovered is not None, writer.failures[-3:]
     assert recovered - killed <= FAILOVER_BOUND
     assert client_set(app.app.registry).options["default"].cluster
+
+
+def test_a_request_that_waited_for_a_node_connection_says_so(
+    cluster_set: RedisClusterSet, apps: Any, stats_records: Any
+) -> None:
+    """One connection per node: request B waits while A holds the node's connection
+    (a blocking command); B's line reports the wait and a "request waited" WARNING
+    names it. The node pools share one wait log (their Usage watches no queue)."""
+    import threading
+
+    def hold(request: Any) -> str:
+        request.redis.execute_command("BLPOP", KEYS[0], 0.4)  # holds the node's connection
+        return "held"
+
+    def get(request: Any) -> str:
+        return str(request.redis.get(KEYS[0]))
+
+    app = apps(cluster_settings(cluster_set, max_connections="1", pool_timeout="5"),
+               {"/hold": hold, "/get": get})  # fmt: skip
+    app.get("/get")  # the slot map and the node's pool
+    holder = threading.Thread(target=lambda: app.get("/hold"))
+    holder.start()
+    time.sleep(0.1)
+    assert app.get("/get").text == "None"
+    holder.join(5)
+    lines = [r for r in stats_records.records
+             if r.name == "pyramid_redisx.stats" and r.redis_slowest.startswith("GET")]  # fmt: skip
+    assert lines[-1].redis_waited_ms >= 150, lines[-1].getMessage()
+    assert any("request waited" in r.getMessage() for r in stats_records.records)
