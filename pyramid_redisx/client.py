@@ -282,16 +282,9 @@ class AccountedPipeline(Pipeline):
         self._redisx_seconds = 0.0
         try:
             return super().execute(raise_on_error)
-        finally:  # usage.record, inlined: one round trip of ``count`` commands
-            seconds = self._redisx_seconds
+        finally:  # one round trip of ``count`` commands
             name = "MULTI" if self.transaction else "PIPELINE"  # type: ignore[truthy-function]
-            usage.commands += count
-            usage.seconds += seconds
-            if seconds > usage.slowest_seconds:
-                usage.slowest_seconds = seconds
-                usage.slowest_name = name
-            if usage.watch:
-                usage.watch_command(name, seconds, (), inner)
+            usage.record(name, self._redisx_seconds, (), count, inner)
 
     def reset(self) -> None:  # type: ignore[override]
         connection = self.connection

@@ -119,11 +119,11 @@ class RequestAttributes:
 
     Both start as request properties that keep their value (``request.redis`` a
     ``RedisAttribute``, ``request.redis_tm`` reified). Pyramid makes a class per request
-    as soon as an app has one request property (~15 µs in process; a third of a small app's
-    throughput under waitress, bench/README.md), but binds request *methods* as plain
+    as soon as an app has one request property (~15 µs in process; a fifth to a third of a
+    small app's throughput under waitress, bench/README.md), but binds request *methods* as plain
     attributes. So once the app is made (``ApplicationCreated``, when no configuration
     can follow), if ours are its only properties, ``request.redis`` becomes a method
-    whose binding is the client (``RedisAttribute``) and ``request.redis_tm``, which
+    whose binding is the client (``RedisMethod``) and ``request.redis_tm``, which
     then cannot work (pyramid_tm adds ``request.tm``, a property), one whose binding
     says so. With another property the class is made anyway and ours stay properties,
     which cost nothing until read.
