@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from importlib import metadata
 from io import BytesIO
 from pathlib import Path
@@ -45,6 +45,8 @@ PIPELINE_KEYS = [f"bench:p{i}" for i in range(PIPELINE_SIZE)]
 
 # The baseline: a client built once per process, as the NOTES recommend.
 BARE: redis.Redis | None = None
+# Its twin (same settings, its own pool): A_twin and F_twin run the baseline's code.
+TWIN: redis.Redis | None = None
 
 # Issue 14's targets: (figure, kind, limit); each figure is computed in comparisons().
 TARGETS = {
@@ -61,6 +63,10 @@ TARGETS = {
 # ----------------------------------------------------------------------------- views
 def bare_get_view(request: Any) -> Response:
     return Response(body=BARE.get(KEY))  # type: ignore[union-attr]
+
+
+def twin_get_view(request: Any) -> Response:
+    return Response(body=TWIN.get(KEY))  # type: ignore[union-attr]
 
 
 def redisx_get_view(request: Any) -> Response:
@@ -127,6 +133,14 @@ def constant_view(request: Any) -> Response:
 
 def bare_pipeline_view(request: Any) -> Response:
     pipe = BARE.pipeline(transaction=False)  # type: ignore[union-attr]
+    for key in PIPELINE_KEYS:
+        pipe.set(key, VALUE)
+    pipe.execute()
+    return Response(body=b"ok")
+
+
+def twin_pipeline_view(request: Any) -> Response:
+    pipe = TWIN.pipeline(transaction=False)  # type: ignore[union-attr]
     for key in PIPELINE_KEYS:
         pipe.set(key, VALUE)
     pipe.execute()
@@ -345,10 +359,11 @@ def peer_available() -> bool:
 
 
 def build_variants(url: str, port: int) -> dict[str, Variant]:
-    global BARE, WEBSAUNA_POOL
+    global BARE, TWIN, WEBSAUNA_POOL
     pool_args = {"host": "127.0.0.1", "port": port, "max_connections": 32, "timeout": 5,
                  "socket_timeout": 2, "socket_connect_timeout": 2}  # fmt: skip
     BARE = redis.Redis(connection_pool=redis.BlockingConnectionPool(**pool_args))  # type: ignore[arg-type]
+    TWIN = redis.Redis(connection_pool=redis.BlockingConnectionPool(**pool_args))  # type: ignore[arg-type]
     WEBSAUNA_POOL = redis.BlockingConnectionPool(**pool_args)  # type: ignore[arg-type]
     stats_off = {"redis.url": url, "redis.stats": "false"}
     stats_on = {"redis.url": url, "redis.stats": "true"}
@@ -357,6 +372,7 @@ def build_variants(url: str, port: int) -> dict[str, Variant]:
     n = PIPELINE_SIZE
     specs = [
         ("A", "bare GET (module-global client)", bare_get_view, True, None),
+        ("A_twin", "A's twin: the same code, its own app and client", twin_get_view, True, None),
         ("B", "redisx GET, stats off", redisx_get_view, True, stats_off),
         ("C", "redisx GET, stats on (DEBUG, formatted, discarded)", redisx_get_view, True, stats_on),
         ("C1", "redisx GET, stats on, logger at INFO", redisx_get_view, True, stats_on),
@@ -365,6 +381,7 @@ def build_variants(url: str, port: int) -> dict[str, Variant]:
         ("D0", "D on plain Pyramid (no property/subscriber)", constant_view, False, None),
         ("E0", "E on plain Pyramid (no property/subscriber)", constant_view, False, default),
         ("F_bare", f"pipeline of {n} SETs, bare", bare_pipeline_view, True, None),
+        ("F_twin", "F_bare's twin: the same code, its own app and client", twin_pipeline_view, True, None),
         ("F_redisx", f"pipeline of {n} SETs, redisx", redisx_pipeline_view, True, stats_off),
         ("G", "B + Server-Timing header", redisx_get_view, True, timing),
         ("H", "B + slow_command = 1 second", redisx_get_view, True, {**stats_off, "redis.slow_command": "1 second"}),
@@ -513,6 +530,8 @@ def comparisons(variants: dict[str, Variant], figures: dict[str, dict[str, float
         "F_redisx-F_bare": ("F_bare", "F_redisx"),
         "T-A": ("A", "T"),
         "B_pc-A": ("A", "B_pc"),
+        "A_twin-A": ("A", "A_twin"),  # the noise floor: the same code
+        "F_twin-F_bare": ("F_bare", "F_twin"),
     }.items():
         result[name] = {
             "diff_us": med(other) - med(base),
@@ -566,6 +585,7 @@ def cpu_comparisons(variants: dict[str, Variant]) -> dict[str, dict[str, float]]
         "B-A": ("A", "B"), "F_redisx-F_bare": ("F_bare", "F_redisx"), "E-D": ("D", "E"),
         "T-A": ("A", "T"), "B_pc-A": ("A", "B_pc"), "B10-A10": ("A10", "B10"),
         "C-B": ("B", "C"), "L-A": ("A", "L"),
+        "A_twin-A": ("A", "A_twin"), "F_twin-F_bare": ("F_bare", "F_twin"),
     }.items():  # fmt: skip
         out[name] = {
             "diff_us": med(other) - med(base),
@@ -653,7 +673,7 @@ def print_report(
     )
     for name in ("B-A", "B10/A10", "F_redisx-F_bare", "(C-B)-(L-A)", "E-D", "G/B", "H/B",
                  "B/A", "C/A", "C1/A", "E0-D0", "D-D0", "A-D", "per_command", "T-A",
-                 "T10/A10", "B_pc-A", "B10_pc/A10"):  # fmt: skip
+                 "T10/A10", "B_pc-A", "B10_pc/A10", "A_twin-A", "F_twin-F_bare"):  # fmt: skip
         r = result[name]
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else ""
         target = r.get("target", "")
@@ -667,7 +687,8 @@ def print_report(
         )
     cpu = result["cpu"]
     print("\nthe same figures on the thread's CPU time (µs, medians; paired p25..p75):")
-    for name in ("B-A", "B10/A10", "F_redisx-F_bare", "(C-B)-(L-A)", "E-D", "T-A", "B_pc-A"):
+    for name in ("B-A", "B10/A10", "F_redisx-F_bare", "(C-B)-(L-A)", "E-D", "T-A", "B_pc-A",
+                 "A_twin-A", "F_twin-F_bare"):  # fmt: skip
         r = cpu[name]
         value = f"{r['ratio']:.3f}" if name == "B10/A10" else f"{r['diff_us']:+.2f} µs"
         spread = r.get("per_round_diff")
@@ -690,13 +711,27 @@ def print_report(
     )
 
 
-def iterate(variants: Iterable[Variant], rounds: int, block: int, warmup: int) -> None:
-    order = list(variants)
+# Variants whose difference is a target run back to back in each round (which one first
+# is random), with a twin of the baseline (the same code, its own app and client) beside
+# them: a figure's paired per-round difference then holds little of the machine's drift
+# (the run of record at 2c544a3 spread ±50 µs per round with all 30 variants between
+# the two), and twin - baseline shows what the same code measures against itself.
+UNITS = (("A", "B", "A_twin"), ("F_bare", "F_redisx", "F_twin"), ("A10", "B10"), ("D", "E"))
+
+
+def iterate(variants: dict[str, Variant], rounds: int, block: int, warmup: int) -> None:
+    """Each round: the units of ``UNITS`` and every other variant in a new random order,
+    the variants of a unit one right after the other, also in a new random order."""
+    units = [[variants[key] for key in unit if key in variants] for unit in UNITS]
+    paired_keys = {key for unit in UNITS for key in unit}
+    units += [[variant] for key, variant in variants.items() if key not in paired_keys]
     rng = random.Random()
     for _ in range(rounds):
-        rng.shuffle(order)
-        for variant in order:
-            variant.run_block(block, warmup)
+        rng.shuffle(units)
+        for unit in units:
+            rng.shuffle(unit)
+            for variant in unit:
+                variant.run_block(block, warmup)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -726,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.freeze()
         about = machine(server)
         started = time.perf_counter()
-        iterate(variants.values(), args.rounds, args.block, args.warmup)
+        iterate(variants, args.rounds, args.block, args.warmup)
         seconds = time.perf_counter() - started
         about["loadavg_end"] = os.getloadavg()
     finally:
@@ -741,7 +776,8 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "block": args.block,
             "warmup_per_block": args.warmup,
-            "order": "new random order of variants each round",
+            "order": "new random order each round; the variants of each unit in UNITS back to back, in random order",
+            "units": [list(unit) for unit in UNITS],
             "summary": "median (p25, p75) of all timed requests of a variant",
             "call": "in-process WSGI, environ built once per variant and copied per request",
             "seconds": round(seconds, 1),
