@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Callable
 from threading import get_ident
 from time import monotonic, perf_counter
+from types import FunctionType
 from typing import Any
 from weakref import ref
 
@@ -26,6 +27,7 @@ import redis
 from redis.client import CaseInsensitiveDict, Monitor, Pipeline
 from redis.commands import READ_COMMANDS
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.observability.recorder import is_enabled as observability_enabled
 
 from .errors import CommandMayHaveBeenApplied
 from .pools import NoQueue, build_pool
@@ -222,6 +224,24 @@ class OnceMonitor(Monitor):
             self.__exit__()
 
 
+_plain_execute: list[Any] = [None]  # redis-py's Pipeline.execute, once seen unwrapped
+
+
+def _execute_wrapped() -> bool:
+    """True when something wrapped or replaced redis-py's ``Pipeline.execute``
+    (OpenTelemetry, Sentry, ddtrace), before or after this module was imported: then
+    pipelines run through it, for it to see them."""
+    execute = Pipeline.execute
+    plain = (
+        type(execute) is FunctionType  # a wrapt proxy is not, whatever it forwards
+        and execute.__module__ == "redis.client"
+        and execute.__qualname__ == "Pipeline.execute"
+    )
+    if plain:
+        _plain_execute[0] = execute
+    return not plain
+
+
 def _sent_safely(run: Any, what: str) -> Any:
     """``Pipeline._execute_pipeline`` / ``_execute_transaction`` (``run``), raising
     ``CommandMayHaveBeenApplied`` instead of letting a write be sent again."""
@@ -267,21 +287,45 @@ class AccountedPipeline(Pipeline):
 
     _redisx_usage: Usage | None = None
     _redisx_retry_writes = False
+    _redisx_observed = False  # redis-py's own metrics (observability) are on
     _redisx_seconds = 0.0
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         usage = self._redisx_usage
-        count = len(self.command_stack)
+        stack = self.command_stack
+        count = len(stack)
         if usage is None or not count:
             return super().execute(raise_on_error)
         if self.connection is None and usage.thread == get_ident():
             # The request's own connection; redis-py's execute runs on it, and reset()
             # leaves it with the request. Other threads: redis-py takes one from the pool.
             self.connection = usage.connection or usage.checkout()
-        inner = [args for args, _ in self.command_stack] if usage.trace is not None else None
+        inner = [args for args, _ in stack] if usage.trace is not None else None
         self._redisx_seconds = 0.0
         try:
-            return super().execute(raise_on_error)
+            if (
+                self._redisx_observed  # redis-py's metrics are on: its execute records them
+                or (Pipeline.execute is not _plain_execute[0] and _execute_wrapped())
+                or self.scripts
+                or self.watching
+            ):
+                return super().execute(raise_on_error)
+            # redis-py's Pipeline.execute less its metrics calls, which cost ~2 µs a
+            # pipeline with metrics off (record_operation_duration looks for a
+            # collector on every call); the same retry, the same reset.
+            if self.transaction or self.explicit_transaction:  # type: ignore[truthy-function]
+                run = self._execute_transaction
+            else:
+                run = self._execute_pipeline
+            conn = self.connection
+            if conn is None:
+                conn = self.connection = self.connection_pool.get_connection()
+            try:
+                return conn.retry.call_with_retry(  # type: ignore[no-any-return]
+                    lambda: run(conn, stack, raise_on_error), lambda error: conn.disconnect()
+                )
+            finally:
+                self.reset()
         finally:  # one round trip of ``count`` commands
             name = "MULTI" if self.transaction else "PIPELINE"  # type: ignore[truthy-function]
             usage.record(name, self._redisx_seconds, (), count, inner)
@@ -375,6 +419,7 @@ class AccountedRedis(redis.Redis):
 
     _redisx_usage: Usage | None = None
     _redisx_retry_writes = False
+    _redisx_observed = False  # redis-py's own metrics (observability) were on at build
     _redisx_copy = False  # True on the class of per-request copies
     _redisx_request: Callable[[], Any] | None = None  # a lazy copy's request (weak)
 
@@ -441,6 +486,8 @@ class AccountedRedis(redis.Redis):
         )
         if self._redisx_retry_writes:
             pipe._redisx_retry_writes = True
+        if self._redisx_observed:
+            pipe._redisx_observed = True
         if usage is not None:
             pipe._redisx_usage = usage
         return pipe
@@ -549,6 +596,7 @@ class ClientSet:
         make_client = getattr(pool, "make_client", None)  # Cluster: pyramid_redisx.cluster
         client = make_client(name) if make_client else AccountedRedis(connection_pool=pool)
         client._redisx_retry_writes = options.retry_writes
+        client._redisx_observed = observability_enabled()
         self.clients[name] = client
         usage_class = type(
             f"Usage[{name}]",

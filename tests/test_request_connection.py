@@ -139,6 +139,73 @@ def test_instrumentation_wrapping_execute_command_sees_every_command(
     assert seen == ["SET", "GET", "PIPELINE", "GET"]
 
 
+class _ProxyLikeWrapt:
+    """A callable object standing for redis-py's ``Pipeline.execute``, as wrapt's
+    FunctionWrapper (OpenTelemetry, ddtrace) does: it forwards ``__module__`` and
+    ``__qualname__``, so only its type tells it from the function."""
+
+    def __init__(self, wrapped: Any, seen: list[Any]) -> None:
+        self.__wrapped__ = wrapped
+        self.__module__ = wrapped.__module__
+        self.__qualname__ = wrapped.__qualname__
+        self.seen = seen
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return lambda *args, **kwargs: self(instance, *args, **kwargs)
+
+    def __call__(self, pipe: Any, *args: Any, **kwargs: Any) -> Any:
+        self.seen.append(len(pipe.command_stack))
+        return self.__wrapped__(pipe, *args, **kwargs)
+
+
+def test_pipelines_run_through_a_wrapper_installed_before_the_app(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Auto-instrumentation wraps ``Pipeline.execute`` before the app (and this add-on)
+    is imported; a pipeline still runs through the wrapper, and through redis-py's
+    execute again once the wrapper is gone."""
+    seen: list[Any] = []
+    original = redis.client.Pipeline.execute
+    monkeypatch.setattr(redis.client.Pipeline, "execute", _ProxyLikeWrapt(original, seen))
+
+    def view(request: Any) -> str:
+        return str(request.redis.pipeline().incr("n").incr("n").execute())
+
+    app = make_app({"/": view})
+    assert app.get("/").text == "[1, 2]"
+    assert seen == [2]
+    monkeypatch.undo()
+    assert app.get("/").text == "[3, 4]"
+    assert seen == [2]
+
+
+@pytest.mark.parametrize("observed", [False, True])
+def test_pipeline_metrics_of_redis_py_only_when_its_observability_is_on(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch, observed: bool
+) -> None:
+    """A request's pipeline skips redis-py's metrics call (~2 µs with metrics off) unless
+    redis-py's observability was on when the client was built; it is counted either way."""
+    calls: list[str] = []
+    record = redis.client.record_operation_duration
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("command_name", "?"))
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(redis.client, "record_operation_duration", counting)
+    monkeypatch.setattr("pyramid_redisx.client.observability_enabled", lambda: observed)
+
+    def view(request: Any) -> str:
+        pipe = request.redis.pipeline(transaction=False)
+        pipe.set("a", "1").get("a")
+        return str(pipe.execute())
+
+    app = make_app({"/": view}, stats="true")
+    assert app.get("/").text == "[True, b'1']"
+    assert calls == (["PIPELINE"] if observed else [])
+    assert in_use(app) == 0
+
+
 def test_idle_held_connection_is_health_checked(make_app: Any, redis_server: Any) -> None:
     """Killed by the server while the request idled past health_check_interval: the
     health-check PING fails before the INCR is sent, so the INCR is sent on a fresh
