@@ -6,7 +6,8 @@
 Starts a throwaway Redis server (``pyramid_redisx.testing.RedisServer``) and one waitress
 process per app (``bench/server_app.py``; the load generator runs in this process, the
 apps in others, so they do not share a GIL). Every app is checked first (200, expected
-body). Then, in ``--rounds`` rounds, each in a new random order:
+body). Then, in ``--rounds`` rounds, each in a new random order (the apps of each unit
+in ``UNITS`` back to back):
 
 * throughput and latency (waitress 8 threads): 8 client threads, each with one HTTP/1.1
   keep-alive connection, send ``GET /`` as fast as they can for 0.5 s of warm-up and
@@ -409,8 +410,10 @@ def machine(client: redis.Redis) -> dict[str, Any]:
 def method(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "rounds": args.rounds,
-        "order": "all six apps in a new random order each round; one server process per "
-        "app, started once and kept for the whole run",
+        "order": "all apps in a new random order each round, those of each unit in UNITS "
+        "back to back (which first at random); one server process per app, started once "
+        "and kept for the whole run",
+        "units": [list(unit) for unit in UNITS],
         "processes": "load generator (this script) | one waitress process per app | Redis",
         "throughput": f"waitress 8 threads; 8 client threads, one HTTP/1.1 keep-alive "
         f"http.client connection each, GET / back to back: {WARMUP_SECONDS} s warm-up, "
@@ -501,13 +504,26 @@ def plan_for(spec: AppSpec, args: argparse.Namespace) -> Plan:
     return Plan(spec.client_threads, seconds=args.seconds)
 
 
+# Apps whose ratio is a target run back to back in each round (which one first is
+# random): the machine's load moves little between the two, so the per-round ratio
+# holds less of it (bench_request.py pairs its variants the same way).
+UNITS = (("bare", "redisx"), ("contention_bare", "contention_redisx"))
+
+
 def run_rounds(
     servers: list[AppServer], args: argparse.Namespace, redis_client: redis.Redis
 ) -> tuple[dict[str, list[dict[str, Any]]], list[list[str]]]:
     phases: dict[str, list[dict[str, Any]]] = {s.spec.name: [] for s in servers}
+    by_name = {s.spec.name: s for s in servers}
+    paired = {name for unit in UNITS for name in unit}
+    units = [[by_name[name] for name in unit if name in by_name] for unit in UNITS]
+    units += [[s] for s in servers if s.spec.name not in paired]
     orders = []
     for number in range(1, args.rounds + 1):
-        order = random.sample(servers, len(servers))
+        random.shuffle(units)
+        order = []
+        for unit in units:
+            order += random.sample(unit, len(unit))
         orders.append([s.spec.name for s in order])
         for server in order:
             phases[server.spec.name].append(run_load(server, plan_for(server.spec, args),

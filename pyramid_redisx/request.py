@@ -199,16 +199,18 @@ def _finish(state: dict[str, Any], response: Any) -> None:
     state[USAGES] = ENDED
     timing = False
     for usage in usages:
+        usage.thread = None  # later commands (a streamed body) take one each
         if usage.commands:
             # before the release: in_use counts the request's connection; with the line
             # off, only a pool that may be saturated or a wait can have something to say
             if usage.stats or usage.pool.may_be_saturated or usage.waited >= WAIT_WARNING:
                 report(usage)
             timing = usage.server_timing
-        if usage.connection is not None or usage.held is not None:
+        if usage.held is not None:
             usage.finish()
-        else:
-            usage.thread = None  # later commands (a streamed body) take one each
+        elif usage.connection is not None:  # usage.finish(), in short: the common case
+            connection, usage.connection = usage.connection, None
+            usage.pool.release(connection)
     if timing and response is not None:
         header = server_timing(usages)
         if header:

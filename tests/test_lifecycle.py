@@ -380,3 +380,35 @@ def test_forked_children_never_share_the_parents_socket(make_app: Any) -> None:
     assert len({parent_id, first, second}) == 3
     assert int(app.get("/").text) == parent_id  # the parent's connection is untouched
     assert get_redis(app.app.registry).ping()
+
+
+def test_a_parents_connection_given_back_in_a_child_is_never_used_there(make_app: Any) -> None:
+    """The child's first pool call gives back a connection the parent had checked out
+    (a pipeline or pubsub dropped in the child does that): ``release`` reads no pid
+    (a system call), so it lands in the queue the fork left behind, which the child's
+    first checkout replaces. The child talks on a socket of its own; the parent's
+    connection still works in the parent."""
+    app = make_app({"/": lambda request: request.redis.client_id()})
+    pool = get_redis(app.app.registry).connection_pool
+    held = pool.get_connection()
+    held.send_command("CLIENT", "ID")
+    parent_id = held.read_response()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(read_end)
+            pool.release(held)
+            ids = {int(app.get("/").text) for _ in range(5)}
+            os.write(write_end, ",".join(map(str, sorted(ids))).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child_ids = {int(x) for x in pipe.read().split(",") if x}
+    os.waitpid(pid, 0)
+    assert len(child_ids) == 1 and parent_id not in child_ids, (parent_id, child_ids)
+    held.send_command("CLIENT", "ID")
+    assert held.read_response() == parent_id  # the child never wrote on it
+    pool.release(held)
+    assert int(app.get("/").text) == parent_id
