@@ -353,6 +353,8 @@ def add_ratios(summaries: dict[str, dict[str, Any]]) -> None:
         summary["ratio_to_bare"] = summary["rps_median"] / base["rps_median"]
         paired = [x / b for x, b in zip(summary["rps_rounds"], base["rps_rounds"], strict=True)]
         summary["ratio_to_bare_rounds"] = paired
+        # the target figure: the median of the per-round ratios of apps run back to back
+        summary["ratio_to_bare_median_of_rounds"] = statistics.median(paired)
 
 
 # ----------------------------------------------------------------------------- report
@@ -440,21 +442,26 @@ def print_throughput(summaries: dict[str, dict[str, Any]], args: argparse.Namesp
     )
     print(
         f"{'variant':<12}{'what':<42}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
-        f"{'/bare':>7}{'  (rounds)':<16}{'cpu: client':>11}{'app':>6}{'redis':>6}{'other':>6}{'app µs/req':>11}"
+        f"{'/bare':>7}{'  rounds: med min..max':<23}{'cpu: client':>11}{'app':>6}{'redis':>6}{'other':>6}{'app µs/req':>11}"
     )
     for spec in APPS:
         if spec.name not in summaries:
             continue
         s = summaries[spec.name]
-        rounds = "..".join(f"{x:.3f}" for x in (min(s["ratio_to_bare_rounds"]),
-                                                max(s["ratio_to_bare_rounds"])))  # fmt: skip
+        rounds = f"{s['ratio_to_bare_median_of_rounds']:.3f} " + "..".join(
+            f"{x:.2f}" for x in (min(s["ratio_to_bare_rounds"]), max(s["ratio_to_bare_rounds"]))
+        )
         cpu = s["cpu_cores_busy"]
         print(
             f"{spec.name:<12}{spec.label:<42}{s['rps_median']:>8.0f}{s['p50_ms']:>8.2f}"
-            f"{s['p99_ms']:>8.2f}{s['errors']:>7}{s['ratio_to_bare']:>7.3f}  {rounds:<16}"
+            f"{s['p99_ms']:>8.2f}{s['errors']:>7}{s['ratio_to_bare']:>7.3f}  {rounds:<23}"
             f"{cpu['client']:>11.0%}{cpu['app']:>6.0%}{cpu['redis']:>6.0%}"
             f"{cpu['other']:>6.0%}{s['app_cpu_us_per_request']:>11.0f}"
         )
+    print(
+        "(/bare: ratio of the req/s medians; rounds: the per-round ratios to the baseline run "
+        "just before or after,\n their median (the target figure), least and most)"
+    )
     print(
         "(cpu: cores busy in the timed part, median of rounds; other = the whole machine "
         "less these three\n processes: kernel softirq, and anything else running; "
@@ -492,7 +499,7 @@ def fmt_ms(value: float | None) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per phase")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--pressure-requests", type=int, default=100, help="per client thread")
     parser.add_argument("--json", type=Path, default=HERE / "results_server.json")
     return parser.parse_args(argv)
