@@ -716,7 +716,12 @@ def print_report(
 # them: a figure's paired per-round difference then holds little of the machine's drift
 # (the run of record at 2c544a3 spread ±50 µs per round with all 30 variants between
 # the two), and twin - baseline shows what the same code measures against itself.
-UNITS = (("A", "B", "A_twin"), ("F_bare", "F_redisx", "F_twin"), ("A10", "B10"), ("D", "E"))
+UNITS = (
+    ("A", "B", "A_twin", "C", "L", "G", "H"),  # B - A, (C - B) - (L - A), G/B, H/B
+    ("F_bare", "F_redisx", "F_twin"),
+    ("A10", "B10"),
+    ("D", "E"),
+)
 
 
 def iterate(variants: dict[str, Variant], rounds: int, block: int, warmup: int) -> None:
