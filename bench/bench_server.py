@@ -353,8 +353,19 @@ def add_ratios(summaries: dict[str, dict[str, Any]]) -> None:
         summary["ratio_to_bare"] = summary["rps_median"] / base["rps_median"]
         paired = [x / b for x, b in zip(summary["rps_rounds"], base["rps_rounds"], strict=True)]
         summary["ratio_to_bare_rounds"] = paired
-        # the target figure: the median of the per-round ratios of apps run back to back
+        # per-round ratios of apps run back to back (contention: the target figure)
         summary["ratio_to_bare_median_of_rounds"] = statistics.median(paired)
+    # The baseline under waitress: the bare client in the same app shape as the
+    # add-on's (a request property and a NewResponse subscriber), run in the same unit.
+    shape = summaries.get("bare_extras")
+    for name in ("bare", "redisx", "redisx_per_command", "websauna", "no_redis"):
+        summary = summaries.get(name)
+        if shape is None or summary is None:
+            continue
+        summary["ratio_to_same_shape"] = summary["rps_median"] / shape["rps_median"]
+        paired = [x / b for x, b in zip(summary["rps_rounds"], shape["rps_rounds"], strict=True)]
+        summary["ratio_to_same_shape_rounds"] = paired
+        summary["ratio_to_same_shape_median_of_rounds"] = statistics.median(paired)
 
 
 # ----------------------------------------------------------------------------- report
@@ -460,8 +471,17 @@ def print_throughput(summaries: dict[str, dict[str, Any]], args: argparse.Namesp
         )
     print(
         "(/bare: ratio of the req/s medians; rounds: the per-round ratios to the baseline run "
-        "just before or after,\n their median (the target figure), least and most)"
+        "just before or after,\n their median, least and most)"
     )
+    redisx = summaries.get("redisx", {})
+    if "ratio_to_same_shape" in redisx:
+        per_round = redisx["ratio_to_same_shape_rounds"]
+        print(
+            "redisx / bare_extras (the bare client in the same app shape, the issue's "
+            f"baseline; the target figure): {redisx['ratio_to_same_shape_median_of_rounds']:.3f} "
+            f"median of rounds ({min(per_round):.2f}..{max(per_round):.2f}), "
+            f"{redisx['ratio_to_same_shape']:.3f} of the medians"
+        )
     print(
         "(cpu: cores busy in the timed part, median of rounds; other = the whole machine "
         "less these three\n processes: kernel softirq, and anything else running; "
@@ -514,7 +534,7 @@ def plan_for(spec: AppSpec, args: argparse.Namespace) -> Plan:
 # Apps whose ratio is a target run back to back in each round (which one first is
 # random): the machine's load moves little between the two, so the per-round ratio
 # holds less of it (bench_request.py pairs its variants the same way).
-UNITS = (("bare", "redisx"), ("contention_bare", "contention_redisx"))
+UNITS = (("bare", "bare_extras", "redisx"), ("contention_bare", "contention_redisx"))
 
 
 def run_rounds(
