@@ -30,11 +30,16 @@ from redis.cluster import (
     ClusterNode,
     ClusterPipeline,
     LoadBalancingStrategy,
+    PipelineStrategy,
     RedisCluster,
     TransactionStrategy,
 )
+from redis.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .client import Usage
+from .client import Usage, may_have_been_applied, reads_only
+from .errors import CommandMayHaveBeenApplied, TimeoutNotRetried
 from .health import Probe, new_connection, probe
 from .pools import (
     WatchedBlockingPool,
@@ -50,9 +55,149 @@ _IDLE = "idle"
 _USED = "used"
 
 
+# ---------------------------------------------------------------- write safety
+# redis-py's cluster client sends a command again after a connection error or a timeout
+# by its own loops, not through the connection's retry policy: a command, a pipeline's
+# failed commands one by one (all of a node's, once one of its replies failed), then the
+# whole pipeline. Node connections mark an error with the stage it happened in, so that
+# those loops apply the standalone clients' rule (docs/retries.rst): what may have run
+# is sent again only if it reads (or ``retry_writes``), after a timeout only with
+# ``retry_on_timeout``.
+SENDING = "sending"
+READING = "reading"
+_SENT_ERRORS = (RedisConnectionError, RedisTimeoutError)
+
+
+class _StageMarking(Connection):
+    """A node connection whose errors say whether a command was being sent or its reply
+    read (``redisx_stage``); errors while connecting or health-checking carry none."""
+
+    _redisx_awaiting = False  # a command went out; its replies may not all be read
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not check_health:  # the health check's own PING
+            super().send_packed_command(command, check_health=False)
+            return
+        self._redisx_awaiting = False
+        if not self._sock:
+            self.connect_check_health(check_health=False)
+        self.check_health()
+        try:
+            super().send_packed_command(command, check_health=False)
+        except _SENT_ERRORS as error:
+            error.redisx_stage = SENDING  # type: ignore[union-attr]
+            raise
+        self._redisx_awaiting = True
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        awaiting = self._redisx_awaiting  # (redis-py disconnects before it raises)
+        try:
+            return super().read_response(*args, **kwargs)
+        except _SENT_ERRORS as error:
+            if awaiting:
+                error.redisx_stage = READING  # type: ignore[union-attr]
+            raise
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        self._redisx_awaiting = False  # a reconnect's handshake is not a command
+        super().disconnect(*args, **kwargs)
+
+
+_marking_classes: dict[type, type] = {}
+
+
+def _marking(connection_class: type) -> type:
+    """``connection_class`` (``Connection`` or ``SSLConnection``) marking its errors."""
+    marking = _marking_classes.get(connection_class)
+    if marking is None:
+        marking = _marking_classes[connection_class] = type(
+            f"Marking{connection_class.__name__}", (_StageMarking, connection_class), {}
+        )
+    return marking
+
+
+def _instead_of_sending_again(
+    client: Any, names: list[Any], error: Exception, what: str = "pipeline"
+) -> Exception | None:
+    """The error to raise instead of ``error`` (it came after ``names`` were sent) so
+    that redis-py does not send them again; None when sending again is safe."""
+    if isinstance(error, CommandMayHaveBeenApplied | TimeoutNotRetried):
+        return error
+    if isinstance(error, RedisTimeoutError):
+        return None if client._redisx_retry_on_timeout else TimeoutNotRetried(str(error))
+    if client._redisx_retry_writes or all(reads_only(name) for name in names):
+        return None
+    if what == "pipeline" and len(names) == 1:
+        return may_have_been_applied(str(names[0]), error)
+    return may_have_been_applied(f"{what} of {len(names)} commands with writes", error)
+
+
+def _execute_command(self: Any, target_node: Any, *args: Any, **kwargs: Any) -> Any:
+    """``RedisCluster._execute_command``; an error once the command was sent is raised
+    as one redis-py's loop does not retry, unless sending it again is safe."""
+    try:
+        return RedisCluster._execute_command(self, target_node, *args, **kwargs)
+    except _SENT_ERRORS as error:
+        if getattr(error, "redisx_stage", None) != READING:
+            raise  # not sent, or not whole: the server did not run it
+        instead = _instead_of_sending_again(self, [args[0]], error)
+        if instead is None or instead is error:
+            raise
+        raise instead from error
+
+
+class _WriteSafePipelineStrategy(PipelineStrategy):
+    """redis-py's pipeline strategy, except that a pipeline of which anything was sent
+    is sent again whole only if that is safe (redis-py retries any pipeline)."""
+
+    def send_cluster_commands(
+        self, stack: Any, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> Any:
+        if not stack:
+            return []
+        retries = self._pipe.retry.get_retries()
+        while True:
+            try:
+                return self._send_cluster_commands(
+                    stack, raise_on_error=raise_on_error, allow_redirections=allow_redirections
+                )
+            except RedisCluster.ERRORS_ALLOW_RETRY as error:
+                if retries <= 0 or isinstance(error, CommandMayHaveBeenApplied | TimeoutNotRetried):
+                    raise
+                if any(c.result is not None for c in stack):  # some of it went out
+                    instead = _instead_of_sending_again(
+                        self._pipe, [c.args[0] for c in stack], error
+                    )
+                    if instead is not None:
+                        if not isinstance(error, _SENT_ERRORS):
+                            raise  # CLUSTERDOWN, a slot not covered: not retried either
+                        raise instead from error
+                retries -= 1
+
+
+class _WriteSafeTransactionStrategy(TransactionStrategy):
+    """redis-py's MULTI/EXEC strategy; a connection error or timeout once MULTI was sent
+    is raised as one the retry policy does not retry, unless retrying is safe."""
+
+    def _execute_transaction(self, stack: Any, raise_on_error: bool) -> Any:
+        try:
+            return super()._execute_transaction(stack, raise_on_error)
+        except _SENT_ERRORS as error:
+            if not getattr(error, "redisx_stage", None):
+                raise
+            names = [c.args[0] for c in stack]
+            instead = _instead_of_sending_again(self._pipe, names, error, "MULTI/EXEC")
+            if instead is None or instead is error:
+                raise
+            if self._transaction_connection is not None:
+                self._transaction_connection.disconnect()
+            raise instead from error
+
+
 def _node_pool(options: RedisOptions, wait_log: _WaitLog, **kwargs: Any) -> Any:
     """One node's pool; redis-py passes the node's address and connection arguments."""
     kwargs.pop("max_connections", None)
+    kwargs["connection_class"] = _marking(kwargs.get("connection_class", Connection))
     kwargs["health_check_interval"] = options.health_check_interval  # RedisCluster drops it
     if options.blocking:
         pool = WatchedBlockingPool(
@@ -140,9 +285,26 @@ class ClusterPools:
 
 
 class AccountedClusterPipeline(ClusterPipeline):
-    """A cluster pipeline that records its commands as one round trip on the request."""
+    """A cluster pipeline that records its commands as one round trip on the request,
+    and never sends again what may have run (``_WriteSafe*Strategy``, ``_send_again``)."""
 
     _redisx_usage: Usage | None = None
+    _redisx_retry_writes = False
+    _redisx_retry_on_timeout = False
+    _execute_command = _execute_command
+
+    def _send_again(self, *args: Any, **options: Any) -> Any:
+        """redis-py's resend, one by one, of a pipeline's commands that failed (MOVED,
+        ASK, TRYAGAIN, a connection error or a timeout): not of one that may have run."""
+        for command in self._execution_strategy.command_queue:
+            error = command.result
+            if command.args == args and isinstance(error, _SENT_ERRORS):
+                if getattr(error, "redisx_stage", None):  # a pipeline: sending counts
+                    instead = _instead_of_sending_again(self, [args[0]], error)
+                    if instead is not None:
+                        raise instead from error
+                break
+        return RedisCluster.execute_command(self, *args, **options)
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         usage = self._redisx_usage
@@ -172,7 +334,10 @@ class AccountedCluster(RedisCluster):
     """``RedisCluster`` that records each command on the request it is bound to."""
 
     _redisx_usage: Usage | None = None
+    _redisx_retry_writes = False
+    _redisx_retry_on_timeout = False
     connection_pool: ClusterPools
+    _execute_command = _execute_command
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         usage = self._redisx_usage
@@ -186,11 +351,20 @@ class AccountedCluster(RedisCluster):
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
         pipe = super().pipeline(transaction, shard_hint)
+        # redis-py builds the pipeline from a dozen of the client's internals; taking its
+        # objects and giving them our classes keeps that construction redis-py's.
+        pipe.__class__ = AccountedClusterPipeline
+        strategy = pipe._execution_strategy
+        strategy.__class__ = (
+            _WriteSafeTransactionStrategy
+            if isinstance(strategy, TransactionStrategy)
+            else _WriteSafePipelineStrategy
+        )
+        pipe.parent_execute_command = pipe._send_again
+        pipe._redisx_retry_writes = self._redisx_retry_writes
+        pipe._redisx_retry_on_timeout = self._redisx_retry_on_timeout
         usage = self._redisx_usage
         if usage is not None:
-            # redis-py builds the pipeline from a dozen of the client's internals; taking
-            # its object and giving it our class keeps that construction redis-py's.
-            pipe.__class__ = AccountedClusterPipeline
             pipe._redisx_usage = usage
             usage.hold(pipe)  # weakly: a dropped pipeline resets itself in __del__
         return pipe
@@ -227,6 +401,7 @@ def build_client(options: RedisOptions, pools: ClusterPools) -> AccountedCluster
         **kwargs,
     )
     client.connection_pool = pools
+    client._redisx_retry_on_timeout = options.retry_on_timeout
     client.disconnect_connection_pools()  # no socket kept from configuration time
     return client
 

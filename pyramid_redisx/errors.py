@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pyramid.exceptions import ConfigurationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class RedisSettingsError(ConfigurationError):
@@ -58,4 +59,13 @@ class CommandMayHaveBeenApplied(RedisConnectionError):
     The server may have run it, so it is not sent again (a retry could apply it twice);
     ``redis.retry_writes = true`` retries it anyway. A ``redis.ConnectionError``, so
     code that handles connection errors handles this one too.
+    """
+
+
+class TimeoutNotRetried(RedisTimeoutError):
+    """A command's reply did not come within ``socket_timeout`` after it was sent.
+
+    Raised by the Cluster client, whose redis-py loop would otherwise send the command
+    again (a stalled server may still run the first try): only
+    ``redis.retry_on_timeout = true`` retries it. A ``redis.TimeoutError``.
     """

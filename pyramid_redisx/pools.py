@@ -33,7 +33,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 from redis.observability.recorder import is_enabled as observability_enabled
 from redis.retry import Retry
 
-from .errors import CommandMayHaveBeenApplied, RedisSettingsError
+from .errors import CommandMayHaveBeenApplied, RedisSettingsError, TimeoutNotRetried
 from .settings import RedisOptions
 
 RETRY_BACKOFF_BASE = 0.008  # seconds: first pause before jitter (redis-py's own base)
@@ -288,7 +288,8 @@ def retryable(error: Exception) -> bool:
 
 
 class WriteSafeRetry(Retry):
-    """redis-py's ``Retry``, except that it never retries ``CommandMayHaveBeenApplied``.
+    """redis-py's ``Retry``, except that it never retries ``CommandMayHaveBeenApplied``
+    (nor the Cluster client's ``TimeoutNotRetried``).
 
     The clients raise that error for a connection error after a command that can change
     data was sent (``client.py``); every place redis-py retries through the connection's
@@ -310,7 +311,7 @@ class WriteSafeRetry(Retry):
             try:
                 return do()
             except self._supported_errors as error:
-                if isinstance(error, CommandMayHaveBeenApplied) or (
+                if isinstance(error, (CommandMayHaveBeenApplied, TimeoutNotRetried)) or (
                     is_retryable is not None and not is_retryable(error)
                 ):
                     raise

@@ -1,0 +1,183 @@
+"""The write-safe retry rule on a real 6-node cluster (docs/retries.rst).
+
+redis-py's cluster client sends a command again after a connection error by its own loop,
+and a pipeline's failed commands one by one. Here a blocking command is on its way (sent,
+waiting for its reply) when the test kills its connection server-side (``CLIENT KILL``);
+then it pushes a value. A write sent again would block again and take that value: the
+value still on the server shows it was not sent twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from pyramid_redisx import CommandMayHaveBeenApplied
+from pyramid_redisx.testing import RedisClusterSet
+
+from .conftest import cluster_settings
+from .test_cluster import _node_with_key
+
+JOBS = "{q}jobs"  # one slot for the list, the counter and the stream
+COUNTER = "{q}n"
+EVENTS = "{q}events"
+
+
+class KillThenPush:
+    """Kills the first connection blocked in ``command`` on ``node`` (a blocking command,
+    or any command held by CLIENT PAUSE); waits for the client to send it again (up to
+    ``grace`` s), then runs ``push`` on the node."""
+
+    def __init__(self, node: Any, command: str, push: tuple[Any, ...], grace: float = 0.6):
+        self.node, self.command, self.push, self.grace = node, command, push, grace
+        self.killed = 0
+        self.sent_again = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _blocked(self, client: Any) -> list[int]:
+        return [
+            int(c["id"])
+            for c in client.client_list()
+            if c.get("cmd") == self.command and "b" in c.get("flags", "")
+        ]
+
+    def _run(self) -> None:
+        with self.node.client(decode_responses=True) as client:
+            deadline = time.monotonic() + 5
+            while not (blocked := self._blocked(client)) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not blocked:
+                return
+            self.killed = client.client_kill_filter(_id=blocked[0])
+            deadline = time.monotonic() + self.grace
+            while time.monotonic() < deadline:
+                if self._blocked(client):
+                    self.sent_again = True
+                    break
+                time.sleep(0.01)
+            time.sleep(0.05)
+            client.execute_command(*self.push)
+
+    def join(self) -> None:
+        self.thread.join(10)
+        assert self.killed == 1, "the command never reached the server"
+
+
+def _on(node: Any, *command: Any) -> Any:
+    with node.client() as client:
+        return client.execute_command(*command)
+
+
+def test_a_write_whose_connection_dies_after_it_was_sent_is_not_sent_again(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    app = apps(cluster_settings(cluster_set), {"/pop": lambda r: r.redis.blpop(JOBS, 3)})
+    node = _node_with_key(cluster_set, JOBS)
+    killer = KillThenPush(node, "blpop", ("LPUSH", JOBS, "job-1"))
+    with pytest.raises(CommandMayHaveBeenApplied, match="BLPOP may have been applied"):
+        app.get("/pop")
+    killer.join()
+    assert not killer.sent_again
+    assert _on(node, "LRANGE", JOBS, 0, -1) == [b"job-1"]  # still there: not popped twice
+
+
+def test_retry_writes_sends_a_write_again_as_redis_py_does(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    settings = cluster_settings(cluster_set, retry_writes="true")
+    app = apps(settings, {"/pop": lambda r: r.redis.blpop(JOBS, 3)})
+    node = _node_with_key(cluster_set, JOBS)
+    killer = KillThenPush(node, "blpop", ("LPUSH", JOBS, "job-1"))
+    assert "job-1" in app.get("/pop").text  # the second try took it
+    killer.join()
+    assert killer.sent_again
+    assert _on(node, "LLEN", JOBS) == 0
+
+
+def test_a_read_whose_connection_dies_is_sent_again(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    def read(request: Any) -> Any:
+        return request.redis.xread({EVENTS: "$"}, block=3000)
+
+    app = apps(cluster_settings(cluster_set), {"/read": read})
+    node = _node_with_key(cluster_set, EVENTS)
+    _on(node, "XADD", EVENTS, "*", "n", "0")  # the stream exists: XREAD $ waits for more
+    killer = KillThenPush(node, "xread", ("XADD", EVENTS, "*", "n", "1"))
+    assert "{b'n': b'1'}" in app.get("/read").text
+    killer.join()
+    assert killer.sent_again
+
+
+def test_a_pipeline_with_a_write_is_not_sent_again_command_by_command(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """redis-py marks every command of the node failed (the INCR whose reply it had read
+    too) and sends each again: the counter would read 2 and the job be taken."""
+
+    def pipeline(request: Any) -> Any:
+        pipe = request.redis.pipeline(transaction=False)
+        pipe.incr(COUNTER)
+        pipe.blpop(JOBS, 3)
+        return pipe.execute()
+
+    app = apps(cluster_settings(cluster_set), {"/pipe": pipeline})
+    node = _node_with_key(cluster_set, JOBS)
+    killer = KillThenPush(node, "blpop", ("LPUSH", JOBS, "job-1"))
+    with pytest.raises(CommandMayHaveBeenApplied):
+        app.get("/pipe")
+    killer.join()
+    assert not killer.sent_again
+    assert _on(node, "GET", COUNTER) == b"1"
+    assert _on(node, "LRANGE", JOBS, 0, -1) == [b"job-1"]
+
+
+def test_a_timed_out_command_is_not_sent_again_without_retry_on_timeout(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """socket_timeout 0.4 s, a BLPOP that waits for ever: one try (redis-py's loop would
+    make four, 1.6 s and more); with ``retry_on_timeout`` the four tries again."""
+    for retry_on_timeout, least, most in (("false", 0.35, 1.0), ("true", 1.55, 10.0)):
+        settings = cluster_settings(
+            cluster_set, socket_timeout="0.4", retry_on_timeout=retry_on_timeout
+        )
+        app = apps(settings, {"/pop": lambda r: r.redis.blpop(JOBS, 0)})
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            app.get("/pop")
+        took = time.monotonic() - started
+        assert least <= took <= most, (retry_on_timeout, took)
+
+
+def test_a_transaction_whose_connection_dies_after_exec_was_sent_is_not_sent_again(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The node holds writes (CLIENT PAUSE WRITE) while the test kills the connection
+    that sent MULTI/INCR/EXEC (held at the INCR, shown as ``incrby``): redis-py's retry
+    would run the transaction once the pause ends (the counter at 1, the view
+    answering); here the view gets the error and the transaction never ran."""
+
+    def transaction(request: Any) -> Any:
+        pipe = request.redis.pipeline(transaction=True)
+        pipe.incr(COUNTER)
+        return pipe.execute()
+
+    app = apps(cluster_settings(cluster_set), {"/tx": transaction})
+    node = _node_with_key(cluster_set, COUNTER)
+    _on(node, "CLIENT", "PAUSE", 1500, "WRITE")
+    try:
+        killer = KillThenPush(node, "incrby", ("PING",))
+        with pytest.raises(
+            CommandMayHaveBeenApplied, match="MULTI/EXEC of 1 commands with writes may"
+        ):
+            app.get("/tx")
+        killer.join()
+    finally:
+        _on(node, "CLIENT", "UNPAUSE")
+    time.sleep(0.2)
+    assert _on(node, "GET", COUNTER) is None
