@@ -405,6 +405,23 @@ def _send_safely(
         raise may_have_been_applied(str(command_name), exc) from exc
 
 
+def _observed(conn: Any, name: Any, seconds: float, error: Exception | None = None) -> None:
+    """redis-py's own metrics of a command (``Redis._execute_command`` records them), for
+    clients built while its observability was on: looked up in ``redis.client`` at each
+    call, as redis-py does, so that what replaces them there sees our commands too."""
+    host, port = getattr(conn, "host", None), getattr(conn, "port", None)
+    if error is None:
+        redis.client.record_operation_duration(
+            command_name=name, duration_seconds=seconds, server_address=host,
+            server_port=port, db_namespace=str(conn.db),
+        )  # fmt: skip
+    else:
+        redis.client.record_error_count(
+            server_address=host, server_port=port, network_peer_address=host,
+            network_peer_port=port, error_type=error, retry_attempts=0, is_internal=False,
+        )  # fmt: skip
+
+
 _HIMPORT = frozenset(("HIMPORT", "HIMPORT SET", b"HIMPORT", b"HIMPORT SET"))
 
 
@@ -451,10 +468,17 @@ class AccountedRedis(redis.Redis):
                     else:
                         conn = pool.get_connection()
                         lent = True
-            return conn.retry.call_with_retry(
+            result = conn.retry.call_with_retry(
                 lambda: _send_safely(self, conn, name, args, options),
                 lambda error: conn.disconnect(),
             )
+            if self._redisx_observed:
+                _observed(conn, name, perf_counter() - started)
+            return result
+        except Exception as error:
+            if self._redisx_observed and conn is not None:
+                _observed(conn, name, perf_counter() - started, error)
+            raise
         finally:
             if usage is not None:
                 seconds = perf_counter() - started

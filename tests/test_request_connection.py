@@ -180,29 +180,40 @@ def test_pipelines_run_through_a_wrapper_installed_before_the_app(
 
 
 @pytest.mark.parametrize("observed", [False, True])
-def test_pipeline_metrics_of_redis_py_only_when_its_observability_is_on(
+def test_redis_py_metrics_only_when_its_observability_is_on(
     make_app: Any, monkeypatch: pytest.MonkeyPatch, observed: bool
 ) -> None:
-    """A request's pipeline skips redis-py's metrics call (~2 µs with metrics off) unless
-    redis-py's observability was on when the client was built; it is counted either way."""
+    """A request's commands and pipelines skip redis-py's metrics calls (~2 µs each with
+    metrics off) unless redis-py's observability was on when the client was built: then
+    each command, pipeline and error is recorded as ``redis.Redis`` records it."""
     calls: list[str] = []
     record = redis.client.record_operation_duration
+    record_error = redis.client.record_error_count
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(kwargs.get("command_name", "?"))
         return record(*args, **kwargs)
 
+    def counting_errors(*args: Any, **kwargs: Any) -> Any:
+        calls.append(type(kwargs["error_type"]).__name__)
+        return record_error(*args, **kwargs)
+
     monkeypatch.setattr(redis.client, "record_operation_duration", counting)
+    monkeypatch.setattr(redis.client, "record_error_count", counting_errors)
     monkeypatch.setattr("pyramid_redisx.client.observability_enabled", lambda: observed)
 
     def view(request: Any) -> str:
         pipe = request.redis.pipeline(transaction=False)
         pipe.set("a", "1").get("a")
-        return str(pipe.execute())
+        result = pipe.execute()
+        result.append(request.redis.get("a"))
+        with pytest.raises(redis.ResponseError):
+            request.redis.hget("a", "field")  # WRONGTYPE
+        return str(result)
 
     app = make_app({"/": view}, stats="true")
-    assert app.get("/").text == "[True, b'1']"
-    assert calls == (["PIPELINE"] if observed else [])
+    assert app.get("/").text == "[True, b'1', b'1']"
+    assert calls == (["PIPELINE", "GET", "ResponseError"] if observed else [])
     assert in_use(app) == 0
 
 
