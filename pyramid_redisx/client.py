@@ -411,12 +411,12 @@ def _observed(conn: Any, name: Any, seconds: float, error: Exception | None = No
     call, as redis-py does, so that what replaces them there sees our commands too."""
     host, port = getattr(conn, "host", None), getattr(conn, "port", None)
     if error is None:
-        redis.client.record_operation_duration(
+        redis.client.record_operation_duration(  # type: ignore[attr-defined]
             command_name=name, duration_seconds=seconds, server_address=host,
             server_port=port, db_namespace=str(conn.db),
         )  # fmt: skip
     else:
-        redis.client.record_error_count(
+        redis.client.record_error_count(  # type: ignore[attr-defined]
             server_address=host, server_port=port, network_peer_address=host,
             network_peer_port=port, error_type=error, retry_attempts=0, is_internal=False,
         )  # fmt: skip
