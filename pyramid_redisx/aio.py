@@ -18,7 +18,8 @@ first call builds new ones and never touches the parent's connections.
 Sentinel (``redis.sentinels``): a client of the master that the Sentinels name, through
 ``redis.asyncio.sentinel``. Cluster (``redis.cluster``): ``redis.asyncio.RedisCluster``
 from the node in ``redis.url``, ``max_connections`` per node. Neither pool waits when
-full (redis-py's asyncio Sentinel and Cluster pools have no blocking variant).
+full (redis-py's asyncio Sentinel and Cluster pools have no blocking variant). Every
+client follows the write-safe retry rule of the sync ones (docs/retries.rst).
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ import weakref
 from typing import Any
 
 import redis.asyncio
+import redis.asyncio.cluster
 from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .client import may_have_been_applied, reads_only
+from .cluster import READING, SENDING, _instead_of_sending_again
+from .errors import CommandMayHaveBeenApplied, TimeoutNotRetried
 from .pools import connection_kwargs, retry_arguments, retryable
 from .request import client_set
 from .settings import DEFAULT_CLIENT, RedisOptions
@@ -131,6 +135,146 @@ class WriteSafeAsyncRedis(redis.asyncio.Redis):
         return pipe
 
 
+# ------------------------------------------------ Cluster: the write-safe retry rule
+# As the sync Cluster client (cluster.py): node connections mark an error with the stage
+# it happened in, and redis-py's loops send again only what cannot have run or only reads.
+_SENT_ERRORS = (RedisConnectionError, redis.TimeoutError)
+
+
+class _AsyncStageMarking(redis.asyncio.Connection):
+    """An asyncio node connection whose errors say whether a command was being sent or
+    its reply read (``redisx_stage``); errors while connecting or health-checking carry
+    none."""
+
+    _redisx_awaiting = False
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not check_health:  # the health check's own PING
+            await super().send_packed_command(command, check_health=False)
+            return
+        self._redisx_awaiting = False
+        if not self.is_connected:
+            await self.connect_check_health(check_health=False)
+        await self.check_health()
+        try:
+            await super().send_packed_command(command, check_health=False)
+        except _SENT_ERRORS as error:
+            error.redisx_stage = SENDING  # type: ignore[union-attr]
+            raise
+        self._redisx_awaiting = True
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        awaiting = self._redisx_awaiting  # (redis-py disconnects before it raises)
+        try:
+            return await super().read_response(*args, **kwargs)
+        except _SENT_ERRORS as error:
+            if awaiting:
+                error.redisx_stage = READING  # type: ignore[union-attr]
+            raise
+
+    async def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        self._redisx_awaiting = False
+        await super().disconnect(*args, **kwargs)
+
+
+_async_marking_classes: dict[type, type] = {}
+
+
+def _async_marking(connection_class: type) -> type:
+    marking = _async_marking_classes.get(connection_class)
+    if marking is None:
+        marking = _async_marking_classes[connection_class] = type(
+            f"Marking{connection_class.__name__}", (_AsyncStageMarking, connection_class), {}
+        )
+    return marking
+
+
+class _WriteSafeAsyncPipelineStrategy(redis.asyncio.cluster.PipelineStrategy):
+    """redis-py's loop, except that a pipeline of which anything was sent is sent again
+    only if that is safe (redis-py sends its failed commands again)."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        stack = self._command_queue
+        if not stack:
+            return []
+        client = self._pipe.cluster_client
+        try:
+            retries = client.retry.get_retries()
+            while True:
+                try:
+                    if client._initialize:
+                        await client.initialize()
+                    return await self._execute(
+                        client, stack, raise_on_error=raise_on_error,
+                        allow_redirections=allow_redirections,
+                    )  # fmt: skip
+                except redis.asyncio.cluster.RedisCluster.ERRORS_ALLOW_RETRY as error:
+                    if retries <= 0 or isinstance(
+                        error, CommandMayHaveBeenApplied | TimeoutNotRetried
+                    ):
+                        raise
+                    went_out = getattr(error, "redisx_stage", None) or any(
+                        getattr(c.result, "redisx_stage", None) for c in stack
+                    )
+                    if went_out:
+                        names = [c.args[0] for c in stack]
+                        instead = _instead_of_sending_again(client, names, error)
+                        if instead is not None:
+                            if not isinstance(error, _SENT_ERRORS):
+                                raise  # CLUSTERDOWN, a slot not covered
+                            raise instead from error
+                    retries -= 1
+                    await client.aclose()
+                    await asyncio.sleep(0.25)
+        finally:
+            await self.reset()
+
+
+class _WriteSafeAsyncTransactionStrategy(redis.asyncio.cluster.TransactionStrategy):
+    """redis-py's MULTI/EXEC; once sent, not run again unless every command reads."""
+
+    async def _execute_transaction(self, stack: Any, raise_on_error: bool) -> Any:
+        try:
+            return await super()._execute_transaction(stack, raise_on_error)
+        except _SENT_ERRORS as error:
+            if not getattr(error, "redisx_stage", None):
+                raise
+            names = [c.args[0] for c in stack]
+            client = self._pipe.cluster_client
+            instead = _instead_of_sending_again(client, names, error, "MULTI/EXEC")
+            if instead is None:
+                raise
+            raise instead from error
+
+
+class WriteSafeAsyncCluster(redis.asyncio.RedisCluster):
+    """``redis.asyncio.RedisCluster`` with the sync clients' write-safe retry rule."""
+
+    _redisx_retry_writes = False
+    _redisx_retry_on_timeout = False
+
+    async def _execute_command(self, target_node: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._execute_command(target_node, *args, **kwargs)
+        except _SENT_ERRORS as error:
+            if getattr(error, "redisx_stage", None) != READING:
+                raise  # not sent, or not whole: the server did not run it
+            instead = _instead_of_sending_again(self, [args[0]], error)
+            if instead is None:
+                raise
+            raise instead from error
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        strategy = pipe._execution_strategy
+        strategy.__class__ = (
+            _WriteSafeAsyncTransactionStrategy
+            if isinstance(strategy, redis.asyncio.cluster.TransactionStrategy)
+            else _WriteSafeAsyncPipelineStrategy
+        )
+        return pipe
+
+
 _ASYNC_CONNECTIONS = {
     redis.Connection: redis.asyncio.Connection,
     redis.UnixDomainSocketConnection: redis.asyncio.UnixDomainSocketConnection,
@@ -156,7 +300,7 @@ def build_async_client(options: RedisOptions) -> Any:
     if options.kind == "sentinel":
         return _sentinel_master(options, kwargs)
     if options.kind == "cluster":
-        return _cluster(kwargs, tls=options.scheme == "rediss")
+        return _cluster(kwargs, options)
     pool_class = (
         redis.asyncio.BlockingConnectionPool if options.blocking else redis.asyncio.ConnectionPool
     )
@@ -165,13 +309,22 @@ def build_async_client(options: RedisOptions) -> Any:
     return client
 
 
-def _cluster(kwargs: dict[str, Any], *, tls: bool) -> Any:
-    # RedisCluster makes its own per-node pools and connection classes; no db but 0.
+def _cluster(kwargs: dict[str, Any], options: RedisOptions) -> Any:
+    # RedisCluster makes its own per-node pools and picks the (SSL) connection class,
+    # which then marks its errors (write safety); no db but 0.
     for name in ("connection_class", "timeout"):
         kwargs.pop(name, None)
     if kwargs.pop("db", 0) != 0:
         raise ValueError("get_async_redis: a Redis Cluster has only database 0")
-    return redis.asyncio.RedisCluster(ssl=tls, **kwargs)
+    client = WriteSafeAsyncCluster(ssl=options.scheme == "rediss", **kwargs)
+    client._redisx_retry_writes = options.retry_writes
+    client._redisx_retry_on_timeout = options.retry_on_timeout
+    manager = client.nodes_manager
+    marking = _async_marking(manager.connection_kwargs["connection_class"])
+    manager.connection_kwargs["connection_class"] = marking
+    for node in manager.startup_nodes.values():
+        node.connection_class = marking
+    return client
 
 
 def _sentinel_master(options: RedisOptions, kwargs: dict[str, Any]) -> Any:

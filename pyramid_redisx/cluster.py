@@ -120,9 +120,10 @@ def _instead_of_sending_again(
     client: Any, names: list[Any], error: Exception, what: str = "pipeline"
 ) -> Exception | None:
     """The error to raise instead of ``error`` (it came after ``names`` were sent) so
-    that redis-py does not send them again; None when sending again is safe."""
+    that redis-py does not send them again; None when sending again is safe, or when
+    ``error`` is already one that is never sent again."""
     if isinstance(error, CommandMayHaveBeenApplied | TimeoutNotRetried):
-        return error
+        return None
     if isinstance(error, RedisTimeoutError):
         return None if client._redisx_retry_on_timeout else TimeoutNotRetried(str(error))
     if client._redisx_retry_writes or all(reads_only(name) for name in names):
@@ -141,7 +142,7 @@ def _execute_command(self: Any, target_node: Any, *args: Any, **kwargs: Any) -> 
         if getattr(error, "redisx_stage", None) != READING:
             raise  # not sent, or not whole: the server did not run it
         instead = _instead_of_sending_again(self, [args[0]], error)
-        if instead is None or instead is error:
+        if instead is None:
             raise
         raise instead from error
 
@@ -187,7 +188,7 @@ class _WriteSafeTransactionStrategy(TransactionStrategy):
                 raise
             names = [c.args[0] for c in stack]
             instead = _instead_of_sending_again(self._pipe, names, error, "MULTI/EXEC")
-            if instead is None or instead is error:
+            if instead is None:
                 raise
             if self._transaction_connection is not None:
                 self._transaction_connection.disconnect()

@@ -284,7 +284,7 @@ def pool_figures(pool: Any) -> PoolFigures:
 
 
 def retryable(error: Exception) -> bool:
-    return not isinstance(error, CommandMayHaveBeenApplied)
+    return not isinstance(error, CommandMayHaveBeenApplied | TimeoutNotRetried)
 
 
 class WriteSafeRetry(Retry):

@@ -9,6 +9,7 @@ value still on the server shows it was not sent twice.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -16,13 +17,14 @@ from typing import Any
 import pytest
 import redis
 
-from pyramid_redisx import CommandMayHaveBeenApplied
+from pyramid_redisx import CommandMayHaveBeenApplied, close_async_redis, get_async_redis
 from pyramid_redisx.testing import RedisClusterSet
 
 from .conftest import cluster_settings
 from .test_cluster import _node_with_key
 
-JOBS = "{q}jobs"  # one slot for the list, the counter and the stream
+JOBS = "{q}jobs"  # one slot for the lists, the counter and the stream
+MORE_JOBS = "{q}more-jobs"
 COUNTER = "{q}n"
 EVENTS = "{q}events"
 
@@ -181,3 +183,78 @@ def test_a_transaction_whose_connection_dies_after_exec_was_sent_is_not_sent_aga
         _on(node, "CLIENT", "UNPAUSE")
     time.sleep(0.2)
     assert _on(node, "GET", COUNTER) is None
+
+
+# ------------------------------------------------ the asyncio client (get_async_redis)
+def _run_async(app: Any, use: Any) -> None:
+    registry = app.app.registry
+
+    async def run() -> None:
+        try:
+            await use(get_async_redis(registry))
+        finally:
+            await close_async_redis(registry)
+
+    asyncio.run(run())
+
+
+def test_async_cluster_write_pipeline_and_transaction_not_sent_again(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The same three cuts through ``get_async_redis``: a BLPOP, a pipeline INCR + BLPOP
+    (redis-py's asyncio loop sends the failed commands again), and a MULTI/EXEC."""
+    app = apps(cluster_settings(cluster_set))
+    node = _node_with_key(cluster_set, JOBS)
+
+    async def use(client: Any) -> None:
+        killer = KillThenPush(node, "blpop", ("LPUSH", JOBS, "job-1"))
+        with pytest.raises(CommandMayHaveBeenApplied, match="BLPOP may have been applied"):
+            await client.blpop(JOBS, 3)
+        killer.join()
+        assert not killer.sent_again
+
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(COUNTER)
+        pipe.blpop(MORE_JOBS, 3)  # (JOBS has job-1 now)
+        killer = KillThenPush(node, "blpop", ("LPUSH", MORE_JOBS, "job-2"))
+        with pytest.raises(CommandMayHaveBeenApplied):
+            await pipe.execute()
+        killer.join()
+        assert not killer.sent_again
+        assert _on(node, "GET", COUNTER) == b"1"
+
+        _on(node, "CLIENT", "PAUSE", 1500, "WRITE")
+        try:
+            tx = client.pipeline(transaction=True)
+            tx.incr(COUNTER)
+            killer = KillThenPush(node, "incrby", ("PING",))
+            with pytest.raises(CommandMayHaveBeenApplied, match="MULTI/EXEC of 1 commands"):
+                await tx.execute()
+            killer.join()
+        finally:
+            _on(node, "CLIENT", "UNPAUSE")
+
+    _run_async(app, use)
+    time.sleep(0.2)
+    assert _on(node, "GET", COUNTER) == b"1"  # neither the pipeline's nor the MULTI's again
+    assert _on(node, "LRANGE", JOBS, 0, -1) == [b"job-1"]
+    assert _on(node, "LRANGE", MORE_JOBS, 0, -1) == [b"job-2"]
+
+
+def test_async_cluster_timeout_and_read_retry(cluster_set: RedisClusterSet, apps: Any) -> None:
+    app = apps(cluster_settings(cluster_set, socket_timeout="0.4"))
+    node = _node_with_key(cluster_set, EVENTS)
+    _on(node, "XADD", EVENTS, "*", "n", "0")
+
+    async def use(client: Any) -> None:
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            await client.blpop(JOBS, 0)
+        assert time.monotonic() - started < 1.0  # one try of 0.4 s, not four
+
+        killer = KillThenPush(node, "xread", ("XADD", EVENTS, "*", "n", "1"))
+        reply = await client.xread({EVENTS: "$"}, block=300)  # < socket_timeout
+        killer.join()
+        assert killer.sent_again and "{b'n': b'1'}" in str(reply)
+
+    _run_async(app, use)
