@@ -16,7 +16,9 @@ in ``UNITS`` back to back):
   subscriber: Pyramid's fixed cost of the include's hooks, as in bench_request.py), ``redisx``
   (``request.redis``), ``websauna`` (a client built per call) and ``no_redis`` (the
   HTTP/Pyramid floor). Reported: req/s (median over rounds), p50/p99 latency (all
-  samples), errors, req/s relative to ``bare``, CPU of client, app and Redis processes;
+  samples), errors, req/s relative to ``bare``, CPU of client, app and Redis processes,
+  and the target figure: redisx / bare_extras, the median of the per-round ratios
+  (``bare``, ``bare_extras`` and ``redisx`` run back to back);
 * pool pressure (waitress 32 threads): 32 client threads × ``--pressure-requests``
   requests to a view holding its connection for ``DEBUG SLEEP 0.002``, through
   pyramid_redisx with ``redis.max_connections = 8``, blocking (the default) and not
