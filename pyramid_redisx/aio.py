@@ -35,7 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .client import may_have_been_applied, reads_only
-from .cluster import READING, SENDING, _instead_of_sending_again
+from .cluster import READING, SENDING, _instead_of_sending_again, after_send, marking
 from .errors import CommandMayHaveBeenApplied, TimeoutNotRetried
 from .pools import connection_kwargs, retry_arguments, retryable
 from .request import client_set
@@ -177,18 +177,6 @@ class _AsyncStageMarking(redis.asyncio.Connection):
         await super().disconnect(*args, **kwargs)
 
 
-_async_marking_classes: dict[type, type] = {}
-
-
-def _async_marking(connection_class: type) -> type:
-    marking = _async_marking_classes.get(connection_class)
-    if marking is None:
-        marking = _async_marking_classes[connection_class] = type(
-            f"Marking{connection_class.__name__}", (_AsyncStageMarking, connection_class), {}
-        )
-    return marking
-
-
 class _WriteSafeAsyncPipelineStrategy(redis.asyncio.cluster.PipelineStrategy):
     """redis-py's loop, except that a pipeline of which anything was sent is sent again
     only if that is safe (redis-py sends its failed commands again)."""
@@ -237,11 +225,9 @@ class _WriteSafeAsyncTransactionStrategy(redis.asyncio.cluster.TransactionStrate
         try:
             return await super()._execute_transaction(stack, raise_on_error)
         except _SENT_ERRORS as error:
-            if not getattr(error, "redisx_stage", None):
-                raise
             names = [c.args[0] for c in stack]
             client = self._pipe.cluster_client
-            instead = _instead_of_sending_again(client, names, error, "MULTI/EXEC")
+            instead = after_send(client, names, error, "MULTI/EXEC", reply=False)
             if instead is None:
                 raise
             raise instead from error
@@ -257,9 +243,7 @@ class WriteSafeAsyncCluster(redis.asyncio.RedisCluster):
         try:
             return await super()._execute_command(target_node, *args, **kwargs)
         except _SENT_ERRORS as error:
-            if getattr(error, "redisx_stage", None) != READING:
-                raise  # not sent, or not whole: the server did not run it
-            instead = _instead_of_sending_again(self, [args[0]], error)
+            instead = after_send(self, [args[0]], error, reply=True)
             if instead is None:
                 raise
             raise instead from error
@@ -320,10 +304,10 @@ def _cluster(kwargs: dict[str, Any], options: RedisOptions) -> Any:
     client._redisx_retry_writes = options.retry_writes
     client._redisx_retry_on_timeout = options.retry_on_timeout
     manager = client.nodes_manager
-    marking = _async_marking(manager.connection_kwargs["connection_class"])
-    manager.connection_kwargs["connection_class"] = marking
+    marked = marking(_AsyncStageMarking, manager.connection_kwargs["connection_class"])
+    manager.connection_kwargs["connection_class"] = marked
     for node in manager.startup_nodes.values():
-        node.connection_class = marking
+        node.connection_class = marked
     return client
 
 

@@ -103,17 +103,11 @@ class _StageMarking(Connection):
         super().disconnect(*args, **kwargs)
 
 
-_marking_classes: dict[type, type] = {}
-
-
-def _marking(connection_class: type) -> type:
-    """``connection_class`` (``Connection`` or ``SSLConnection``) marking its errors."""
-    marking = _marking_classes.get(connection_class)
-    if marking is None:
-        marking = _marking_classes[connection_class] = type(
-            f"Marking{connection_class.__name__}", (_StageMarking, connection_class), {}
-        )
-    return marking
+@functools.cache
+def marking(mixin: type, connection_class: type) -> type:
+    """``connection_class`` (``Connection``, ``SSLConnection``, their asyncio twins)
+    with ``mixin`` (``_StageMarking`` or its asyncio twin): one class per pair."""
+    return type(f"Marking{connection_class.__name__}", (mixin, connection_class), {})
 
 
 def _instead_of_sending_again(
@@ -133,15 +127,25 @@ def _instead_of_sending_again(
     return may_have_been_applied(f"{what} of {len(names)} commands with writes", error)
 
 
+def after_send(
+    client: Any, names: list[Any], error: Exception, what: str = "pipeline", *, reply: bool
+) -> Exception | None:
+    """``_instead_of_sending_again`` for an error marked by a node connection: of a
+    command whose reply failed (``reply``: one that failed while being sent was not run,
+    a partial command never is), or of a pipeline or MULTI/EXEC sent in part or whole."""
+    stage = getattr(error, "redisx_stage", None)
+    if stage is None or (reply and stage != READING):
+        return None
+    return _instead_of_sending_again(client, names, error, what)
+
+
 def _execute_command(self: Any, target_node: Any, *args: Any, **kwargs: Any) -> Any:
     """``RedisCluster._execute_command``; an error once the command was sent is raised
     as one redis-py's loop does not retry, unless sending it again is safe."""
     try:
         return RedisCluster._execute_command(self, target_node, *args, **kwargs)
     except _SENT_ERRORS as error:
-        if getattr(error, "redisx_stage", None) != READING:
-            raise  # not sent, or not whole: the server did not run it
-        instead = _instead_of_sending_again(self, [args[0]], error)
+        instead = after_send(self, [args[0]], error, reply=True)
         if instead is None:
             raise
         raise instead from error
@@ -184,10 +188,8 @@ class _WriteSafeTransactionStrategy(TransactionStrategy):
         try:
             return super()._execute_transaction(stack, raise_on_error)
         except _SENT_ERRORS as error:
-            if not getattr(error, "redisx_stage", None):
-                raise
             names = [c.args[0] for c in stack]
-            instead = _instead_of_sending_again(self._pipe, names, error, "MULTI/EXEC")
+            instead = after_send(self._pipe, names, error, "MULTI/EXEC", reply=False)
             if instead is None:
                 raise
             if self._transaction_connection is not None:
@@ -198,7 +200,7 @@ class _WriteSafeTransactionStrategy(TransactionStrategy):
 def _node_pool(options: RedisOptions, wait_log: _WaitLog, **kwargs: Any) -> Any:
     """One node's pool; redis-py passes the node's address and connection arguments."""
     kwargs.pop("max_connections", None)
-    kwargs["connection_class"] = _marking(kwargs.get("connection_class", Connection))
+    kwargs["connection_class"] = marking(_StageMarking, kwargs.get("connection_class", Connection))
     kwargs["health_check_interval"] = options.health_check_interval  # RedisCluster drops it
     if options.blocking:
         pool = WatchedBlockingPool(
@@ -300,10 +302,9 @@ class AccountedClusterPipeline(ClusterPipeline):
         for command in self._execution_strategy.command_queue:
             error = command.result
             if command.args == args and isinstance(error, _SENT_ERRORS):
-                if getattr(error, "redisx_stage", None):  # a pipeline: sending counts
-                    instead = _instead_of_sending_again(self, [args[0]], error)
-                    if instead is not None:
-                        raise instead from error
+                instead = after_send(self, [args[0]], error, reply=False)  # a pipeline
+                if instead is not None:
+                    raise instead from error
                 break
         return RedisCluster.execute_command(self, *args, **options)
 
