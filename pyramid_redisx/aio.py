@@ -35,7 +35,14 @@ from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .client import may_have_been_applied, reads_only
-from .cluster import READING, SENDING, _instead_of_sending_again, after_send, marking
+from .cluster import (
+    READING,
+    SENDING,
+    _instead_of_sending_again,
+    after_send,
+    marking,
+    went_out,
+)
 from .errors import CommandMayHaveBeenApplied, TimeoutNotRetried
 from .pools import connection_kwargs, retry_arguments, retryable
 from .request import client_set
@@ -201,10 +208,7 @@ class _WriteSafeAsyncPipelineStrategy(redis.asyncio.cluster.PipelineStrategy):
                         error, CommandMayHaveBeenApplied | TimeoutNotRetried
                     ):
                         raise
-                    went_out = getattr(error, "redisx_stage", None) or any(
-                        getattr(c.result, "redisx_stage", None) for c in stack
-                    )
-                    if went_out:
+                    if went_out(error, stack):
                         names = [c.args[0] for c in stack]
                         instead = _instead_of_sending_again(client, names, error)
                         if instead is not None:

@@ -139,6 +139,13 @@ def after_send(
     return _instead_of_sending_again(client, names, error, what)
 
 
+def went_out(error: Exception, stack: Any) -> bool:
+    """Whether any of a pipeline may have reached a server: an error marked while it was
+    sent or read, or a command with a reply or an error of its own (redis-py stores a
+    node's send and read errors in its commands, and raises the first of them)."""
+    return bool(getattr(error, "redisx_stage", None)) or any(c.result is not None for c in stack)
+
+
 def _execute_command(self: Any, target_node: Any, *args: Any, **kwargs: Any) -> Any:
     """``RedisCluster._execute_command``; an error once the command was sent is raised
     as one redis-py's loop does not retry, unless sending it again is safe."""
@@ -169,7 +176,7 @@ class _WriteSafePipelineStrategy(PipelineStrategy):
             except RedisCluster.ERRORS_ALLOW_RETRY as error:
                 if retries <= 0 or isinstance(error, CommandMayHaveBeenApplied | TimeoutNotRetried):
                     raise
-                if any(c.result is not None for c in stack):  # some of it went out
+                if went_out(error, stack):
                     instead = _instead_of_sending_again(
                         self._pipe, [c.args[0] for c in stack], error
                     )
