@@ -35,15 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .client import may_have_been_applied, reads_only
-from .cluster import (
-    READING,
-    SENDING,
-    _instead_of_sending_again,
-    after_send,
-    marking,
-    went_out,
-)
-from .errors import CommandMayHaveBeenApplied, TimeoutNotRetried
+from .cluster import READING, SENDING, after_send, marking, pipeline_not_sent_again
 from .pools import connection_kwargs, retry_arguments, retryable
 from .request import client_set
 from .settings import DEFAULT_CLIENT, RedisOptions
@@ -204,17 +196,11 @@ class _WriteSafeAsyncPipelineStrategy(redis.asyncio.cluster.PipelineStrategy):
                         allow_redirections=allow_redirections,
                     )  # fmt: skip
                 except redis.asyncio.cluster.RedisCluster.ERRORS_ALLOW_RETRY as error:
-                    if retries <= 0 or isinstance(
-                        error, CommandMayHaveBeenApplied | TimeoutNotRetried
-                    ):
+                    instead = pipeline_not_sent_again(client, stack, error)
+                    if retries <= 0 or instead is error:
                         raise
-                    if went_out(error, stack):
-                        names = [c.args[0] for c in stack]
-                        instead = _instead_of_sending_again(client, names, error)
-                        if instead is not None:
-                            if not isinstance(error, _SENT_ERRORS):
-                                raise  # CLUSTERDOWN, a slot not covered
-                            raise instead from error
+                    if instead is not None:
+                        raise instead from error
                     retries -= 1
                     await client.aclose()
                     await asyncio.sleep(0.25)

@@ -139,11 +139,20 @@ def after_send(
     return _instead_of_sending_again(client, names, error, what)
 
 
-def went_out(error: Exception, stack: Any) -> bool:
-    """Whether any of a pipeline may have reached a server: an error marked while it was
-    sent or read, or a command with a reply or an error of its own (redis-py stores a
-    node's send and read errors in its commands, and raises the first of them)."""
-    return bool(getattr(error, "redisx_stage", None)) or any(c.result is not None for c in stack)
+def pipeline_not_sent_again(client: Any, stack: Any, error: Exception) -> Exception | None:
+    """What to raise instead of sending a whole pipeline again after ``error`` (``error``
+    itself, or ``CommandMayHaveBeenApplied`` / ``TimeoutNotRetried``), or None when
+    sending it again is safe: nothing of it went out, or it only reads. It went out if
+    an error was marked while it was sent or read, or if a command has a reply or an
+    error of its own (redis-py stores a node's send and read errors in its commands)."""
+    if isinstance(error, CommandMayHaveBeenApplied | TimeoutNotRetried):
+        return error
+    if not getattr(error, "redisx_stage", None) and all(c.result is None for c in stack):
+        return None
+    instead = _instead_of_sending_again(client, [c.args[0] for c in stack], error)
+    if instead is None or isinstance(error, _SENT_ERRORS):
+        return instead
+    return error  # CLUSTERDOWN, a slot not covered: raised as it is
 
 
 def _execute_command(self: Any, target_node: Any, *args: Any, **kwargs: Any) -> Any:
@@ -174,16 +183,11 @@ class _WriteSafePipelineStrategy(PipelineStrategy):
                     stack, raise_on_error=raise_on_error, allow_redirections=allow_redirections
                 )
             except RedisCluster.ERRORS_ALLOW_RETRY as error:
-                if retries <= 0 or isinstance(error, CommandMayHaveBeenApplied | TimeoutNotRetried):
+                instead = pipeline_not_sent_again(self._pipe, stack, error)
+                if retries <= 0 or instead is error:
                     raise
-                if went_out(error, stack):
-                    instead = _instead_of_sending_again(
-                        self._pipe, [c.args[0] for c in stack], error
-                    )
-                    if instead is not None:
-                        if not isinstance(error, _SENT_ERRORS):
-                            raise  # CLUSTERDOWN, a slot not covered: not retried either
-                        raise instead from error
+                if instead is not None:
+                    raise instead from error
                 retries -= 1
 
 

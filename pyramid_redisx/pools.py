@@ -311,9 +311,7 @@ class WriteSafeRetry(Retry):
             try:
                 return do()
             except self._supported_errors as error:
-                if isinstance(error, (CommandMayHaveBeenApplied, TimeoutNotRetried)) or (
-                    is_retryable is not None and not is_retryable(error)
-                ):
+                if not retryable(error) or (is_retryable is not None and not is_retryable(error)):
                     raise
                 failures += 1
                 if with_failure_count:
