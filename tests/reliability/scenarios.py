@@ -76,7 +76,12 @@ def kill_and_restart_under_load(
 ) -> Run:
     """Scenario 1: ``threads`` × ``per_thread`` requests doing INCR through waitress (8
     threads); SIGKILL the server after a third of them, restart it on the same port
-    after two thirds."""
+    after half of them.
+
+    The restart begins at half, not later, so that at least a quarter of the requests
+    start after it even when restarting takes long: while the server is down and
+    starting, requests fail fast and use up the budget (a CI run saw 0.43 s of restart
+    eat ~400 requests when it began at two thirds, leaving 925)."""
     total = threads * per_thread
     app, errors = _app(settings, {"/incr": incr_view})
     clients = client_set(app.registry)
@@ -95,7 +100,7 @@ def kill_and_restart_under_load(
         server.stop()  # SIGKILL, reaped: from here on the old server answers nothing
         marks["killed"] = time.monotonic()
         marks["done_at_kill"] = load.done
-        assert load.wait_for(2 * total // 3, timeout=120), f"only {load.done} requests done"
+        assert load.wait_for(total // 2, timeout=120), f"only {load.done} requests done"
         marks["restarting"] = time.monotonic()
         server.start()  # same port, empty keyspace; returns once it answers PING
         marks["restarted"] = time.monotonic()
