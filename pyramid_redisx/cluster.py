@@ -303,6 +303,7 @@ class AccountedClusterPipeline(ClusterPipeline):
     and never sends again what may have run (``_WriteSafe*Strategy``, ``_send_again``)."""
 
     _redisx_usage: Usage | None = None
+    _redisx_wait_log: _WaitLog  # the client's, set with ``_redisx_usage``
     _redisx_retry_writes = False
     _redisx_retry_on_timeout = False
     _execute_command = _execute_command
@@ -329,13 +330,16 @@ class AccountedClusterPipeline(ClusterPipeline):
             if usage.trace is not None
             else None
         )
+        wait_log = self._redisx_wait_log
+        waited = wait_log.total
         started = perf_counter()
         try:
             return super().execute(raise_on_error)
         finally:
             transaction = isinstance(self._execution_strategy, TransactionStrategy)
             name = "MULTI" if transaction else "PIPELINE"
-            usage.record(name, perf_counter() - started, (), count, inner)
+            seconds = perf_counter() - started - (wait_log.total - waited)
+            usage.record(name, seconds, (), count, inner)
 
     def close(self) -> None:
         """At the end of a request: reset (UNWATCH). Never redis-py's inherited
@@ -356,11 +360,14 @@ class AccountedCluster(RedisCluster):
         usage = self._redisx_usage
         if usage is None:
             return RedisCluster.execute_command(self, *args, **kwargs)
+        # The wait for a node's connection is not Redis time (it is ``waited_ms``).
+        wait_log = self.connection_pool.wait_log
+        waited = wait_log.total
         started = perf_counter()
         try:
             return RedisCluster.execute_command(self, *args, **kwargs)
         finally:
-            usage.record(args[0], perf_counter() - started, args)
+            usage.record(args[0], perf_counter() - started - (wait_log.total - waited), args)
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
         pipe = super().pipeline(transaction, shard_hint)
@@ -379,6 +386,7 @@ class AccountedCluster(RedisCluster):
         usage = self._redisx_usage
         if usage is not None:
             pipe._redisx_usage = usage
+            pipe._redisx_wait_log = self.connection_pool.wait_log
             usage.hold(pipe)  # weakly: a dropped pipeline resets itself in __del__
         return pipe
 
