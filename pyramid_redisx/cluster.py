@@ -132,9 +132,11 @@ def after_send(
 ) -> Exception | None:
     """``_instead_of_sending_again`` for an error marked by a node connection: of a
     command whose reply failed (``reply``: one that failed while being sent was not run,
-    a partial command never is), or of a pipeline or MULTI/EXEC sent in part or whole."""
+    a partial command never is), or of a pipeline or MULTI/EXEC sent in part or whole.
+    A timeout, marked or not (a stalled node's handshake), follows ``retry_on_timeout``
+    as with a standalone server."""
     stage = getattr(error, "redisx_stage", None)
-    if stage is None or (reply and stage != READING):
+    if not isinstance(error, RedisTimeoutError) and (stage is None or (reply and stage != READING)):
         return None
     return _instead_of_sending_again(client, names, error, what)
 
@@ -147,6 +149,8 @@ def pipeline_not_sent_again(client: Any, stack: Any, error: Exception) -> Except
     error of its own (redis-py stores a node's send and read errors in its commands)."""
     if isinstance(error, CommandMayHaveBeenApplied | TimeoutNotRetried):
         return error
+    if isinstance(error, RedisTimeoutError):  # sent or not, as with a standalone server
+        return _instead_of_sending_again(client, [], error)
     if not getattr(error, "redisx_stage", None) and all(c.result is None for c in stack):
         return None
     instead = _instead_of_sending_again(client, [c.args[0] for c in stack], error)

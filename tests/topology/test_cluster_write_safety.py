@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from pyramid_redisx import CommandMayHaveBeenApplied, close_async_redis, get_async_redis
+from pyramid_redisx.errors import TimeoutNotRetried
 from pyramid_redisx.testing import RedisClusterSet
 
 from .conftest import cluster_settings
@@ -154,6 +155,56 @@ def test_a_timed_out_command_is_not_sent_again_without_retry_on_timeout(
             app.get("/pop")
         took = time.monotonic() - started
         assert least <= took <= most, (retry_on_timeout, took)
+
+
+def test_a_node_that_stalls_while_connecting_is_tried_once_without_retry_on_timeout(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The node holding the key is stopped (SIGSTOP) before the client has a connection to
+    it: the new connection's handshake times out. As with a standalone server, that is one
+    try of 0.3 s (``TimeoutNotRetried``), not redis-py's three (``retries`` 2: 0.9 s),
+    for a command and a pipeline, sync and asyncio. (After the failure redis-py reloads
+    the slot map, which may ask the stalled node first: up to 0.3 s more.) The control, ``retry_on_timeout``,
+    tries three times again (one command: each pause must stay well under the cluster's
+    2 s node timeout, or a replica takes over)."""
+    node = _node_with_key(cluster_set, JOBS)
+
+    async def get_async(client: Any) -> None:
+        await client.get(JOBS)
+
+    async def pipe_async(client: Any) -> None:
+        await client.pipeline(transaction=False).get(JOBS).execute()
+
+    def app_with(retry_on_timeout: str) -> Any:
+        settings = cluster_settings(cluster_set, socket_timeout="0.3", socket_connect_timeout="0.3",
+                                    retries="2", retry_on_timeout=retry_on_timeout)  # fmt: skip
+        return apps(settings, {
+            "/get": lambda r: r.redis.get(JOBS),
+            "/pipe": lambda r: r.redis.pipeline(transaction=False).get(JOBS).execute(),
+        })  # fmt: skip
+
+    def stalled(call: Any) -> tuple[float, BaseException]:
+        node.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.TimeoutError) as raised:
+                call()
+            return time.monotonic() - started, raised.value
+        finally:
+            node.resume()
+
+    app = app_with("false")
+    for name, call in (
+        ("command", lambda: app.get("/get")),
+        ("pipeline", lambda: app.get("/pipe")),
+        ("asyncio", lambda: _run_async(app, get_async)),
+        ("asyncio pipeline", lambda: _run_async(app, pipe_async)),
+    ):
+        took, error = stalled(call)
+        assert 0.25 <= took <= 0.75 and isinstance(error, TimeoutNotRetried), (name, took, error)
+    control = app_with("true")
+    took, error = stalled(lambda: control.get("/get"))
+    assert 0.85 <= took <= 1.5 and not isinstance(error, TimeoutNotRetried), (took, error)
 
 
 def test_a_transaction_whose_connection_dies_after_exec_was_sent_is_not_sent_again(
