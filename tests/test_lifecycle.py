@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -353,28 +353,37 @@ def test_worst_case_formula_holds(
 
 
 # ------------------------------------------------------------------- fork
+def _fork_reporting(work: Callable[[], set[int]]) -> tuple[int, int]:
+    """Fork; the child runs ``work`` and writes the connection ids it returns to a pipe,
+    then exits. Returns the child's pid and the pipe's read end."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.write(write_end, ",".join(map(str, sorted(work()))).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    return pid, read_end
+
+
+def _reported_ids(pid: int, read_end: int) -> set[int]:
+    """The ids a child of ``_fork_reporting`` wrote; waits for it to exit."""
+    with os.fdopen(read_end) as pipe:
+        ids = {int(x) for x in pipe.read().split(",") if x}
+    os.waitpid(pid, 0)
+    return ids
+
+
 def test_forked_children_never_share_the_parents_socket(make_app: Any) -> None:
     """gunicorn --preload: the app is built (and used) in the parent, then forked."""
     app = make_app({"/": lambda request: request.redis.client_id()})
     parent_id = int(app.get("/").text)
-    children = []
-    for _ in range(2):
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: use the inherited app, report its connection id
-            try:
-                os.close(read_end)
-                ids = {int(app.get("/").text) for _ in range(20)}
-                os.write(write_end, ",".join(map(str, sorted(ids))).encode())
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        children.append((pid, read_end))
-    child_ids = []
-    for pid, read_end in children:
-        with os.fdopen(read_end) as pipe:
-            child_ids.append({int(x) for x in pipe.read().split(",") if x})
-        os.waitpid(pid, 0)
+    # each child uses the inherited app and reports its connection ids
+    children = [_fork_reporting(lambda: {int(app.get("/").text) for _ in range(20)})
+                for _ in range(2)]  # fmt: skip
+    child_ids = [_reported_ids(*child) for child in children]
     assert all(len(ids) == 1 for ids in child_ids), child_ids  # each child reuses its own
     first, second = (ids.pop() for ids in child_ids)
     assert len({parent_id, first, second}) == 3
@@ -393,20 +402,12 @@ def test_a_parents_connection_given_back_in_a_child_is_never_used_there(make_app
     held = pool.get_connection()
     held.send_command("CLIENT", "ID")
     parent_id = held.read_response()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(read_end)
-            pool.release(held)
-            ids = {int(app.get("/").text) for _ in range(5)}
-            os.write(write_end, ",".join(map(str, sorted(ids))).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        child_ids = {int(x) for x in pipe.read().split(",") if x}
-    os.waitpid(pid, 0)
+
+    def in_child() -> set[int]:
+        pool.release(held)
+        return {int(app.get("/").text) for _ in range(5)}
+
+    child_ids = _reported_ids(*_fork_reporting(in_child))
     assert len(child_ids) == 1 and parent_id not in child_ids, (parent_id, child_ids)
     held.send_command("CLIENT", "ID")
     assert held.read_response() == parent_id  # the child never wrote on it
