@@ -388,12 +388,15 @@ def resolve(
     asked = sentinel or manager(options, timeout)
     try:
         service = options.sentinel_service
+        assert service is not None  # parse_client requires it with redis.sentinels
         replicas = [] if options.sentinel_role == "master" else asked.discover_slaves(service)
-        host, port = replicas[0] if replicas else asked.discover_master(service)
+        # (host, port): typed loosely by redis-py 8.2, a str and an int in practice
+        address: tuple[Any, Any] = replicas[0] if replicas else asked.discover_master(service)
     finally:
         if own:
             asked.close()
-    return dataclasses.replace(options, host=host, port=int(port), sentinels=None)
+    host, port = address
+    return dataclasses.replace(options, host=str(host), port=int(port), sentinels=None)
 
 
 def check(name: str, options: RedisOptions) -> float:
