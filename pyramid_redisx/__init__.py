@@ -11,9 +11,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .config import add_redis_client, includeme
-from .errors import CommandMayHaveBeenApplied, RedisSettingsError, RedisUnavailable
-from .request import get_redis
+from . import redis_py
+
+try:
+    from .config import add_redis_client, includeme
+    from .request import get_redis
+except ImportError:  # a name moved in redis-py: say which, and the fix, not just where
+    redis_py.check()  # raises RedisPyUnsupported when the installed redis-py differs
+    raise
+from .errors import (
+    CommandMayHaveBeenApplied,
+    RedisPyUnsupported,
+    RedisSettingsError,
+    RedisUnavailable,
+)
 
 if TYPE_CHECKING:  # real types for type checkers; imported lazily at run time
     from .aio import close_async_redis, get_async_redis
@@ -38,6 +49,7 @@ __all__ = [
     "MessageQueue",
     "QueueEmpty",
     "QueueFull",
+    "RedisPyUnsupported",
     "RedisSettingsError",
     "RedisTransactionError",
     "RedisUnavailable",

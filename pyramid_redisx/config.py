@@ -12,6 +12,7 @@ from pyramid.exceptions import ConfigurationConflictError
 from .client import ClientSet
 from .errors import RedisSettingsError
 from .health import health_view
+from .redis_py import check as check_redis_py
 from .request import STATE, RequestAttributes, client_set, on_new_response
 from .settings import (
     DEFAULT_CLIENT,
@@ -38,6 +39,9 @@ def includeme(config: Any) -> None:
 
     - parses the ``redis.*`` settings now (a bad value raises ``RedisSettingsError``
       from ``config.include``), and again at commit if they changed meanwhile;
+    - checks the installed redis-py: a version outside the tested range (unless
+      ``redis.allow_redis_py`` names it) or one whose internals differ from what the
+      add-on replaces raises ``RedisPyUnsupported`` from ``config.include``;
     - declares the ``default`` client and those named in ``redis.clients``: one
       connection pool per distinct option set, kept on the registry, no connection
       opened yet;
@@ -57,6 +61,7 @@ def includeme(config: Any) -> None:
     settings = config.get_settings() or {}
     app = parse_app(settings)
     check_keys(settings, app.clients, top_level_only=True)
+    check_redis_py(app.allow_redis_py)  # a tested redis-py whose internals match, or no app
     setattr(registry, _DECLARED, {})
     setattr(registry, STATE, ClientSet(app))
 

@@ -1,7 +1,8 @@
-"""The exceptions users catch: a bad setting, Redis not answering at startup, and a
-command that may have been applied although its connection failed.
+"""The exceptions users catch: a bad setting, Redis not answering at startup, a redis-py
+the add-on was not tested with, and a command that may have been applied although its
+connection failed.
 
-The first two are ``pyramid.exceptions.ConfigurationError`` subclasses, so an app that
+The first three are ``pyramid.exceptions.ConfigurationError`` subclasses, so an app that
 fails to configure reports them the way Pyramid reports any other configuration problem.
 """
 
@@ -51,6 +52,13 @@ class RedisUnavailable(ConfigurationError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class RedisPyUnsupported(ConfigurationError):
+    """The installed redis-py is outside the tested range, or one of the redis-py
+    internals pyramid_redisx replaces or reads is missing or has another shape
+    (``pyramid_redisx.redis_py``). The message names the installed version, the tested
+    range, what differs and the fix (a pin, or ``redis.allow_redis_py``)."""
 
 
 class CommandMayHaveBeenApplied(RedisConnectionError):

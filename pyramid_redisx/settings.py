@@ -174,6 +174,13 @@ def text(value: object) -> str:
     return value.strip()
 
 
+def version(value: object) -> str:
+    """A redis-py version for ``redis.allow_redis_py``: ``8.3`` (any 8.3.x) or ``8.3.0``."""
+    if isinstance(value, str) and re.fullmatch(r"\d+\.\d+(\.\d+)?", value.strip()):
+        return value.strip()
+    raise ValueError("expected a redis-py version: 8.3 (any 8.3.x) or 8.3.0")
+
+
 def client_name(value: object) -> str:
     name = text(value)
     if not name or any(ch.isspace() for ch in name):
@@ -310,6 +317,7 @@ APP_SETTINGS: tuple[Setting, ...] = (
     Setting("server_timing", to_bool, False, "add a Server-Timing header to responses of requests that used Redis"),
     Setting("health_route", optional(text), None, "path of a JSON health view (off when unset)"),
     Setting("sessions_client", client_name, DEFAULT_CLIENT, "client used by the session integration"),
+    Setting("allow_redis_py", optional(version), None, "run on this redis-py version although it is outside the tested range, e.g. 8.3 (its internals are still checked); default: $PYRAMID_REDISX_ALLOW_REDIS_PY"),
 )  # fmt: skip
 
 CLIENT_KEYS = {s.name: s for s in CLIENT_SETTINGS}
@@ -399,6 +407,7 @@ class AppOptions:
     server_timing: bool
     health_route: str | None
     sessions_client: str
+    allow_redis_py: str | None = None
 
 
 # ---------------------------------------------------------------- parsing
