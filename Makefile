@@ -85,8 +85,8 @@ test-topologies: $(BIN)/.installed
 	$(BIN)/pytest -q tests/topology
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check pyramid_redisx tests bench demo_app docs
-	$(BIN)/ruff format --check pyramid_redisx tests bench demo_app docs
+	$(BIN)/ruff check pyramid_redisx tests bench demo_app docs scripts
+	$(BIN)/ruff format --check pyramid_redisx tests bench demo_app docs scripts
 	$(BIN)/mypy
 
 ## demo: the demo app against an embedded Redis server started for it
