@@ -39,6 +39,9 @@ CORE = [
     "tests/test_aio.py",
     "tests/test_redis_py.py",
 ]
+# A memory test of 20,000 pipelines (a minute on a busy 2-core machine): the lifetime
+# of our pipeline objects, whatever redis-py's version; `make test` runs it.
+SKIP = ["--deselect", "tests/test_lifecycle.py::test_executed_pipelines_are_not_kept_alive"]
 # Sentinel and Cluster (sync and asyncio) on real servers: their own replaced loops.
 TOPOLOGY = ["tests/topology"]
 NOT_ON_110 = "not browser and not packaging and not docs"
@@ -179,15 +182,21 @@ def run(cell: Cell, uv: str, index: str, python: str, pyramid_version: str) -> N
         guard = sh(str(bin_ / "python"), "-c",
                    "from pyramid_redisx import redis_py; redis_py.check()", env=env)  # fmt: skip
         refusal = (guard.stderr.strip().splitlines() or ["(no message)"])[-1]
+        refusal = refusal.split(": ", 1)[-1]
         if guard.returncode == 0:
             cell.notes.append("the guard did NOT refuse it")
             ok = False
+        elif "cannot run on" in refusal:  # its internals differ: no setting runs it
+            cell.notes.append("guard refuses it, internals differ: " + refusal.split(": ", 1)[-1])
+            cell.result, cell.counts = "refused", "suite not run: no setting overrides a mismatch"
+            cell.seconds = time.perf_counter() - started
+            return
         else:
-            cell.notes.append("guard refuses it: " + refusal.split(": ", 1)[-1][:300])
+            cell.notes.append("guard refuses it (version)")
         env[GUARD_ENV] = ".".join(cell.version.split(".")[:2])
     paths = CORE + (TOPOLOGY if cell.topology else [])
     marker = ["-m", NOT_ON_110] if cell.pyramid == "1.10.8" else []
-    tests = sh(str(bin_ / "pytest"), "-q", "-p", "no:cacheprovider", *marker, *paths, env=env,
+    tests = sh(str(bin_ / "pytest"), "-q", "-p", "no:cacheprovider", *marker, *SKIP, *paths, env=env,
                timeout=1500)  # fmt: skip
     (OUT / f"{cell.name}.log").write_text(tests.stdout + tests.stderr)
     passed, failed = summary(tests.stdout)
@@ -270,18 +279,23 @@ def main() -> int:
         cell.pyramid = pyramid[cell.pyramid]
     for cell in matrix:
         if cell.name == "newest" and not cell.in_range:
+            suite = (
+                cell.counts
+                if cell.result == "refused"
+                else f"suite with the override ({GUARD_ENV}): {cell.counts}"
+            )
             lines.append(
                 f"!!! redis {cell.version}: outside the supported range {spec}; "
                 + "; ".join(cell.notes)
-                + f"; suite with the override ({GUARD_ENV}): {cell.counts}. "
-                "Not a CI failure (the locks keep make test on the tested versions): "
-                "see docs/compatibility.rst, 'A new redis-py minor'."
+                + f"; {suite}. Not a CI failure (the locks keep make test on the tested "
+                "versions): see docs/compatibility.rst, 'A new redis-py minor'."
             )
         elif cell.notes:
             lines.append(f"cell {cell.name}: " + "; ".join(cell.notes))
     failed = [c.name for c in matrix if c.result != "pass" and c.in_range]
+    inside = [c for c in matrix if c.in_range]
     lines.append(
-        f"matrix: {len(matrix) - len(failed)} of {len(matrix)} cells passed"
+        f"matrix: {len(inside) - len(failed)} of {len(inside)} cells inside the range passed"
         + (f"; FAILED inside the supported range: {', '.join(failed)}" if failed else "")
         + f"; {time.perf_counter() - started:.0f} s in all"
     )
