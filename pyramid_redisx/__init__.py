@@ -12,13 +12,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import redis_py
-
-try:
-    from .config import add_redis_client, includeme
-    from .request import get_redis
-except ImportError:  # a name moved in redis-py: say which, and the fix, not just where
-    redis_py.check()  # raises RedisPyUnsupported when the installed redis-py differs
-    raise
 from .errors import (
     CommandMayHaveBeenApplied,
     RedisPyUnsupported,
@@ -26,22 +19,25 @@ from .errors import (
     RedisUnavailable,
 )
 
-if TYPE_CHECKING:  # real types for type checkers; imported lazily at run time
-    from .aio import close_async_redis, get_async_redis
+try:
+    from .config import add_redis_client, includeme
     from .http_cache import http_cache_backend
     from .queue import MessageQueue, QueueEmpty, QueueFull
+    from .request import get_redis
     from .tm import RedisTransactionError
+except ImportError:  # a name moved in redis-py: say which, and the fix, not just where
+    redis_py.check()  # raises RedisPyUnsupported when the installed redis-py differs
+    raise
 
-# Integrations, imported on first use: the core install (no extras) imports without
-# them.
+if TYPE_CHECKING:  # real types for type checkers; imported on first use at run time
+    from .aio import close_async_redis, get_async_redis
+
+# The asyncio clients, imported on first use: redis.asyncio (and asyncio) cost a few
+# hundred milliseconds of import time that an app without asyncio need not pay. The
+# other integrations import their libraries only when used (requests-cache, dogpile).
 _LAZY = {
-    "MessageQueue": "queue",
-    "QueueEmpty": "queue",
-    "QueueFull": "queue",
-    "http_cache_backend": "http_cache",
     "get_async_redis": "aio",
     "close_async_redis": "aio",
-    "RedisTransactionError": "tm",
 }
 
 __all__ = [
@@ -67,6 +63,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'pyramid_redisx' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    imported = importlib.import_module(f".{module}", __name__)  # optional: see _LAZY
+    value = getattr(imported, name)
     globals()[name] = value
     return value

@@ -76,7 +76,7 @@ INTERNALS: tuple[tuple[str, str, str, str], ...] = (
     ("redis.client.CaseInsensitiveDict", ATTR, "", "client.py"),
     ("redis.client.record_operation_duration", ACCEPTS, "command_name duration_seconds server_address server_port db_namespace", "client.py"),
     ("redis.client.record_error_count", ACCEPTS, "server_address server_port network_peer_address network_peer_port error_type retry_attempts is_internal", "client.py"),
-    ("redis.commands.READ_COMMANDS", ATTR, "", "client.py: what may be sent again"),
+    ("redis.commands.READ_COMMANDS", ATTR, "", "retries.py: what may be sent again"),
     ("redis.observability.recorder.is_enabled", PARAMS, "", "client.py, pools.py"),
     # -- pools (pools.py): lean checkout, figures, waits
     ("redis.connection.ConnectionPool.get_connection", ATTR, "", "pools.py overrides it"),
@@ -117,11 +117,11 @@ INTERNALS: tuple[tuple[str, str, str, str], ...] = (
     ("redis.connection.AbstractConnection.next_health_check", SELF, "", "client.py"),
     # -- retries (pools.py, sentinel.py)
     ("redis.retry.Retry.__init__", ACCEPTS, "backoff retries supported_errors", "pools.py"),
-    ("redis.retry.Retry.call_with_retry", PARAMS, "do fail is_retryable with_failure_count", "pools.py replaces it"),
+    ("redis.retry.Retry.call_with_retry", PARAMS, "do fail is_retryable with_failure_count", "retries.py replaces it"),
     ("redis.retry.Retry.get_retries", PARAMS, "", "cluster.py"),
-    ("redis.retry.Retry._backoff", SELF, "", "pools.py, sentinel.py"),
-    ("redis.retry.Retry._retries", SELF, "", "pools.py"),
-    ("redis.retry.Retry._supported_errors", SELF, "", "pools.py"),
+    ("redis.retry.Retry._backoff", SELF, "", "retries.py, sentinel.py"),
+    ("redis.retry.Retry._retries", SELF, "", "retries.py"),
+    ("redis.retry.Retry._supported_errors", SELF, "", "retries.py"),
     ("redis.backoff.ExponentialWithJitterBackoff.__init__", PARAMS, "cap base", "pools.py"),
     ("redis.backoff.AbstractBackoff.compute", PARAMS, "failures", "sentinel.py overrides it"),
     ("redis.backoff.AbstractBackoff.reset", PARAMS, "", "sentinel.py overrides it"),
@@ -231,7 +231,8 @@ def _resolve(path: str) -> Any:
     parts = path.split(".")
     for cut in range(len(parts), 0, -1):
         try:
-            found: Any = importlib.import_module(".".join(parts[:cut]))
+            # optional: redis-py's modules by the table's names, so one that is gone is reported
+            found: Any = importlib.import_module(".".join(parts[:cut]))  # optional: see above
         except ImportError:
             continue
         for name in parts[cut:]:

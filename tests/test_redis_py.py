@@ -276,4 +276,4 @@ def test_every_row_is_used_by_the_package() -> None:
         assert modules, (path, who)
         attribute = path.rpartition(".")[2]
         texts = [(PACKAGE / f"{m}.py").read_text(encoding="utf-8") for m in modules]
-        assert any(attribute in text for text in texts), (path, who)
+        assert all(attribute in text for text in texts), (path, who)
