@@ -201,7 +201,19 @@ def run(cell: Cell, uv: str, index: str, python: str, pyramid_version: str) -> N
     (OUT / f"{cell.name}.log").write_text(tests.stdout + tests.stderr)
     passed, failed = summary(tests.stdout)
     cell.counts = f"{passed} passed / {failed} failed"
-    ok = ok and tests.returncode == 0 and passed > 0
+    suite_ok = tests.returncode == 0 and passed > 0
+    ids = re.findall(r"^(?:FAILED|ERROR) (\S+)", tests.stdout, re.M)
+    if not suite_ok and passed and ids and len(ids) <= 3:
+        # Timing tests on real servers can miss a deadline on a loaded machine: run the
+        # failed ones once more, and report them whatever the outcome.
+        again = sh(str(bin_ / "pytest"), "-q", "-p", "no:cacheprovider", *marker, *ids, env=env,
+                   timeout=600)  # fmt: skip
+        (OUT / f"{cell.name}.rerun.log").write_text(again.stdout + again.stderr)
+        suite_ok = again.returncode == 0
+        outcome = "passed" if suite_ok else "failed"
+        cell.notes.append(f"failed, then {outcome} when run again: {', '.join(ids)}")
+        cell.counts += f" ({len(ids)} {outcome} on a second run)"
+    ok = ok and suite_ok
     if cell.mypy:
         typed = sh(str(bin_ / "mypy"), env=env)
         (OUT / f"{cell.name}.mypy.log").write_text(typed.stdout + typed.stderr)
