@@ -10,8 +10,8 @@ message naming the installed version, the tested range, what differs and the fix
 an ``AttributeError`` in a request, never a silently different behaviour.
 
 ``INTERNALS`` lists every such internal, one row each: where it is, what we expect of it
-and who uses it. A test reads the package's code and fails when it uses an underscore
-attribute of redis-py that has no row here.
+and who uses it. Tests read the package's code and fail when it uses an underscore
+attribute of redis-py, or overrides a method of redis-py, that has no row here.
 """
 
 from __future__ import annotations
@@ -231,8 +231,7 @@ def _resolve(path: str) -> Any:
     parts = path.split(".")
     for cut in range(len(parts), 0, -1):
         try:
-            # optional: redis-py's modules by the table's names, so one that is gone is reported
-            found: Any = importlib.import_module(".".join(parts[:cut]))  # optional: see above
+            found: Any = importlib.import_module(".".join(parts[:cut]))  # optional: may be gone
         except ImportError:
             continue
         for name in parts[cut:]:
