@@ -27,7 +27,7 @@ REPO_PTH = $(CURDIR)
 # uv itself, pinned with hashes, by pip (ignoring this machine's pip configuration).
 $(UV): requirements/uv.txt
 	$(PYTHON) -m venv $(TOOLS)
-	PIP_CONFIG_FILE=/dev/null $(TOOLS)/bin/pip install -q --isolated --index-url $(INDEX_URL) --require-hashes --no-deps -r requirements/uv.txt
+	PIP_CONFIG_FILE=/dev/null $(TOOLS)/bin/pip install -q --isolated --disable-pip-version-check --index-url $(INDEX_URL) --require-hashes --no-deps -r requirements/uv.txt
 	touch $@
 
 # A venv holds exactly its lock (uv pip sync), then the project, editable, without deps.
