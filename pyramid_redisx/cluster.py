@@ -23,6 +23,7 @@ import functools
 import math
 import os
 import threading
+from threading import get_ident
 from time import perf_counter
 from typing import Any
 
@@ -48,7 +49,7 @@ from .pools import (
     connection_kwargs,
 )
 from .probe import Probe, new_connection, probe
-from .retries import may_have_been_applied, reads_only, retry_policy
+from .retries import is_error_reply, may_have_been_applied, reads_only, retry_policy
 from .settings import RedisOptions
 from .usage import Usage
 
@@ -95,7 +96,7 @@ class _StageMarking(Connection):
         try:
             return super().read_response(*args, **kwargs)
         except _SENT_ERRORS as error:
-            if awaiting:
+            if awaiting and not is_error_reply(error):  # a reply is no lost connection
                 error.redisx_stage = READING  # type: ignore[union-attr]
             raise
 
@@ -306,6 +307,7 @@ class AccountedClusterPipeline(ClusterPipeline):
 
     _redisx_usage: Usage | None = None
     _redisx_wait_log: _WaitLog  # the client's, set with ``_redisx_usage``
+    _redisx_thread: int | None = None  # the thread that used it last (Usage.finish)
     _redisx_retry_writes = False
     _redisx_retry_on_timeout = False
     _execute_command = _execute_command
@@ -322,6 +324,10 @@ class AccountedClusterPipeline(ClusterPipeline):
                 break
         return RedisCluster.execute_command(self, *args, **options)
 
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self._redisx_thread = get_ident()  # queued, or WATCH and what it reads
+        return super().execute_command(*args, **kwargs)
+
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         usage = self._redisx_usage
         count = len(self)
@@ -332,6 +338,7 @@ class AccountedClusterPipeline(ClusterPipeline):
             if usage.trace is not None
             else None
         )
+        self._redisx_thread = get_ident()
         wait_log = self._redisx_wait_log
         waited = wait_log.total
         started = perf_counter()
