@@ -35,7 +35,14 @@ from redis.asyncio.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .client import may_have_been_applied, reads_only
-from .cluster import READING, SENDING, after_send, marking, pipeline_not_sent_again
+from .cluster import (
+    READING,
+    SENDING,
+    after_send,
+    count_redirection,
+    marking,
+    pipeline_not_sent_again,
+)
 from .pools import connection_kwargs, retry_arguments, retryable
 from .request import client_set
 from .settings import DEFAULT_CLIENT, RedisOptions
@@ -169,6 +176,9 @@ class _AsyncStageMarking(redis.asyncio.Connection):
         except _SENT_ERRORS as error:
             if awaiting:
                 error.redisx_stage = READING  # type: ignore[union-attr]
+            raise
+        except (redis.exceptions.MovedError, redis.exceptions.AskError) as error:
+            count_redirection(error)  # telemetry
             raise
 
     async def disconnect(self, *args: Any, **kwargs: Any) -> None:

@@ -23,6 +23,7 @@ import functools
 import math
 import os
 import threading
+from collections import Counter
 from time import perf_counter
 from typing import Any
 
@@ -35,6 +36,7 @@ from redis.cluster import (
     TransactionStrategy,
 )
 from redis.connection import Connection
+from redis.exceptions import AskError, MovedError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -66,6 +68,9 @@ _USED = "used"
 SENDING = "sending"
 READING = "reading"
 _SENT_ERRORS = (RedisConnectionError, RedisTimeoutError)
+# MOVED and ASK replies received by this process's node connections (sync and asyncio),
+# for telemetry: redis-py follows them inside its loops, where nothing else sees them.
+REDIRECTIONS: Counter[str] = Counter()
 
 
 class _StageMarking(Connection):
@@ -97,10 +102,17 @@ class _StageMarking(Connection):
             if awaiting:
                 error.redisx_stage = READING  # type: ignore[union-attr]
             raise
+        except (MovedError, AskError) as error:
+            count_redirection(error)  # telemetry
+            raise
 
     def disconnect(self, *args: Any, **kwargs: Any) -> None:
         self._redisx_awaiting = False  # a reconnect's handshake is not a command
         super().disconnect(*args, **kwargs)
+
+
+def count_redirection(error: Exception) -> None:
+    REDIRECTIONS["ask" if isinstance(error, AskError) else "moved"] += 1
 
 
 @functools.cache
@@ -162,6 +174,9 @@ def pipeline_not_sent_again(client: Any, stack: Any, error: Exception) -> Except
 def _execute_command(self: Any, target_node: Any, *args: Any, **kwargs: Any) -> Any:
     """``RedisCluster._execute_command``; an error once the command was sent is raised
     as one redis-py's loop does not retry, unless sending it again is safe."""
+    observer = self._redisx_observer  # telemetry: None when off
+    if observer is not None:
+        waited = self._redisx_wait_log.total
     try:
         return RedisCluster._execute_command(self, target_node, *args, **kwargs)
     except _SENT_ERRORS as error:
@@ -169,6 +184,9 @@ def _execute_command(self: Any, target_node: Any, *args: Any, **kwargs: Any) -> 
         if instead is None:
             raise
         raise instead from error
+    finally:
+        if observer is not None:  # inside the instrumentation's span, if any
+            observer.enrich_command(self._redisx_wait_log.total - waited)
 
 
 class _WriteSafePipelineStrategy(PipelineStrategy):
@@ -310,6 +328,7 @@ class AccountedClusterPipeline(ClusterPipeline):
     _redisx_wait_log: _WaitLog  # the client's, set with ``_redisx_usage``
     _redisx_retry_writes = False
     _redisx_retry_on_timeout = False
+    _redisx_observer: Any = None  # telemetry: None when off
     _execute_command = _execute_command
 
     def _send_again(self, *args: Any, **options: Any) -> Any:
@@ -336,14 +355,24 @@ class AccountedClusterPipeline(ClusterPipeline):
         )
         wait_log = self._redisx_wait_log
         waited = wait_log.total
+        observer = self._redisx_observer  # telemetry: None when off
+        stack = [c.args for c in self._execution_strategy.command_queue] if observer else []
         started = perf_counter()
+        failed = None
         try:
             return super().execute(raise_on_error)
+        except Exception as error:
+            failed = error
+            raise
         finally:
             transaction = isinstance(self._execution_strategy, TransactionStrategy)
             name = "MULTI" if transaction else "PIPELINE"
             seconds = perf_counter() - started - (wait_log.total - waited)
             usage.record(name, seconds, (), count, inner)
+            if observer is not None:
+                observer.pipeline(
+                    stack, transaction, started, wait_log.total - waited, failed, None
+                )
 
     def close(self) -> None:
         """At the end of a request: reset (UNWATCH). Never redis-py's inherited
@@ -357,8 +386,13 @@ class AccountedCluster(RedisCluster):
     _redisx_usage: Usage | None = None
     _redisx_retry_writes = False
     _redisx_retry_on_timeout = False
+    _redisx_observer: Any = None  # telemetry: None when off
     connection_pool: ClusterPools
     _execute_command = _execute_command
+
+    @property
+    def _redisx_wait_log(self) -> _WaitLog:
+        return self.connection_pool.wait_log
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         usage = self._redisx_usage
@@ -368,10 +402,19 @@ class AccountedCluster(RedisCluster):
         wait_log = self.connection_pool.wait_log
         waited = wait_log.total
         started = perf_counter()
+        failed = None
         try:
             return RedisCluster.execute_command(self, *args, **kwargs)
+        except Exception as error:
+            failed = error
+            raise
         finally:
-            usage.record(args[0], perf_counter() - started - (wait_log.total - waited), args)
+            wait = wait_log.total - waited
+            usage.record(args[0], perf_counter() - started - wait, args)
+            if self._redisx_observer is not None:  # telemetry (after any span of its)
+                self._redisx_observer.command(
+                    None, args[0], args, started, wait, failed, inside=False
+                )
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
         pipe = super().pipeline(transaction, shard_hint)
@@ -391,6 +434,7 @@ class AccountedCluster(RedisCluster):
         if usage is not None:
             pipe._redisx_usage = usage
             pipe._redisx_wait_log = self.connection_pool.wait_log
+            pipe._redisx_observer = self._redisx_observer  # telemetry
             usage.hold(pipe)  # weakly: a dropped pipeline resets itself in __del__
         return pipe
 

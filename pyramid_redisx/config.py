@@ -49,6 +49,8 @@ def includeme(config: Any) -> None:
     - adds a tween that does the ``NewResponse`` work for a request whose view raised
       past every exception view (no response, so no ``NewResponse``);
     - with ``redis.health_route``, a JSON health view at that path;
+    - with ``redis.tracing``, ``redis.metrics`` or ``redis.metrics_route``, telemetry
+      (``pyramid_redisx.telemetry``): spans, metrics, a Prometheus view at that path;
     - warns about unknown ``redis.*`` keys and rejects near misses of known ones.
     """
     registry = config.registry
@@ -76,6 +78,11 @@ def includeme(config: Any) -> None:
     if app.health_route:
         config.add_route("pyramid_redisx.health", app.health_route)
         config.add_view(health_view, route_name="pyramid_redisx.health", renderer="json")
+    if app.telemetry:
+        # Imported only when on: it needs the otel or prometheus extra at run time.
+        from .telemetry import register
+
+        register(config, client_set(registry))
     snapshot = _redis_settings(settings)
     config.action(None, _finish_configuration, args=(config, snapshot), order=1)
 
