@@ -112,7 +112,8 @@ class _StageMarking(Connection):
 
 
 def count_redirection(error: Exception) -> None:
-    REDIRECTIONS["ask" if isinstance(error, AskError) else "moved"] += 1
+    # (redis-py's MovedError is a subclass of its AskError)
+    REDIRECTIONS["moved" if isinstance(error, MovedError) else "ask"] += 1
 
 
 @functools.cache
@@ -199,18 +200,21 @@ class _WriteSafePipelineStrategy(PipelineStrategy):
         if not stack:
             return []
         retries = self._pipe.retry.get_retries()
-        while True:
-            try:
-                return self._send_cluster_commands(
-                    stack, raise_on_error=raise_on_error, allow_redirections=allow_redirections
-                )
-            except RedisCluster.ERRORS_ALLOW_RETRY as error:
-                instead = pipeline_not_sent_again(self._pipe, stack, error)
-                if retries <= 0 or instead is error:
-                    raise
-                if instead is not None:
-                    raise instead from error
-                retries -= 1
+        try:
+            while True:
+                try:
+                    return self._send_cluster_commands(
+                        stack, raise_on_error=raise_on_error, allow_redirections=allow_redirections
+                    )
+                except RedisCluster.ERRORS_ALLOW_RETRY as error:
+                    instead = pipeline_not_sent_again(self._pipe, stack, error)
+                    if retries <= 0 or instead is error:
+                        raise
+                    if instead is not None:
+                        raise instead from error
+                    retries -= 1
+        finally:
+            _enrich(self._pipe)
 
 
 class _WriteSafeTransactionStrategy(TransactionStrategy):
@@ -228,6 +232,15 @@ class _WriteSafeTransactionStrategy(TransactionStrategy):
             if self._transaction_connection is not None:
                 self._transaction_connection.disconnect()
             raise instead from error
+        finally:
+            _enrich(self._pipe)
+
+
+def _enrich(pipe: Any) -> None:
+    """Telemetry, inside the instrumentation's span of a pipeline: our attributes."""
+    observer = getattr(pipe, "_redisx_observer", None)
+    if observer is not None:
+        observer.enrich_pipeline(pipe._redisx_wait_log.total - pipe._redisx_wait_start)
 
 
 def _node_pool(options: RedisOptions, wait_log: _WaitLog, **kwargs: Any) -> Any:
@@ -329,6 +342,7 @@ class AccountedClusterPipeline(ClusterPipeline):
     _redisx_retry_writes = False
     _redisx_retry_on_timeout = False
     _redisx_observer: Any = None  # telemetry: None when off
+    _redisx_wait_start = 0.0
     _execute_command = _execute_command
 
     def _send_again(self, *args: Any, **options: Any) -> Any:
@@ -354,7 +368,7 @@ class AccountedClusterPipeline(ClusterPipeline):
             else None
         )
         wait_log = self._redisx_wait_log
-        waited = wait_log.total
+        waited = self._redisx_wait_start = wait_log.total
         observer = self._redisx_observer  # telemetry: None when off
         stack = [c.args for c in self._execution_strategy.command_queue] if observer else []
         started = perf_counter()
