@@ -10,9 +10,10 @@ the environment the server starts with, ``prometheus_client``'s multiprocess mod
 each process's figures in files there, and the endpoint sums them over the processes:
 counters and histograms of every process that ran (a restarted worker's counts are not
 lost), pool gauges (``livesum``) only of the live ones. Gauges are written by each worker
-at the end of each of its requests and by the scraping worker before it answers; the
-files of a worker that died are removed at the next scrape (or by
-``child_exit``, for gunicorn's hook). Without that variable the figures are the one
+at the end of each of its requests, every second by a thread of its own (started at its
+first request, so that a stalled Redis, which holds every request, shows as it happens)
+and by the scraping worker before it answers; the files of a worker that died are
+removed at the next scrape (or by ``child_exit``, for gunicorn's hook). Without that variable the figures are the one
 process's, right for waitress or any threaded single-process server.
 
 Needs the ``prometheus`` extra.
@@ -24,6 +25,9 @@ import contextlib
 import glob
 import os
 import re
+import threading
+import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,6 +132,7 @@ class PrometheusMetrics:
         self._durations: dict[tuple[str, str], Any] = {}
         self._seen_failovers: dict[int, int] = {}
         self._seen_redirections: dict[str, int] = {}
+        self._refreshing_pid: int | None = None
 
     # the sink ----------------------------------------------------------------
     def command(self, client: str, op: str, seconds: float, error: BaseException | None) -> None:
@@ -150,6 +155,9 @@ class PrometheusMetrics:
         self._pool(observer.pool)
         if REDIRECTIONS:
             self._counts()
+        if self.directory is not None and self._refreshing_pid != os.getpid():
+            self._refreshing_pid = os.getpid()  # the first request of this process
+            start_refresher(self)
 
     def cache_lookup(self, cache: str, hit: bool) -> None:
         self.cache.labels(cache, "hit" if hit else "miss").inc()
@@ -195,6 +203,27 @@ class PrometheusMetrics:
         for family in multiprocess.MultiProcessCollector(None, self.directory).collect():
             if family.name.startswith(PREFIXES):
                 yield family
+
+
+REFRESH = 1.0  # seconds between two writes of a worker's pool figures
+
+
+def start_refresher(metrics: PrometheusMetrics) -> None:
+    """A daemon thread writing this process's figures every ``REFRESH`` seconds while
+    ``metrics`` (its app) lives: requests that hang on a stalled Redis write none."""
+    reference = weakref.ref(metrics)
+
+    def run() -> None:
+        while True:
+            time.sleep(REFRESH)
+            metrics = reference()
+            if metrics is None:
+                return
+            with contextlib.suppress(Exception):  # never take the worker down
+                metrics.refresh()
+            del metrics
+
+    threading.Thread(target=run, name="pyramid_redisx-prometheus", daemon=True).start()
 
 
 _LIVE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db$")

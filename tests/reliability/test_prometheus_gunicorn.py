@@ -114,8 +114,12 @@ def test_pool_figures_across_workers_add_up_to_the_servers_list(
         listed = app_connections(admin)
         samples = scrape(instance.port)
         pool = {"db_client_connection_pool_name": "default"}
-        used = total(samples, "db_client_connection_count", db_client_connection_state="used", **pool)
-        idle = total(samples, "db_client_connection_count", db_client_connection_state="idle", **pool)
+        used = total(
+            samples, "db_client_connection_count", db_client_connection_state="used", **pool
+        )
+        idle = total(
+            samples, "db_client_connection_count", db_client_connection_state="idle", **pool
+        )
         print(f"\nworkers that served: {len(pids)}; in use {used:g} + idle {idle:g}; "
               f"CLIENT LIST: {listed}")  # fmt: skip
         assert used == 0
@@ -125,7 +129,9 @@ def test_pool_figures_across_workers_add_up_to_the_servers_list(
         assert most % 8 == 0 and 8 * len(pids) <= most <= 8 * WORKERS
         # the commands of every request, whichever worker ran it: INCR and GET each
         for op in ("INCRBY", "GET"):
-            count = total(samples, "db_client_operation_duration_seconds_count", db_operation_name=op)
+            count = total(
+                samples, "db_client_operation_duration_seconds_count", db_operation_name=op
+            )
             assert count == REQUESTS, op
         assert total(samples, "pyramid_redisx_request_commands_count") == REQUESTS
 
@@ -141,7 +147,9 @@ def test_pool_figures_across_workers_add_up_to_the_servers_list(
             time.sleep(0.2)
         listed_after = app_connections(admin)
         assert total(samples, "db_client_connection_count", **pool) == listed_after < listed
-        count = total(samples, "db_client_operation_duration_seconds_count", db_operation_name="GET")
+        count = total(
+            samples, "db_client_operation_duration_seconds_count", db_operation_name="GET"
+        )
         assert count == REQUESTS
     finally:
         admin.close()
