@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -636,3 +637,24 @@ def test_sentry_sees_request_redis_as_plain_redis_py(redis_url: str, tracing: st
     assert spans["redisx"] == spans["plain"]
     assert [op for op, _ in spans["plain"]] == ["db.redis", "db.redis", "db.redis"]
     assert "secret" not in json.dumps(spans)
+
+
+def test_grafana_dashboard_reads_only_metrics_the_endpoint_exposes(make_app: Any) -> None:
+    """Every series the committed dashboard queries is one the endpoint can expose."""
+    app = make_app(views(), metrics_route="/metrics")
+    app.get("/commands")
+    exposed: set[str] = set()
+    for family in text_string_to_metric_families(app.get("/metrics").text):
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+        exposed |= {family.name + s for s in suffixes.get(family.type, ("",))}
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "pyramid_redisx.json").read_text())
+    queried: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            queried |= set(
+                re.findall(r"\b((?:db_client|pyramid_redisx)_[a-z_]+)\{", target["expr"])
+            )
+            queried |= set(
+                re.findall(r"\b((?:db_client|pyramid_redisx)_[a-z_]+)\[", target["expr"])
+            )
+    assert queried and queried <= exposed, sorted(queried - exposed)
