@@ -44,6 +44,7 @@ from prometheus_client import (
 from pyramid.response import Response
 
 from .cluster import REDIRECTIONS
+from .errors import RedisSettingsError
 from .telemetry import (
     COMMANDS_BUCKETS,
     DURATION_BUCKETS,
@@ -78,8 +79,6 @@ class PrometheusMetrics:
         self.telemetry = telemetry
         self.directory = multiprocess_dir()
         if self.directory is not None and not os.path.isdir(self.directory):
-            from .errors import RedisSettingsError
-
             raise RedisSettingsError(
                 "redis.metrics_route", telemetry.app.metrics_route,
                 f"PROMETHEUS_MULTIPROC_DIR={self.directory} is not a directory: create it "

@@ -22,11 +22,13 @@ read from the pools' public ``get_connection_count()``.
 
 from __future__ import annotations
 
+import importlib
 import weakref
 from collections.abc import Iterable, Iterator
 from time import perf_counter, time_ns
 from typing import Any
 
+import redis
 from redis.client import Pipeline
 from redis.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError
@@ -35,10 +37,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.observability.recorder import is_enabled
 
 from .client import ClientSet
+from .cluster import REDIRECTIONS
 from .errors import CommandMayHaveBeenApplied, RedisSettingsError
 from .pools import NoQueue, PoolExhausted, pool_figures
 from .settings import PREFIX, AppOptions
-from .stats import command_name
+from .usage import command_name
 
 STATE = "pyramid_redisx_telemetry"  # registry attribute: the app's Telemetry
 
@@ -163,7 +166,7 @@ def instrumented(owner: type, method: str) -> bool:
 
 
 def _current_span() -> Any:
-    from opentelemetry import trace  # the otel extra: imported only with tracing on
+    from opentelemetry import trace  # optional: the otel extra, only with tracing on
 
     return trace.get_current_span()
 
@@ -290,7 +293,7 @@ class Observer:
         conn: Any,
         batch: int,
     ) -> None:
-        from opentelemetry.trace import SpanKind, Status, StatusCode  # the otel extra
+        from opentelemetry.trace import SpanKind, Status, StatusCode  # optional: otel extra
 
         end = time_ns()
         attributes = {**self.static, DB_OPERATION: op, WAIT_TIME: waited}
@@ -333,8 +336,6 @@ def _qualified(error: BaseException) -> str:
 
 
 def _redis_class() -> type:
-    import redis
-
     return redis.Redis
 
 
@@ -350,7 +351,7 @@ class OTelMetrics:
     """
 
     def __init__(self) -> None:
-        from opentelemetry import metrics  # the otel extra
+        from opentelemetry import metrics  # optional: the otel extra
 
         self.apps: weakref.WeakSet[Telemetry] = weakref.WeakSet()
         self.by_redis_py = is_enabled()
@@ -438,7 +439,7 @@ class OTelMetrics:
                     yield pool_name(pool), pool
 
     def _counts(self, options: Any) -> Iterator[Any]:
-        from opentelemetry.metrics import Observation
+        from opentelemetry.metrics import Observation  # optional: the otel extra
 
         for name, pool in self._pools():
             in_use, idle, _ = pool_figures(pool)
@@ -446,28 +447,26 @@ class OTelMetrics:
             yield Observation(idle, {POOL_NAME: name, STATE_ATTRIBUTE: "idle"})
 
     def _max(self, options: Any) -> Iterator[Any]:
-        from opentelemetry.metrics import Observation
+        from opentelemetry.metrics import Observation  # optional: the otel extra
 
         for name, pool in self._pools():
             yield Observation(pool.max_connections, {POOL_NAME: name})
 
     def _pending(self, options: Any) -> Iterator[Any]:
-        from opentelemetry.metrics import Observation
+        from opentelemetry.metrics import Observation  # optional: the otel extra
 
         for name, pool in self._pools():
             yield Observation(pending(pool), {POOL_NAME: name})
 
     def _failovers(self, options: Any) -> Iterator[Any]:
-        from opentelemetry.metrics import Observation
+        from opentelemetry.metrics import Observation  # optional: the otel extra
 
         for name, pool in self._pools():
             if hasattr(pool, "failovers"):
                 yield Observation(pool.failovers, {POOL_NAME: name})
 
     def _redirections(self, options: Any) -> Iterator[Any]:
-        from opentelemetry.metrics import Observation
-
-        from .cluster import REDIRECTIONS
+        from opentelemetry.metrics import Observation  # optional: the otel extra
 
         for kind in ("moved", "ask"):
             yield Observation(REDIRECTIONS[kind], {"pyramid_redisx.redirection.kind": kind})
@@ -487,24 +486,22 @@ def otel_metrics() -> OTelMetrics:
 class Telemetry:
     """One app's telemetry: its sinks, its tracer, an observer per client."""
 
-    def __init__(self, app: AppOptions, clients: ClientSet) -> None:
+    def __init__(self, app: AppOptions, clients: ClientSet, prometheus: Any = None) -> None:
         self.app = app
         self.clients = weakref.ref(clients)
         self.sinks: list[Any] = []
         self.tracer: Any = None
         self.prometheus: Any = None
         if app.tracing:
-            from opentelemetry import trace  # the otel extra
+            from opentelemetry import trace  # optional: the otel extra
 
             self.tracer = trace.get_tracer("pyramid_redisx")
         if app.metrics:
             otel = otel_metrics()
             otel.apps.add(self)
             self.sinks.append(otel)
-        if app.metrics_route is not None:
-            from .prometheus import PrometheusMetrics  # the prometheus extra
-
-            self.prometheus = PrometheusMetrics(self)
+        if app.metrics_route is not None and prometheus is not None:
+            self.prometheus = prometheus.PrometheusMetrics(self)
             self.sinks.append(self.prometheus)
 
     def pools(self) -> list[Any]:
@@ -541,16 +538,18 @@ def cache_lookup(registry: Any, cache: str, hit: bool) -> None:
 
 def _require(module: str, key: str, extra: str) -> None:
     try:
-        __import__(module)
+        importlib.import_module(module)  # optional: only to say which extra is missing
     except ImportError:
         raise RedisSettingsError(
             PREFIX + key, "on", f"needs the {extra} extra: pip install 'pyramid_redisx[{extra}]'"
         ) from None
 
 
-def register(config: Any, clients: ClientSet) -> None:
+def register(config: Any, clients: ClientSet, prometheus: Any = None) -> None:
     """Called by ``includeme`` when any telemetry setting is on: the observers are made
-    after every client is declared (an action ordered after the clients')."""
+    after every client is declared (an action ordered after the clients').
+    ``prometheus``: the ``pyramid_redisx.prometheus`` module, when
+    ``redis.metrics_route`` is set (it sits above this module, and needs its extra)."""
     app = clients.app
     if app.tracing:
         _require("opentelemetry.trace", "tracing", "otel")
@@ -563,13 +562,11 @@ def register(config: Any, clients: ClientSet) -> None:
         app_now = clients.app  # settings may have changed until the commit
         if not app_now.telemetry:
             return
-        telemetry = Telemetry(app_now, clients)
+        telemetry = Telemetry(app_now, clients, prometheus)
         setattr(config.registry, STATE, telemetry)
         telemetry.attach()
 
     config.action(None, attach, order=2)
-    if app.metrics_route is not None:
-        from .prometheus import metrics_view  # the prometheus extra
-
+    if app.metrics_route is not None and prometheus is not None:
         config.add_route("pyramid_redisx.metrics", app.metrics_route)
-        config.add_view(metrics_view, route_name="pyramid_redisx.metrics")
+        config.add_view(prometheus.metrics_view, route_name="pyramid_redisx.metrics")
