@@ -36,7 +36,14 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .client import client_set
-from .cluster import READING, SENDING, after_send, marking, pipeline_not_sent_again
+from .cluster import (
+    READING,
+    SENDING,
+    after_send,
+    count_redirection,
+    marking,
+    pipeline_not_sent_again,
+)
 from .pools import connection_kwargs
 from .retries import (
     is_error_reply,
@@ -230,6 +237,9 @@ class _AsyncStageMarking(redis.asyncio.Connection):
         except _SENT_ERRORS as error:
             if awaiting and not is_error_reply(error):  # a reply is no lost connection
                 error.redisx_stage = READING  # type: ignore[union-attr]
+            raise
+        except (redis.exceptions.MovedError, redis.exceptions.AskError) as error:
+            count_redirection(error)  # telemetry
             raise
 
     async def disconnect(self, *args: Any, **kwargs: Any) -> None:

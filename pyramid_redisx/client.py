@@ -141,6 +141,9 @@ def _sent_safely(run: Any, what: str) -> Any:
         # after the last one sets the same deadline (~0.15 µs a reply less).
         interval = connection.health_check_interval
         started = perf_counter()
+        observer = self._redisx_observer  # telemetry: None when off
+        if observer is not None:
+            observer.enrich_pipeline(self._redisx_waited())
         try:
             if interval:
                 connection.health_check_interval = 0
@@ -186,6 +189,15 @@ class AccountedPipeline(Pipeline):
     _redisx_shares = True  # may run on the request's connection (not client()'s)
     _redisx_thread: int | None = None  # the thread that used it last (Usage.finish)
     _redisx_guarded: Any = None  # the watching connection whose reconnect raises
+    _redisx_observer: Any = None  # telemetry.Observer; None when telemetry is off
+    _redisx_wait_start = 0.0
+
+    def _redisx_waited(self) -> float:
+        """Seconds this pipeline's thread waited for a connection since execute began."""
+        usage = self._redisx_usage
+        if usage is None:
+            return 0.0
+        return float(usage.pool.wait_log.total - self._redisx_wait_start)
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         usage = self._redisx_usage
@@ -194,6 +206,11 @@ class AccountedPipeline(Pipeline):
         if usage is None or not count:
             return super().execute(raise_on_error)
         me = self._redisx_thread = get_ident()
+        observer = self._redisx_observer  # telemetry: None when off
+        if observer is not None:
+            started = perf_counter()
+            self._redisx_wait_start = usage.pool.wait_log.total
+        failed = None
         if self.connection is None and usage.thread == me and self._redisx_shares:
             # The request's own connection; redis-py's execute runs on it, and reset()
             # leaves it with the request. Other threads: redis-py takes one from the pool.
@@ -224,9 +241,17 @@ class AccountedPipeline(Pipeline):
                 )
             finally:
                 self.reset()
+        except BaseException as error:
+            failed = error
+            raise
         finally:  # one round trip of ``count`` commands
             name = "MULTI" if self.transaction else "PIPELINE"  # type: ignore[truthy-function]
             usage.record(name, self._redisx_seconds, (), count, inner)
+            if observer is not None:  # telemetry: the pipeline's span and metrics
+                observer.pipeline(
+                    [args for args, _ in stack], name == "MULTI", started,
+                    self._redisx_waited(), failed, usage.connection,
+                )  # fmt: skip
 
     def reset(self) -> None:  # type: ignore[override]
         connection = self.connection
@@ -275,14 +300,22 @@ class AccountedPipeline(Pipeline):
                 self.connection = self.connection_pool.get_connection()
             usage.hold(self)
         started = perf_counter()
+        failed = None
         try:
             return super().immediate_execute_command(*args, **options)
+        except Exception as error:
+            failed = error
+            raise
         finally:
             usage.record(args[0], perf_counter() - started, args)
             connection = self.connection
             if self.watching and connection is not None and self._redisx_guarded is None:
                 self._redisx_guarded = connection
                 connection.register_connect_callback(self._redisx_lost_watch)
+            if self._redisx_observer is not None:  # telemetry (outside any span of its)
+                self._redisx_observer.command(
+                    self.connection, args[0], args, started, 0.0, failed, inside=False
+                )
 
     def _send_command_parse_response(
         self, conn: Any, command_name: Any, *args: Any, **options: Any
@@ -349,6 +382,7 @@ class AccountedRedis(redis.Redis):
     _redisx_retry_writes = False
     _redisx_observed = False  # redis-py's own metrics (observability) were on at build
     _redisx_copy = False  # True on the class of per-request copies
+    _redisx_observer: Any = None  # telemetry.Observer; None when telemetry is off
     _redisx_request: Callable[[], Any] | None = None  # a lazy copy's request (weak)
     _redisx_shares = True  # its pipelines may use the request's connection (not client()'s)
     _redisx_thread: int | None = None  # client(): the thread that used it last
@@ -359,7 +393,7 @@ class AccountedRedis(redis.Redis):
         conn: Any = self.connection  # set for client(): a single-connection client
         name = args[0]
         lent = locked = False
-        wait_log = waited = None
+        wait_log = waited = failed = None
         started = perf_counter()
         try:
             if conn is not None:
@@ -398,8 +432,13 @@ class AccountedRedis(redis.Redis):
         except Exception as error:
             if self._redisx_observed and conn is not None:
                 _observed(conn, name, perf_counter() - started, error)
+            failed = error
             raise
         finally:
+            observer = self._redisx_observer  # telemetry: None when off
+            if observer is not None:
+                wait = wait_log.total - waited if wait_log is not None else 0.0
+                observer.command(conn, name, args, started, wait, failed)
             if usage is not None:
                 seconds = perf_counter() - started
                 if wait_log is not None:
@@ -436,6 +475,8 @@ class AccountedRedis(redis.Redis):
             pipe._redisx_usage = usage
             if not self._redisx_shares:
                 pipe._redisx_shares = False
+            if self._redisx_observer is not None:  # telemetry
+                pipe._redisx_observer = self._redisx_observer
         return pipe
 
     def pubsub(self, **kwargs: Any) -> Any:
@@ -590,6 +631,13 @@ class ClientSet:
         else:
             bound._redisx_request = ref(request)
         return bound
+
+    def observe(self, name: str, observer: Any) -> None:
+        """Telemetry (telemetry.py): ``observer`` sees client ``name``'s commands, on the
+        process-wide client, its per-request copies and their requests' ``Usage``."""
+        self.clients[name]._redisx_observer = observer
+        self._bound_classes[name]._redisx_observer = observer
+        self._starters[name].usage_class.observer = observer
 
     def pools(self) -> dict[str, Any]:
         """Pool of each client, by client name."""

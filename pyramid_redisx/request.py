@@ -196,6 +196,8 @@ def _finish(state: dict[str, Any], response: Any) -> None:
         elif usage.connection is not None:  # usage.finish(), in short: the common case
             connection, usage.connection = usage.connection, None
             usage.pool.release(connection)
+        if usage.observer is not None:  # telemetry: None when off
+            usage.observer.request_done(usage)
     if timing and response is not None:
         header = server_timing(usages)
         if header:

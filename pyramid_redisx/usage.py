@@ -93,6 +93,7 @@ class Usage:
     watch = False  # True when each command needs more than counting (trace, slow)
     server_timing = False
     stats = True  # options.stats: the line may be written
+    observer: Any = None  # telemetry.Observer of this client; None when telemetry is off
 
     def __init__(self, environ: Any, request: Any, in_tween: int | None) -> None:
         """``in_tween``: the thread our tween runs the request in, or None without it."""

@@ -13,7 +13,7 @@ import redis
 import webtest
 from pyramid.response import Response
 
-from pyramid_redisx import CommandMayHaveBeenApplied, get_redis
+from pyramid_redisx import get_redis
 from pyramid_redisx.pools import pool_figures
 from pyramid_redisx.request import client_set
 from tests.conftest import pools_of
