@@ -27,6 +27,7 @@ from pyramid.registry import Registry
 from .errors import RedisSettingsError
 from .request import get_redis
 from .settings import DEFAULT_CLIENT, duration, to_bool
+from .telemetry import cache_lookup
 
 SETTINGS_PREFIX = "redis.http_cache."
 NEVER = -1  # requests-cache's NEVER_EXPIRE
@@ -102,6 +103,7 @@ def http_cache_backend(
     expire_after = merged.pop("expire_after", None)
     backend = _backend_class()(namespace, connection=client, **merged)
     backend.default_expire_after = expire_after
+    backend.redisx_registry = registry
     return backend
 
 
@@ -123,6 +125,13 @@ def _backend_class() -> type:
 
         default_expire_after: float | None = None
         _redisx_settings: Any = None
+        redisx_registry: Any = None
+
+        def get_response(self, key: str, default: Any = None) -> Any:
+            response = super().get_response(key, default)
+            # telemetry, when on: a hit is a stored response, not the caller's default
+            cache_lookup(self.redisx_registry, "http_cache", response is not default)
+            return response
 
         @property
         def _settings(self) -> Any:
