@@ -9,6 +9,7 @@ a new use of a redis-py internal without a row in ``INTERNALS`` fails here.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import logging
@@ -96,6 +97,7 @@ def test_a_changed_signature_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         allow_redirections: bool = True, retry: object = None,
     ) -> None: ...  # fmt: skip
 
+    send_cluster_commands.__module__ = "redis.cluster"  # redis-py's own, reshaped
     monkeypatch.setattr(
         redis.cluster.PipelineStrategy, "send_cluster_commands", send_cluster_commands
     )
@@ -103,6 +105,39 @@ def test_a_changed_signature_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         "redis.cluster.PipelineStrategy.send_cluster_commands takes (stack, raise_on_error, "
         "allow_redirections, retry), expected (stack, raise_on_error, allow_redirections)"
     ) in refused()
+
+
+def test_a_method_wrapped_by_instrumentation_is_checked_through_or_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenTelemetry (wrapt) keeps ``__wrapped__``: redis-py's own parameters are checked.
+    Sentry replaces ``Pipeline.execute`` with an ``(*args, **kwargs)`` function: a
+    wrapper's shape says nothing of redis-py's, so only its presence is checked."""
+    execute = redis.client.Pipeline.execute
+
+    @functools.wraps(execute)
+    def traced(self: object, *args: object, **kwargs: object) -> object:
+        return execute(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def patched(self: object, *args: object, **kwargs: object) -> object:
+        return execute(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    for wrapper in (traced, patched):
+        monkeypatch.setattr(redis.client.Pipeline, "execute", wrapper)
+        redis_py.problems.cache_clear()
+        assert redis_py.problems() == ()
+        include().make_wsgi_app()
+
+    def renamed(self: object, raise_errors: bool = True) -> object:
+        return execute(self, raise_errors)  # type: ignore[arg-type]
+
+    renamed.__module__ = "redis.client"  # redis-py's own, changed
+    monkeypatch.setattr(redis.client.Pipeline, "execute", functools.wraps(execute)(renamed))
+    monkeypatch.delattr(renamed, "__wrapped__")
+    redis_py.problems.cache_clear()
+    assert redis_py.problems() == (
+        "redis.client.Pipeline.execute takes (raise_errors), expected (raise_on_error)",
+    )
 
 
 def test_an_instance_attribute_no_longer_set_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
