@@ -33,7 +33,8 @@ from redis.maint_notifications import MaintNotificationsConfig
 from redis.observability.recorder import is_enabled as observability_enabled
 from redis.retry import Retry
 
-from .errors import CommandMayHaveBeenApplied, RedisSettingsError, TimeoutNotRetried
+from .breaker import NO_BREAKER, OPEN, NoBreaker, new_breaker
+from .errors import CommandMayHaveBeenApplied, PoolExhausted, RedisSettingsError, TimeoutNotRetried
 from .settings import RedisOptions
 
 RETRY_BACKOFF_BASE = 0.008  # seconds: first pause before jitter (redis-py's own base)
@@ -110,9 +111,13 @@ class _WatchedPool:
     warn_at: int
     may_be_saturated: bool
     wait_log: _WaitLog
+    breaker: NoBreaker = NO_BREAKER
 
     def _watch(self, warn_ratio: float) -> None:
         self.warned: dict[str, tuple[float, int]] = {}  # stats: when each WARNING last went
+        # breaker: the circuit of this pool's connections (their retry policy's), if any
+        self.breaker = getattr(self.connection_kwargs.get("retry"), "breaker", NO_BREAKER)  # type: ignore[attr-defined]
+        self.breaker.attach(self)
         self.warn_at = max(1, math.ceil(self.max_connections * warn_ratio))
         self.may_be_saturated = False
         self._grown = 0
@@ -155,10 +160,6 @@ class _WatchedPool:
         raise NotImplementedError
 
 
-class PoolExhausted(RedisConnectionError):
-    """No free connection within ``pool_timeout``: names the client, not just the pool."""
-
-
 class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
     """redis-py's ``BlockingConnectionPool`` with a lean lend and give-back.
 
@@ -176,6 +177,8 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
     client_names: tuple[str, ...] = ()  # set by ClientSet.add: who shares this pool
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self.breaker.dirty:
+            self.breaker.check()  # breaker: no checkout while the circuit is open
         try:
             if self.observed:
                 return super().get_connection(*args, **kwargs)
@@ -289,12 +292,15 @@ def retryable(error: Exception) -> bool:
 
 class WriteSafeRetry(Retry):
     """redis-py's ``Retry``, except that it never retries ``CommandMayHaveBeenApplied``
-    (nor the Cluster client's ``TimeoutNotRetried``).
+    (nor the Cluster client's ``TimeoutNotRetried``), and that it is the circuit
+    breaker's gate (``breaker.py``).
 
     The clients raise that error for a connection error after a command that can change
     data was sent (``client.py``); every place redis-py retries through the connection's
     policy (commands, pipelines, WATCH) then lets it through instead of sending again.
     """
+
+    breaker: NoBreaker = NO_BREAKER  # the pool's (each connection's copy shares it)
 
     def call_with_retry(
         self,
@@ -306,25 +312,41 @@ class WriteSafeRetry(Retry):
         # redis-py's loop (redis.retry.Retry.call_with_retry), run here rather than
         # through it: on the common path, one try that succeeds, this is one frame and
         # no closure per command, and the backoff is reset only once a try has failed.
+        # The circuit breaker (breaker.py) costs two attribute reads on that path.
+        breaker = self.breaker
+        probe = breaker.dirty and breaker.enter()  # breaker: RedisCircuitOpen while open
         failures = 0
         while True:
             try:
-                return do()
+                result = do()
             except self._supported_errors as error:
-                if not retryable(error) or (is_retryable is not None and not is_retryable(error)):
+                if (
+                    probe  # breaker: the half-open probe is tried once
+                    or not retryable(error)
+                    or (is_retryable is not None and not is_retryable(error))
+                ):
+                    breaker.failed(error, probe)  # breaker: counts failures to reach
                     raise
                 failures += 1
                 if with_failure_count:
                     fail(error, failures)
                 else:
                     fail(error)
-                if self._retries >= 0 and failures > self._retries:
+                if (self._retries >= 0 and failures > self._retries) or breaker.state == OPEN:
+                    breaker.failed(error)  # breaker: and stops retrying once open
                     raise error
                 if failures == 1:
                     self._backoff.reset()
                 pause = self._backoff.compute(failures)
                 if pause > 0:
                     sleep(pause)
+            except BaseException as error:
+                breaker.failed(error, probe)  # breaker: a timeout not retried counts too
+                raise
+            else:
+                if breaker.dirty:
+                    breaker.succeeded(probe)  # breaker: closes, or clears the count
+                return result
 
 
 def retry_arguments(options: RedisOptions) -> dict[str, Any]:
@@ -345,7 +367,9 @@ def retry_policy(options: RedisOptions) -> Retry:
     A connection error after a command that can change data was sent is not retried
     unless ``retry_writes`` (the clients raise ``CommandMayHaveBeenApplied`` instead).
     """
-    return WriteSafeRetry(**retry_arguments(options))
+    policy = WriteSafeRetry(**retry_arguments(options))
+    policy.breaker = new_breaker(options)  # breaker: one per pool built from options
+    return policy
 
 
 def connection_kwargs(options: RedisOptions, *, for_check: bool = False) -> dict[str, Any]:
