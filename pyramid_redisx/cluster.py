@@ -38,6 +38,7 @@ from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .breaker import NO_BREAKER, NoBreaker, guarded
 from .client import Usage, may_have_been_applied, reads_only
 from .errors import CommandMayHaveBeenApplied, TimeoutNotRetried
 from .health import Probe, new_connection, probe
@@ -238,6 +239,8 @@ def _node_pool(options: RedisOptions, wait_log: _WaitLog, **kwargs: Any) -> Any:
 class ClusterPools:
     """The node pools of one cluster client, seen as one pool (figures summed)."""
 
+    breaker: NoBreaker = NO_BREAKER  # the client's circuit, set by build_client
+
     def __init__(self, options: RedisOptions) -> None:
         self.options = options
         self.wait_log = _WaitLog()
@@ -324,11 +327,13 @@ class AccountedClusterPipeline(ClusterPipeline):
                 break
         return RedisCluster.execute_command(self, *args, **options)
 
+    _redisx_breaker: NoBreaker = NO_BREAKER  # the client's circuit (breaker.py)
+
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         usage = self._redisx_usage
         count = len(self)
         if usage is None or not count:
-            return super().execute(raise_on_error)
+            return guarded(self._redisx_breaker, super().execute, raise_on_error)  # type: ignore[no-any-return]
         inner = (
             [c.args for c in self._execution_strategy.command_queue]
             if usage.trace is not None
@@ -338,7 +343,7 @@ class AccountedClusterPipeline(ClusterPipeline):
         waited = wait_log.total
         started = perf_counter()
         try:
-            return super().execute(raise_on_error)
+            return guarded(self._redisx_breaker, super().execute, raise_on_error)  # type: ignore[no-any-return]
         finally:
             transaction = isinstance(self._execution_strategy, TransactionStrategy)
             name = "MULTI" if transaction else "PIPELINE"
@@ -362,14 +367,15 @@ class AccountedCluster(RedisCluster):
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         usage = self._redisx_usage
+        breaker = self.connection_pool.breaker  # one circuit for the client (breaker.py)
         if usage is None:
-            return RedisCluster.execute_command(self, *args, **kwargs)
+            return guarded(breaker, RedisCluster.execute_command, self, *args, **kwargs)
         # The wait for a node's connection is not Redis time (it is ``waited_ms``).
         wait_log = self.connection_pool.wait_log
         waited = wait_log.total
         started = perf_counter()
         try:
-            return RedisCluster.execute_command(self, *args, **kwargs)
+            return guarded(breaker, RedisCluster.execute_command, self, *args, **kwargs)
         finally:
             usage.record(args[0], perf_counter() - started - (wait_log.total - waited), args)
 
@@ -387,6 +393,7 @@ class AccountedCluster(RedisCluster):
         pipe.parent_execute_command = pipe._send_again
         pipe._redisx_retry_writes = self._redisx_retry_writes
         pipe._redisx_retry_on_timeout = self._redisx_retry_on_timeout
+        pipe._redisx_breaker = self.connection_pool.breaker
         usage = self._redisx_usage
         if usage is not None:
             pipe._redisx_usage = usage
@@ -426,6 +433,11 @@ def build_client(options: RedisOptions, pools: ClusterPools) -> AccountedCluster
         **kwargs,
     )
     client.connection_pool = pools
+    # One circuit for the whole client, gated around redis-py's cluster loops (which
+    # route around a failed master once the cluster fails over): it opens when the
+    # client's commands fail in a row, i.e. when the cluster is unreachable from here.
+    pools.breaker = client.retry.breaker  # type: ignore[attr-defined]
+    pools.breaker.attach(pools)
     client._redisx_retry_on_timeout = options.retry_on_timeout
     client.disconnect_connection_pools()  # no socket kept from configuration time
     return client
