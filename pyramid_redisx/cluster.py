@@ -367,7 +367,8 @@ class AccountedCluster(RedisCluster):
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         usage = self._redisx_usage
-        breaker = self.connection_pool.breaker  # one circuit for the client (breaker.py)
+        # One circuit for the client (breaker.py); none while redis-py's constructor runs.
+        breaker = getattr(getattr(self, "connection_pool", None), "breaker", NO_BREAKER)
         if usage is None:
             return guarded(breaker, RedisCluster.execute_command, self, *args, **kwargs)
         # The wait for a node's connection is not Redis time (it is ``waited_ms``).

@@ -64,13 +64,15 @@ def soft_call(
 
 class SoftClient:
     """A client (or pipeline) whose commands return a default instead of raising while
-    Redis cannot be used; ``failures`` counts those of this wrapper."""
+    Redis cannot be used; ``failures`` counts those of this wrapper (and of the
+    pipelines it made), ``last_error`` is the last error it swallowed."""
 
     def __init__(self, client: Any, default: Any = None, parent: SoftClient | None = None) -> None:
         self._client = client
         self._default = default
         self._root: SoftClient = parent._root if parent is not None else self
         self.failures = 0  # of this wrapper and of the pipelines it made
+        self.last_error: Exception | None = None  # the last one swallowed, for logs
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._client, name)
@@ -84,6 +86,7 @@ class SoftClient:
                 if not unavailable(error):
                     raise
                 self._root.failures += 1
+                self._root.last_error = error
                 note_soft_failure(self._client)
                 return self._default
             if isinstance(result, Pipeline | ClusterPipeline):  # its execute() is soft too
