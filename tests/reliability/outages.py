@@ -349,7 +349,7 @@ def figures(run: OutageRun) -> dict[str, Any]:
     # in the body), once no request from before it opened still holds a server thread
     # (those wait out their timeout: the detection, reported apart). Half-open probes are
     # reported apart too: each waits up to socket_timeout, by design.
-    opened = min((r.started for r in run.records if "RedisCircuitOpen" in r.body), default=None)
+    opened = min((r.ended for r in run.records if "RedisCircuitOpen" in r.body), default=None)
     redis_views = [r for r in run.records if not r.path.startswith("/free")]
     if opened is not None:
         drained = max(

@@ -11,10 +11,12 @@ The targets (docs/outages.rst) and the margins asserted here, for a loaded 2-cor
 machine (other test suites run beside this one):
 
 * while the circuit is open, the plain view's 503 and the fail-soft view's 200 come with
-  p99 <= 5 ms: asserted <= 100 ms (still 5x below one socket_timeout: nothing waited on
-  Redis) and p50 <= 15 ms;
+  p99 <= 5 ms: asserted p50 <= 15 ms and p99 <= 250 ms, half a socket_timeout (no
+  request waited on Redis; on a quiet machine p99 is a few ms, on one running other
+  suites beside this one 20-30 ms, and a CPU hog started mid-run was seen to push p99
+  past 200 ms with p50 still 4 ms); without the breaker p50 is ~4.5 s;
 * the view that never touches Redis keeps >= 0.9x its healthy throughput during the
-  outage (detection included): asserted >= 0.8x;
+  outage (detection included): asserted >= 0.75x (without the breaker: ~0.002x);
 * the first success after Redis is back comes within breaker_cooldown + 100 ms:
   asserted + 400 ms more;
 * no request waits longer than the documented worst case: asserted + 1 s;
@@ -54,10 +56,10 @@ def test_an_outage_costs_milliseconds_not_threads(
     # While open: answered at once, plain (503) and fail-soft (200) alike.
     for view in ("plain_open", "soft_open"):
         assert found[view]["n"] >= 100, found
-        assert found[view]["p50_ms"] <= 15 and found[view]["p99_ms"] <= 100, found
+        assert found[view]["p50_ms"] <= 15 and found[view]["p99_ms"] <= 250, found
     assert found["soft_open_ok"], found["statuses"]
     # The view that never touches Redis keeps its throughput.
-    assert found["free_ratio"] >= 0.8, found
+    assert found["free_ratio"] >= 0.75, found
     # Recovery by itself, within the cooldown (+ 100 ms, + a margin).
     assert found["first_success_after_back_s"] is not None, found["statuses"]
     assert found["first_success_after_back_s"] <= COOLDOWN + 0.1 + 0.4, found
