@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 VENV110 ?= .venv-pyramid110
 BIN110 := $(VENV110)/bin
 
-.PHONY: test test-pyramid2 test-pyramid110 test-topologies test-outages lint demo bench clean system-deps docs dist
+.PHONY: test test-pyramid2 test-pyramid110 test-topologies test-outages lint demo bench bench-outages clean system-deps docs dist
 
 # demo_app/ is not part of the package (the wheel holds pyramid_redisx only): a .pth
 # file puts the repository on the venv's path so that pserve, pshell and pyramid-redisx
@@ -77,6 +77,12 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/bench_server.py
 	$(BIN)/python bench/bench_checkout.py | tee bench/results_checkout.txt
 	$(BIN)/python bench/plot.py
+
+## bench-outages: the breaker's cost per command, three outages with and without it, the plot (~8 min, needs wrk)
+bench-outages: system-deps $(BIN)/.bench-installed
+	$(BIN)/python bench/bench_breaker.py
+	$(BIN)/python bench/bench_outages.py
+	$(BIN)/python bench/plot_outages.py
 
 clean:
 	rm -rf $(VENV) $(VENV110) *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build dist build artifacts

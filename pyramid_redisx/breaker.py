@@ -42,7 +42,12 @@ from typing import Any
 
 import redis.exceptions
 from redis._parsers.base import BaseParser
-from redis.exceptions import AuthenticationError, AuthorizationError, MaxConnectionsError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    MaxConnectionsError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -247,7 +252,7 @@ class Breaker(NoBreaker):
                     self.last_error = describe(error)
                     self.probes += 1
                     self._open(monotonic())
-                elif is_reply(error):
+                elif is_reply(error) or isinstance(error, ResponseError):
                     self._close("the probe got an answer")
                 else:  # neither: let the next call probe at once
                     self.state, self.prober, self.opened_at = OPEN, None, 0.0

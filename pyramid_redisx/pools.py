@@ -33,7 +33,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 from redis.observability.recorder import is_enabled as observability_enabled
 from redis.retry import Retry
 
-from .breaker import NO_BREAKER, OPEN, NoBreaker, new_breaker
+from .breaker import CLOSED, NO_BREAKER, NoBreaker, new_breaker
 from .errors import CommandMayHaveBeenApplied, PoolExhausted, RedisSettingsError, TimeoutNotRetried
 from .settings import RedisOptions
 
@@ -332,7 +332,9 @@ class WriteSafeRetry(Retry):
                     fail(error, failures)
                 else:
                     fail(error)
-                if (self._retries >= 0 and failures > self._retries) or breaker.state == OPEN:
+                if (self._retries >= 0 and failures > self._retries) or (
+                    breaker.dirty and breaker.state != CLOSED  # breaker: open, or probing
+                ):
                     breaker.failed(error)  # breaker: and stops retrying once open
                     raise error
                 if failures == 1:

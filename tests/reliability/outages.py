@@ -39,7 +39,8 @@ from .blackhole import start_process as start_blackhole
 
 ROOT = Path(__file__).resolve().parents[2]
 WRK_CONNECTIONS = 1
-RATES = {"plain": 50.0, "soft": 50.0, "write": 25.0}  # requests per second, each
+# requests per second, each (``free`` too: its latency over time, for the plot)
+RATES = {"plain": 50.0, "soft": 50.0, "write": 25.0, "free": 20.0}
 COOLDOWN = 1.0
 # worst_case_seconds of outage_app.SETTINGS (pool_timeout 2 + 0.5 + 0.5 + 3 pauses of
 # at most 16 ms): the documented bound of one command.
@@ -366,9 +367,7 @@ def figures(run: OutageRun) -> dict[str, Any]:
         probes = []
 
     def latencies(prefix: str) -> dict[str, Any]:
-        chosen = [r.ms for r in in_window if r.path.startswith(prefix)]
-        return {"n": len(chosen), "p50_ms": _round(percentile(chosen, 50)),
-                "p99_ms": _round(percentile(chosen, 99)), "max_ms": _round(max(chosen, default=None))}  # fmt: skip
+        return _spread([r.ms for r in in_window if r.path.startswith(prefix)])
 
     plain_after = [
         r for r in run.records if r.path == "/plain" and r.started >= back and r.status == 200
@@ -388,7 +387,10 @@ def figures(run: OutageRun) -> dict[str, Any]:
         "free_rps_healthy": run.free_healthy["rps"],
         "free_rps_outage": run.free_outage.get("rps"),
         "free_ratio": round(run.free_outage.get("rps", 0) / run.free_healthy["rps"], 3),
-        "free_p99_ms_outage": run.free_outage.get("p99_ms"),
+        "free_p99_ms_outage": run.free_outage.get("p99_ms"),  # wrk's (closed loop)
+        "free_open_loop_outage": _spread(
+            [r.ms for r in run.records if r.path == "/free" and outage <= r.started < back]
+        ),
         "free_timeouts_outage": run.free_outage.get("timeouts"),
         "plain_open": latencies("/plain"),
         "soft_open": latencies("/soft"),
@@ -401,6 +403,11 @@ def figures(run: OutageRun) -> dict[str, Any]:
         "writes_acknowledged_lost": sorted(acknowledged - set(run.writes_on_server)),
         "statuses": _statuses(run.records),
     }
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"n": len(values), "p50_ms": _round(percentile(values, 50)),
+            "p99_ms": _round(percentile(values, 99)), "max_ms": _round(max(values, default=None))}  # fmt: skip
 
 
 def _statuses(records: list[Record]) -> dict[str, int]:
@@ -423,7 +430,7 @@ def timeline(run: OutageRun, bucket: float = 0.25) -> dict[str, list[Any]]:
     t = start
     while t < end:
         series["t"].append(round(t, 3))
-        for prefix in ("/plain", "/soft", "/write"):
+        for prefix in ("/plain", "/soft", "/write", "/free"):
             values = [r.ms for r in run.records
                       if r.path.startswith(prefix) and t <= r.started - outage < t + bucket]  # fmt: skip
             series.setdefault(prefix, []).append(_round(percentile(values, 99)))
