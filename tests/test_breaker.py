@@ -155,7 +155,9 @@ def test_opens_after_failures_in_a_row_then_fails_at_once_without_the_network(
     accepted = proxy.accepted
     fast = sorted(call(app) for _ in range(50))
     assert {outcome for _, outcome in fast} == {"RedisCircuitOpen"}
-    assert fast[25][0] < 0.005 and fast[-1][0] < 0.1, fast[-3:]  # median, slowest (2 cores)
+    # median, and slowest: below socket_timeout (0.3 s), so no call waited on the network
+    # (a loaded 2-core machine stalls a process for 100 ms now and then)
+    assert fast[25][0] < 0.005 and fast[-1][0] < 0.25, fast[-3:]
     assert proxy.accepted == accepted  # no connection was even attempted
     assert len(warnings_of(caplog)) == 1
     assert "circuit open: 3 failures in a row" in warnings_of(caplog)[0]
@@ -244,7 +246,7 @@ def test_half_open_lets_one_probe_through_at_a_time(make_app: Any, proxy: Blackh
     probes = [o for o in outcomes if o[1] != "RedisCircuitOpen"]
     assert len(probes) == 1 and probes[0][1] == "TimeoutError", outcomes
     assert probes[0][0] >= 0.25  # it waited socket_timeout: the only one that did
-    assert all(seconds < 0.1 for seconds, outcome in outcomes if outcome == "RedisCircuitOpen")
+    assert all(seconds < 0.25 for seconds, outcome in outcomes if outcome == "RedisCircuitOpen")
     assert proxy.accepted - accepted <= 1  # the probe's connection, nothing else
     assert breaker(app).state == OPEN  # the probe failed: open for another cooldown
 

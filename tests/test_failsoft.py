@@ -200,8 +200,8 @@ def test_health_view_says_circuit_open_within_its_timeout(make_app: Any, redis_s
 
 
 def test_toolbar_panel_shows_the_open_circuit(make_app: Any, redis_server_factory: Any) -> None:
-    from pyramid_redisx.client import TRACE, USAGES
     from pyramid_redisx.debugtoolbar import render, summarize
+    from pyramid_redisx.usage import TRACE, USAGES
 
     server = redis_server_factory()
     summaries: list[Any] = []
