@@ -43,6 +43,7 @@ from typing import Any
 from pyramid.config import Configurator
 from pyramid.response import Response
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pyramid_redisx import get_redis
@@ -281,6 +282,55 @@ def gates(server: RedisServer, rounds: int, calls: int = 20_000) -> dict[str, An
     return result
 
 
+def open_circuit(server: RedisServer, rounds: int) -> dict[str, Any]:
+    """CPU per request of a one-GET view answered by the open circuit (an exception view
+    turns ``RedisCircuitOpen`` into a 503), beside the same view answered by Redis: what
+    a request costs the server while Redis is down, without the machine's other jobs."""
+
+    def unavailable(exc: BaseException, request: Any) -> Response:
+        return Response(type(exc).__name__, status=503)
+
+    def build(url: str) -> Any:
+        config = Configurator(settings={"redis.url": url, "redis.stats": "false",
+                                        "redis.startup_check": "false",
+                                        "redis.breaker_cooldown": "1 minute"})  # fmt: skip
+        config.include("pyramid_redisx")
+        config.add_route("one", "/one")
+        config.add_view(one, route_name="one")
+        config.add_exception_view(unavailable, context=RedisError)
+        return config.make_wsgi_app()
+
+    dead = RedisServer().start()
+    dead.stop()
+    apps = {"open": build(dead.url), "healthy": build(server.url)}
+    statuses: list[str] = []
+
+    def respond(status: str, headers: Any, exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    def run(app: Any) -> None:
+        for _ in app(environ("/one"), respond):
+            pass
+
+    for _ in range(10):  # open the circuit (5 failures in a row to reach the dead port)
+        run(apps["open"])
+    assert statuses[-1].startswith("503"), statuses[-1]
+    per: dict[str, list[int]] = {name: [] for name in apps}
+    for _ in range(rounds):
+        for name in random.sample(list(apps), len(apps)):
+            for _ in range(25):
+                started = thread_time_ns()
+                run(apps[name])
+                per[name].append(thread_time_ns() - started)
+    for app in apps.values():
+        client_set(app.registry).close()
+    dead.cleanup()
+    result = {name: round(statistics.median(times) / 1000, 1) for name, times in per.items()}
+    print(f"a one-GET request answered by the open circuit: {result['open']} us CPU "
+          f"(answered by Redis: {result['healthy']} us)")  # fmt: skip
+    return result
+
+
 def _retry_arguments() -> dict[str, Any]:
     from redis.backoff import ExponentialWithJitterBackoff
 
@@ -310,6 +360,9 @@ def table(results: dict[str, Any]) -> str:
                   f"     - {figures['per_gate_us_paired_median']:+} µs (paired median; "
                   f"IQR {figures['per_gate_us_paired_iqr'][0]:+} .. "
                   f"{figures['per_gate_us_paired_iqr'][1]:+})"]  # fmt: skip
+    lines += ["   * - a one-GET request answered by the open circuit (a 503 from an exception view)",
+              f"     - {results['open']['open']} µs", "     - ",
+              f"     - (answered by Redis: {results['open']['healthy']} µs)"]  # fmt: skip
     lines += ["", f"{results['rounds']} rounds of blocks of {results['block']} requests; the "
               "request figures vary by tens of µs from round to round (a round trip to Redis), "
               "so the gates' figures are the measure of the cost.", ""]  # fmt: skip
@@ -331,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             admin.set(KEY, b"v" * 32)
         results: dict[str, Any] = {"rounds": args.rounds, "block": args.block}
         results["gates"] = gates(server, max(10, args.rounds // 5))
+        results["open"] = open_circuit(server, max(10, args.rounds // 5))
         apps = {on: make_app(server.url, on) for on in (True, False)}
         samples: dict[tuple[str, bool], list[int]] = {}
         rounds: dict[tuple[str, bool], list[float]] = {}

@@ -23,10 +23,10 @@ answered. A busy pool (``PoolExhausted``) does not count either.
 A pool's connections share the breaker (each gets a deep copy of the pool's retry
 policy; the breaker copies as itself), and clients with equal options share a pool, so
 "per client" means per distinct option set. A forked child starts with every breaker
-closed, as it starts with fresh pools. The gate runs in the retry policy (every connect,
-command and pipeline goes through it) and at checkout (``pools.py``); a Sentinel
-failover closes the circuit (``sentinel.py``), and a Cluster client has one breaker for
-all its nodes (``cluster.py``).
+closed, as it starts with fresh pools. The gate runs in the retry policy (``retries``:
+every connect, command and pipeline goes through it) and at checkout (``pools``); a
+Sentinel failover closes the circuit (``sentinel``), and a Cluster client has one
+breaker for all its nodes (``cluster``).
 """
 
 from __future__ import annotations
