@@ -36,6 +36,7 @@ from .breaker import unavailable
 from .failsoft import note_soft_failure, soft_call
 from .request import client_set, get_redis
 from .settings import DEFAULT_CLIENT
+from .telemetry import cache_lookup
 
 BACKEND = "pyramid_redisx"
 _CONNECTION_ARGUMENTS = (
@@ -114,10 +115,15 @@ class RedisxBackend(RedisBackend):  # type: ignore[misc]
         return soft_call(self.writer_client, call, default, *args)
 
     def get_serialized(self, key: Any) -> Any:
-        return self._soft(super().get_serialized, NO_VALUE, key)
+        value = self._soft(super().get_serialized, NO_VALUE, key)
+        cache_lookup(self.registry, "dogpile", value is not NO_VALUE)  # telemetry, when on
+        return value
 
     def get_serialized_multi(self, keys: Any) -> Any:
-        return self._soft(super().get_serialized_multi, [NO_VALUE] * len(keys), keys)
+        values = self._soft(super().get_serialized_multi, [NO_VALUE] * len(keys), keys)
+        for value in values:
+            cache_lookup(self.registry, "dogpile", value is not NO_VALUE)  # telemetry, when on
+        return values
 
     def set_serialized(self, key: Any, value: Any) -> None:
         self._soft(super().set_serialized, None, key, value)

@@ -32,6 +32,7 @@ from .errors import RedisSettingsError
 from .failsoft import soft_call
 from .request import client_set, get_redis
 from .settings import DEFAULT_CLIENT, duration, to_bool
+from .telemetry import cache_lookup
 
 SETTINGS_PREFIX = "redis.http_cache."
 NEVER = -1  # requests-cache's NEVER_EXPIRE
@@ -109,6 +110,7 @@ def http_cache_backend(
     backend.default_expire_after = expire_after
     if client_set(registry).options[name].fail_soft:
         backend.soft_client = client
+    backend.redisx_registry = registry
     return backend
 
 
@@ -131,11 +133,16 @@ def _backend_class() -> type:
         default_expire_after: float | None = None
         _redisx_settings: Any = None
         soft_client: Any = None  # the client, when it fails soft
+        redisx_registry: Any = None
 
         def get_response(self, key: str, default: Any = None) -> Any:
             if self.soft_client is None:
-                return super().get_response(key, default)
-            return soft_call(self.soft_client, super().get_response, default, key, default)
+                response = super().get_response(key, default)
+            else:
+                response = soft_call(self.soft_client, super().get_response, default, key, default)
+            # telemetry, when on: a hit is a stored response, not the caller's default
+            cache_lookup(self.redisx_registry, "http_cache", response is not default)
+            return response
 
         def save_response(self, *args: Any, **kwargs: Any) -> None:
             if self.soft_client is None:

@@ -34,7 +34,7 @@ from redis.observability.recorder import is_enabled as observability_enabled
 from redis.retry import Retry
 
 from .breaker import NO_BREAKER, NoBreaker
-from .errors import PoolExhausted
+from .errors import PoolExhausted as PoolExhausted  # public here too (moved to errors)
 from .retries import retry_pauses, retry_policy
 from .settings import RedisOptions
 
