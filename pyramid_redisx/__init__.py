@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import redis_py
 from .errors import (
     CommandMayHaveBeenApplied,
+    RedisCircuitOpen,
     RedisPyUnsupported,
     RedisSettingsError,
     RedisUnavailable,
@@ -21,6 +22,7 @@ from .errors import (
 
 try:
     from .config import add_redis_client, includeme
+    from .failsoft import fail_soft
     from .http_cache import http_cache_backend
     from .queue import MessageQueue, QueueEmpty, QueueFull
     from .request import get_redis
@@ -45,12 +47,14 @@ __all__ = [
     "MessageQueue",
     "QueueEmpty",
     "QueueFull",
+    "RedisCircuitOpen",
     "RedisPyUnsupported",
     "RedisSettingsError",
     "RedisTransactionError",
     "RedisUnavailable",
     "add_redis_client",
     "close_async_redis",
+    "fail_soft",
     "get_async_redis",
     "get_redis",
     "http_cache_backend",

@@ -81,6 +81,7 @@ INTERNALS: tuple[tuple[str, str, str, str], ...] = (
     ("redis.client.record_error_count", ACCEPTS, "server_address server_port network_peer_address network_peer_port error_type retry_attempts is_internal", "client.py"),
     ("redis.commands.READ_COMMANDS", ATTR, "", "retries.py: what may be sent again"),
     ("redis.observability.recorder.is_enabled", PARAMS, "", "client.py, pools.py"),
+    ("redis.exceptions.ConnectionError.__init__", PARAMS, "*args status_code", "errors.py overrides it (RedisCircuitOpen)"),
     # -- pools (pools.py): lean checkout, figures, waits
     ("redis.connection.ConnectionPool.get_connection", ATTR, "", "pools.py overrides it"),
     ("redis.connection.ConnectionPool.release", PARAMS, "connection", "pools.py overrides it"),
