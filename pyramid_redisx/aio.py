@@ -89,7 +89,10 @@ class _AsyncClients:
                 yield
             finally:
                 self.closers.pop(loop, None)
-                if not loop.is_closed():
+                # Never in a forked child (the garbage collector finalizes a copy of this
+                # generator there): closing the parent's clients would unregister their
+                # sockets from the event loop's epoll, which parent and child share.
+                if os.getpid() == self.pid and not loop.is_closed():
                     await _close_all(self.by_loop.pop(loop, {}))
 
         agen = self.closers[loop] = closer()
