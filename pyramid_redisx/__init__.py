@@ -17,7 +17,7 @@ from .request import get_redis
 
 if TYPE_CHECKING:  # real types for type checkers; imported lazily at run time
     from .aio import close_async_redis, get_async_redis
-    from .http_cache import http_cache_backend
+    from .http_cache import http_cache_backend, http_cache_session
     from .queue import MessageQueue, QueueEmpty, QueueFull
     from .tm import RedisTransactionError
 
@@ -28,6 +28,7 @@ _LAZY = {
     "QueueEmpty": "queue",
     "QueueFull": "queue",
     "http_cache_backend": "http_cache",
+    "http_cache_session": "http_cache",
     "get_async_redis": "aio",
     "close_async_redis": "aio",
     "RedisTransactionError": "tm",
@@ -46,6 +47,7 @@ __all__ = [
     "get_async_redis",
     "get_redis",
     "http_cache_backend",
+    "http_cache_session",
     "includeme",
 ]
 __version__ = "0.1.0"

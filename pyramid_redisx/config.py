@@ -12,6 +12,7 @@ from pyramid.exceptions import ConfigurationConflictError
 from .client import ClientSet
 from .errors import RedisSettingsError
 from .health import health_view
+from .http_cache import parse_http_cache_settings
 from .request import STATE, RequestAttributes, client_set, on_new_response
 from .settings import (
     DEFAULT_CLIENT,
@@ -49,7 +50,8 @@ def includeme(config: Any) -> None:
     - adds a tween that does the ``NewResponse`` work for a request whose view raised
       past every exception view (no response, so no ``NewResponse``);
     - with ``redis.health_route``, a JSON health view at that path;
-    - warns about unknown ``redis.*`` keys and rejects near misses of known ones.
+    - warns about unknown ``redis.*`` keys and rejects near misses of known ones;
+      checks the HTTP cache's ``redis.http_cache.*`` too (requests-cache not needed).
     """
     registry = config.registry
     if getattr(registry, _DECLARED, None) is not None:
@@ -57,6 +59,7 @@ def includeme(config: Any) -> None:
     settings = config.get_settings() or {}
     app = parse_app(settings)
     check_keys(settings, app.clients, top_level_only=True)
+    parse_http_cache_settings(settings)
     setattr(registry, _DECLARED, {})
     setattr(registry, STATE, ClientSet(app))
 
@@ -128,6 +131,7 @@ def _finish_configuration(config: Any, snapshot: dict[str, Any]) -> None:
     clients = client_set(registry)
     if _redis_settings(settings) != snapshot:
         clients.app = parse_app(settings)
+        parse_http_cache_settings(settings)
     if clients.app.sessions_client not in clients.options:
         raise RedisSettingsError(
             PREFIX + "sessions_client", clients.app.sessions_client,
