@@ -14,6 +14,7 @@ from .errors import RedisSettingsError
 from .health import health_view
 from .http_cache import parse_http_cache_settings
 from .request import STATE, RequestAttributes, client_set, on_new_response
+from .sessions import check_sessions_client
 from .settings import (
     DEFAULT_CLIENT,
     PREFIX,
@@ -137,6 +138,8 @@ def _finish_configuration(config: Any, snapshot: dict[str, Any]) -> None:
             PREFIX + "sessions_client", clients.app.sessions_client,
             f"no client named {clients.app.sessions_client!r}; declared: {', '.join(clients.options)}",
         )  # fmt: skip
-    names = [name for name in getattr(registry, _DECLARED) if name != DEFAULT_CLIENT]
+    name = clients.app.sessions_client
+    check_sessions_client(settings, name, clients.options[name])
+    names = [other for other in getattr(registry, _DECLARED) if other != DEFAULT_CLIENT]
     for warning in check_keys(settings, names):
         log.warning(warning)
