@@ -37,6 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from .client import may_have_been_applied, reads_only
 from .cluster import READING, SENDING, after_send, marking, pipeline_not_sent_again
 from .pools import connection_kwargs, retry_arguments, retryable
+from .pubsub import SubscribedAsyncPubSub
 from .request import client_set
 from .settings import DEFAULT_CLIENT, RedisOptions
 
@@ -132,6 +133,12 @@ class WriteSafeAsyncRedis(redis.asyncio.Redis):
         )
         pipe.redisx_retry_writes = self.redisx_retry_writes
         return pipe
+
+    def pubsub(self, **kwargs: Any) -> Any:
+        """A pubsub that raises when the server drops its subscription (pubsub.py)."""
+        return SubscribedAsyncPubSub(
+            self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs
+        )
 
 
 # ------------------------------------------------ Cluster: the write-safe retry rule

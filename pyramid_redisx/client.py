@@ -31,6 +31,7 @@ from redis.observability.recorder import is_enabled as observability_enabled
 
 from .errors import CommandMayHaveBeenApplied
 from .pools import NoQueue, build_pool
+from .pubsub import SubscribedPubSub
 from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
 
 # request.__dict__ key a debug panel sets (before the view runs) to get every command.
@@ -517,7 +518,11 @@ class AccountedRedis(redis.Redis):
         return pipe
 
     def pubsub(self, **kwargs: Any) -> Any:
-        pubsub = super().pubsub(**kwargs)
+        # redis.Redis.pubsub's own call, with a pubsub that raises when the server drops a
+        # subscription instead of resuming it silently through the retries (pubsub.py)
+        pubsub = SubscribedPubSub(
+            self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs
+        )
         if self._redisx_usage is not None:
             self._redisx_usage.hold(pubsub)
         return pubsub
