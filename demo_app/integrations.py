@@ -122,8 +122,9 @@ def overview(request: Any) -> Response:
         '<section class="card" id="client-list"><h2>Connections</h2>'
         '<table><thead><tr><th>client</th><th class="n">CLIENT LIST connections</th>'
         f'<th class="n">its pool</th></tr></thead><tbody>{rows}</tbody></table>'
-        '<p class="how">Equal numbers: nothing but the client\'s pool talks to its '
-        "database.</p></section></div>",
+        '<p class="how">The same number, or one more (the health view keeps a connection '
+        "of its own): nothing but the client's pool talks to its database.</p>"
+        "</section></div>",
     )
 
 
