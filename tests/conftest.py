@@ -99,3 +99,23 @@ def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     assert status == 0, warnings.read_text()
     yield out
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's wheel, built once per session from this checkout (``python -m build``)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("dist")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(root)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = out.glob("pyramid_redisx-*.whl")
+    return wheel
