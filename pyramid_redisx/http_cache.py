@@ -137,7 +137,7 @@ def http_cache_session(
         expire_after = NEVER if backend.expire_after is None else backend.expire_after
     else:
         expire_after = _convert("expire_after", "expire_after", expire_after)
-    from requests_cache import CachedSession  # requests-cache is optional (http-cache extra)
+    from requests_cache import CachedSession  # optional: the http-cache extra
 
     return CachedSession(backend=backend, expire_after=expire_after, **session_options)
 
@@ -145,7 +145,7 @@ def http_cache_session(
 @functools.cache
 def _redis_cache() -> type:
     try:
-        from requests_cache.backends.redis import RedisCache
+        from requests_cache.backends.redis import RedisCache  # optional: the http-cache extra
     except ImportError:
         raise ImportError(
             "http_cache_backend needs requests-cache: pip install 'pyramid_redisx[http-cache]'"

@@ -23,8 +23,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from .client import client_set
 from .errors import RedisSettingsError
-from .request import client_set, get_redis
+from .request import get_redis
 from .settings import RedisOptions, client_key
 
 log = logging.getLogger("pyramid_redisx.sessions")
