@@ -23,11 +23,13 @@ from __future__ import annotations
 from typing import Any
 
 from dogpile.cache import register_backend
+from dogpile.cache.api import NO_VALUE
 from dogpile.cache.backends.redis import RedisBackend
 from pyramid.threadlocal import get_current_request
 
 from .request import get_redis
 from .settings import DEFAULT_CLIENT
+from .telemetry import cache_lookup
 
 BACKEND = "pyramid_redisx"
 _CONNECTION_ARGUMENTS = (
@@ -93,6 +95,17 @@ class RedisxBackend(RedisBackend):  # type: ignore[misc]
     @property
     def reader_client(self) -> Any:  # type: ignore[override]
         return self.writer_client
+
+    def get_serialized(self, key: Any) -> Any:
+        value = super().get_serialized(key)
+        cache_lookup(self.registry, "dogpile", value is not NO_VALUE)  # telemetry, when on
+        return value
+
+    def get_serialized_multi(self, keys: Any) -> Any:
+        values = super().get_serialized_multi(keys)
+        for value in values:
+            cache_lookup(self.registry, "dogpile", value is not NO_VALUE)  # telemetry, when on
+        return values
 
 
 register_backend(BACKEND, __name__, "RedisxBackend")

@@ -33,6 +33,7 @@ from pyramid.registry import Registry
 from .errors import RedisSettingsError
 from .request import get_redis
 from .settings import DEFAULT_CLIENT, duration, to_bool
+from .telemetry import cache_lookup
 
 SETTINGS_PREFIX = "redis.http_cache."
 NEVER = -1  # requests-cache's NEVER_EXPIRE
@@ -115,6 +116,7 @@ def http_cache_backend(
     expire_after = merged.pop("expire_after", None)
     backend = _redis_cache()(namespace, connection=client, **merged)
     backend.expire_after = expire_after
+    backend.redisx_registry = registry
     return backend
 
 
@@ -150,4 +152,22 @@ def _redis_cache() -> type:
         raise ImportError(
             "http_cache_backend needs requests-cache: pip install 'pyramid_redisx[http-cache]'"
         ) from None
-    return RedisCache  # type: ignore[no-any-return]
+
+    class RedisxHttpCache(RedisCache):  # type: ignore[misc]
+        """``RedisCache`` that reports its lookups to the telemetry (when on).
+
+        It does not touch the session's settings: ``CachedSession``'s default expiry
+        (-1) cannot be told apart from an explicit -1 (``http_cache_session`` applies the
+        configured one instead).
+        """
+
+        expire_after: float | None = None  # the configured one, for a session built by hand
+        redisx_registry: Any = None
+
+        def get_response(self, key: str, default: Any = None) -> Any:
+            response = super().get_response(key, default)
+            # telemetry, when on: a hit is a stored response, not the caller's default
+            cache_lookup(self.redisx_registry, "http_cache", response is not default)
+            return response
+
+    return RedisxHttpCache

@@ -27,12 +27,39 @@ from .settings import RedisOptions
 RETRY_BACKOFF_BASE = 0.008  # seconds: first pause before jitter (redis-py's own base)
 
 
+# Commands outside READ_COMMANDS that change no data either: sending one again after a
+# lost connection is as safe as a read (a WATCH lost with its connection is set again
+# on the new one, which is what redis-py's own retry of WATCH does).
+SAFE_TO_SEND_AGAIN = READ_COMMANDS | {
+    "PING", "ECHO", "WATCH", "UNWATCH", "TIME", "ROLE", "INFO", "LASTSAVE",
+    "CLIENT ID", "CLIENT GETNAME", "CLIENT INFO", "CLIENT LIST", "CONFIG GET",
+}  # fmt: skip
+_READS: dict[Any, bool] = {}  # command name → reads_only, for the few names an app uses
+
+
 def reads_only(name: Any) -> bool:
     """True for a command that cannot change data (redis-py's own ``READ_COMMANDS``,
-    the set its cluster client sends to replicas): safe to send again after a failure."""
-    if isinstance(name, bytes):
-        name = name.decode("latin-1")
-    return str(name).upper() in READ_COMMANDS
+    the set its cluster client sends to replicas, and ``SAFE_TO_SEND_AGAIN``'s few
+    more): safe to send again after a failure. Any case: ``get`` is ``GET``."""
+    answer = _READS.get(name)
+    if answer is None:
+        text = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        answer = text.upper() in SAFE_TO_SEND_AGAIN
+        if len(_READS) < 1000 and isinstance(name, str | bytes):
+            _READS[name] = answer
+    return answer
+
+
+def is_error_reply(error: BaseException) -> bool:
+    """True when ``error`` is the server's answer, not a lost connection.
+
+    redis-py types some error *replies* as ``ConnectionError`` subclasses (``-LOADING``:
+    ``BusyLoadingError``; ``-WRONGPASS``, ``-NOAUTH``: ``AuthenticationError``; ``-ERR max
+    number of clients reached``). The server answered: it ran nothing, so the write-safe
+    rule does not apply and the error keeps its type. redis-py gives every error it
+    parses from a reply its code (``status_code``); an error of the socket has none.
+    """
+    return getattr(error, "status_code", None) is not None
 
 
 def may_have_been_applied(what: str, error: Exception) -> CommandMayHaveBeenApplied:

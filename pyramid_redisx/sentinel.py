@@ -130,6 +130,14 @@ class _SentinelPool:
     listener_kwargs: dict[str, Any] | None = None
     listen = False
     _listening_pid: int | None = None
+    failovers = 0  # master changes seen (telemetry): announced, or found at a connect
+
+    def get_master_address(self) -> Any:
+        before = self.proxy.master_address
+        address = super().get_master_address()  # type: ignore[misc]
+        if before is not None and address != before:  # redis-py moved the pool itself
+            self.failovers += 1
+        return address
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if self.listen and self._listening_pid != os.getpid():
@@ -140,6 +148,8 @@ class _SentinelPool:
     def switch_master(self, address: tuple[str, int]) -> None:
         """Sentinel announced ``address`` as the master: move there now."""
         if self.is_master:
+            if self.proxy.master_address not in (None, address):
+                self.failovers += 1
             self.proxy.master_address = address
         # Idle connections reconnect (asking the Sentinels) at their next use; busy ones
         # no longer match the master's address and are dropped when given back.
