@@ -16,6 +16,10 @@ Options come from the ``redis.http_cache.*`` settings, then from the arguments:
 * ``ttl``: let Redis delete expired responses (requests-cache's default: true);
 * ``ttl_offset``: how long Redis keeps them after they expire (for revalidation).
 
+With ``redis.<name>.fail_soft = true`` an unreachable Redis (or an open circuit) is a
+cache miss: the origin is called, its response served and not stored; each such call
+is counted (``failsoft.py``).
+
 Cache lifetimes are not waits: they accept up to a year, where the client's timeouts stop
 at a day. The settings are checked by ``config.include("pyramid_redisx")`` with every
 other ``redis.*`` key. Needs the ``http-cache`` extra (requests-cache).
@@ -31,7 +35,8 @@ from typing import Any
 from pyramid.registry import Registry
 
 from .errors import RedisSettingsError
-from .request import get_redis
+from .failsoft import soft_call
+from .request import client_set, get_redis
 from .settings import DEFAULT_CLIENT, duration, to_bool
 from .telemetry import cache_lookup
 
@@ -116,6 +121,8 @@ def http_cache_backend(
     expire_after = merged.pop("expire_after", None)
     backend = _redis_cache()(namespace, connection=client, **merged)
     backend.expire_after = expire_after
+    if client_set(registry).options[name].fail_soft:
+        backend.soft_client = client
     backend.redisx_registry = registry
     return backend
 
@@ -154,7 +161,8 @@ def _redis_cache() -> type:
         ) from None
 
     class RedisxHttpCache(RedisCache):  # type: ignore[misc]
-        """``RedisCache`` that reports its lookups to the telemetry (when on).
+        """``RedisCache`` that reports its lookups to the telemetry (when on) and, on a
+        client with ``fail_soft``, takes an unreachable Redis as a miss (failsoft.py).
 
         It does not touch the session's settings: ``CachedSession``'s default expiry
         (-1) cannot be told apart from an explicit -1 (``http_cache_session`` applies the
@@ -162,12 +170,26 @@ def _redis_cache() -> type:
         """
 
         expire_after: float | None = None  # the configured one, for a session built by hand
+        soft_client: Any = None  # the client, when it fails soft
         redisx_registry: Any = None
 
         def get_response(self, key: str, default: Any = None) -> Any:
-            response = super().get_response(key, default)
+            if self.soft_client is None:
+                response = super().get_response(key, default)
+            else:
+                response = soft_call(self.soft_client, super().get_response, default, key, default)
             # telemetry, when on: a hit is a stored response, not the caller's default
             cache_lookup(self.redisx_registry, "http_cache", response is not default)
             return response
+
+        def save_response(self, *args: Any, **kwargs: Any) -> None:
+            if self.soft_client is None:
+                return super().save_response(*args, **kwargs)  # type: ignore[no-any-return]
+            return soft_call(self.soft_client, super().save_response, None, *args, **kwargs)  # type: ignore[no-any-return]
+
+        def delete(self, *args: Any, **kwargs: Any) -> None:
+            if self.soft_client is None:
+                return super().delete(*args, **kwargs)  # type: ignore[no-any-return]
+            return soft_call(self.soft_client, super().delete, None, *args, **kwargs)  # type: ignore[no-any-return]
 
     return RedisxHttpCache

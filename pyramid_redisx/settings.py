@@ -331,6 +331,9 @@ CLIENT_SETTINGS: tuple[Setting, ...] = (
     Setting("cluster_nodes", optional(host_port_list), None, "Cluster: further seed nodes (host:port list) besides redis.url's"),
     Setting("load_balancing_strategy", optional(balancing), None, "Cluster reads: round_robin, round_robin_replicas, random or random_replica (unset: masters only)"),
     Setting("require_full_coverage", to_bool, True, "Cluster: refuse to start unless every hash slot is served"),
+    Setting("breaker_failures", integer(0, 10_000), 5, "failures to reach the server in a row that open the circuit: commands then fail at once with RedisCircuitOpen (0 = no breaker)"),
+    Setting("breaker_cooldown", duration(allow_zero=False), 1.0, "how long the circuit stays open before one request probes the server"),
+    Setting("fail_soft", to_bool, False, "the HTTP cache and dogpile.cache on this client treat an unreachable Redis (or an open circuit) as a miss and skip the write; sessions never do"),
 )  # fmt: skip
 
 APP_SETTINGS: tuple[Setting, ...] = (
@@ -398,6 +401,9 @@ class RedisOptions:
     cluster_nodes: tuple[tuple[str, int], ...] | None
     load_balancing_strategy: str | None
     require_full_coverage: bool
+    breaker_failures: int
+    breaker_cooldown: float
+    fail_soft: bool
 
     @property
     def kind(self) -> str:
