@@ -20,9 +20,11 @@ $(BIN)/.installed: pyproject.toml
 	echo '$(REPO_PTH)' > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/pyramid_redisx_repo.pth"
 	touch $@
 
+# setuptools: Pyramid 1.10 loads pshell's shells through pkg_resources (gone in 81), whose
+# older versions (the venv's 65) cannot find zope.interface 8 by name: pshell then fails.
 $(BIN110)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV110)
-	$(BIN110)/pip install -q 'pyramid==1.10.8' 'setuptools<81' 'pyramid_redis_sessions==1.0.1' -e '.[test]'
+	$(BIN110)/pip install -q 'pyramid==1.10.8' 'setuptools>=80,<81' 'pyramid_redis_sessions==1.0.1' -e '.[test]'
 	echo '$(REPO_PTH)' > "$$($(BIN110)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/pyramid_redisx_repo.pth"
 	touch $@
 

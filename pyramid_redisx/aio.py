@@ -46,6 +46,7 @@ from .cluster import (
 )
 from .errors import is_error_reply
 from .pools import connection_kwargs
+from .pubsub import SubscribedAsyncPubSub
 from .retries import (
     may_have_been_applied,
     reads_only,
@@ -203,6 +204,12 @@ class WriteSafeAsyncRedis(redis.asyncio.Redis):
         )
         pipe.redisx_retry_writes = self.redisx_retry_writes
         return pipe
+
+    def pubsub(self, **kwargs: Any) -> Any:
+        """A pubsub that raises when the server drops its subscription (pubsub.py)."""
+        return SubscribedAsyncPubSub(
+            self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs
+        )
 
 
 # ------------------------------------------------ Cluster: the write-safe retry rule
