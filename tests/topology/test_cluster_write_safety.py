@@ -309,3 +309,34 @@ def test_async_cluster_timeout_and_read_retry(cluster_set: RedisClusterSet, apps
         assert killer.sent_again and "{b'n': b'1'}" in str(reply)
 
     _run_async(app, use)
+
+
+def test_a_node_that_refuses_the_handshake_did_not_run_the_write(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The node holding the key refuses a new connection's handshake: it is at
+    ``maxclients`` ("max number of clients + cluster connections reached", which
+    redis-py reports as a ResponseError), or it no longer takes the client's password
+    (``WRONGPASS``, an ``AuthenticationError``: a ``ConnectionError``, retried as an
+    error while connecting is). The INCR was never sent: the view gets the node's
+    refusal, never ``CommandMayHaveBeenApplied``; once the node takes the client again
+    the INCR runs once."""
+    app = apps(cluster_settings(cluster_set, retries="1", retry_backoff_cap="0.01"),
+               {"/incr": lambda r: r.redis.incr(COUNTER)})  # fmt: skip
+    node = _node_with_key(cluster_set, COUNTER)
+    refusals = (
+        ("maxclients", lambda admin: admin.info("clients")["connected_clients"], 10000),
+        ("requirepass", lambda admin: "another-password", cluster_set.password),
+    )
+    for setting, refusing, back in refusals:
+        with node.client() as admin:
+            admin.config_set(setting, refusing(admin))  # (this connection stays in)
+            try:
+                with pytest.raises(redis.RedisError) as raised:
+                    app.get("/incr")
+            finally:
+                admin.config_set(setting, back)
+        assert not isinstance(raised.value, CommandMayHaveBeenApplied), (setting, raised.value)
+        assert isinstance(raised.value, redis.ResponseError | redis.AuthenticationError)
+        assert _on(node, "GET", COUNTER) is None, setting  # never sent
+    assert app.get("/incr").text == "1"
