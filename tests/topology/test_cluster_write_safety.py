@@ -340,3 +340,33 @@ def test_a_node_that_refuses_the_handshake_did_not_run_the_write(
         assert isinstance(raised.value, redis.ResponseError | redis.AuthenticationError)
         assert _on(node, "GET", COUNTER) is None, setting  # never sent
     assert app.get("/incr").text == "1"
+
+
+def test_a_pipeline_write_whose_send_failed_part_way_is_not_sent_again_alone(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """INCR, then a SET of 32 MB, in one pipeline to one node whose
+    ``proto-max-bulk-len`` is 1 MB: the node runs the INCR, refuses the SET's length and
+    closes the connection while the client is still sending, so the send fails part-way.
+    The INCR may have run (it did): it is not sent again on its own (the counter stays at
+    1) and the view gets ``CommandMayHaveBeenApplied``."""
+
+    def pipeline(request: Any) -> Any:
+        pipe = request.redis.pipeline(transaction=False)
+        pipe.incr(COUNTER)
+        pipe.set(JOBS, b"x" * (32 << 20))
+        return pipe.execute()
+
+    app = apps(cluster_settings(cluster_set, socket_timeout="5"), {"/pipe": pipeline})
+    node = _node_with_key(cluster_set, COUNTER)
+    _on(node, "CONFIG", "SET", "proto-max-bulk-len", "1mb")
+    try:
+        with pytest.raises(CommandMayHaveBeenApplied) as raised:
+            app.get("/pipe")
+    finally:
+        _on(node, "CONFIG", "SET", "proto-max-bulk-len", "512mb")
+    assert _on(node, "GET", COUNTER) == b"1"  # 2 when the INCR is sent again on its own
+    assert _on(node, "EXISTS", JOBS) == 0
+    assert "(INCRBY {q}n 1) of pipeline caused error: INCRBY may have been applied: " in str(
+        raised.value
+    )
