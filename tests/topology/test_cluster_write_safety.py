@@ -370,3 +370,31 @@ def test_a_pipeline_write_whose_send_failed_part_way_is_not_sent_again_alone(
     assert "(INCRBY {q}n 1) of pipeline caused error: INCRBY may have been applied: " in str(
         raised.value
     )
+
+
+def test_a_pipeline_to_a_node_that_refuses_connections_was_not_sent(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The node holding the key is down (SIGKILL: connections refused): nothing of the
+    pipeline went out, so it is tried again as a refused command is, and the view gets the
+    refusal, never "INCRBY may have been applied" (redis-py 8.2 marks a command not yet
+    answered with a sentinel of its own, not None, which read as "answered"). Sync and
+    asyncio clients alike."""
+    app = apps(cluster_settings(cluster_set, retries="1"),
+               {"/pipe": lambda r: r.redis.pipeline(transaction=False).incr(COUNTER).execute()})  # fmt: skip
+    node = _node_with_key(cluster_set, COUNTER)
+    node.stop()
+    errors: list[BaseException] = []
+    with pytest.raises(redis.ConnectionError) as raised:
+        app.get("/pipe")
+    errors.append(raised.value)
+
+    async def pipe_async(client: Any) -> None:
+        with pytest.raises(redis.ConnectionError) as raised:
+            await client.pipeline(transaction=False).incr(COUNTER).execute()
+        errors.append(raised.value)
+
+    _run_async(app, pipe_async)
+    for error in errors:
+        assert not isinstance(error, CommandMayHaveBeenApplied), error
+        assert "onnect" in str(error), error  # refused, or no node to connect to
