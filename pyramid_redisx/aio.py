@@ -32,12 +32,13 @@ from typing import Any
 import redis.asyncio
 import redis.asyncio.cluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .client import may_have_been_applied, reads_only
+from .client import client_set
 from .cluster import READING, SENDING, after_send, marking, pipeline_not_sent_again
-from .pools import connection_kwargs, retry_arguments, retryable
-from .request import client_set
+from .pools import connection_kwargs
+from .retries import may_have_been_applied, reads_only, retry_arguments, retryable
 from .settings import DEFAULT_CLIENT, RedisOptions
 
 _STATE = "pyramid_redisx_async"  # registry attribute: _AsyncClients
@@ -302,8 +303,6 @@ def _cluster(kwargs: dict[str, Any], options: RedisOptions) -> Any:
 
 
 def _sentinel_master(options: RedisOptions, kwargs: dict[str, Any]) -> Any:
-    from redis.asyncio.sentinel import Sentinel
-
     # The Sentinels say where the master is: no host/port of our own; their pool class
     # picks the (SSL) connection class; it never blocks.
     for name in ("host", "port", "connection_class", "timeout"):

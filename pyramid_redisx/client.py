@@ -25,185 +25,27 @@ from weakref import ref
 
 import redis
 from redis.client import CaseInsensitiveDict, Monitor, Pipeline
-from redis.commands import READ_COMMANDS
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.observability.recorder import is_enabled as observability_enabled
 
-from .errors import CommandMayHaveBeenApplied
-from .pools import NoQueue, build_pool
+from .pools import NoQueue
+from .retries import may_have_been_applied, reads_only
 from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
+from .topology import build_pool
+from .usage import ENDED, IN_TWEEN, TRACE, USAGES, Usage
 
-# request.__dict__ key a debug panel sets (before the view runs) to get every command.
-TRACE = "pyramid_redisx_trace"
-BOUND = "_pyramid_redisx_bound"  # request.__dict__ key: {name: bound client}
-# request.__dict__ key: the Usage of each bound client that was used, in order; set to
-# ENDED by the end of the request (later usages then keep no connection).
-USAGES = "_pyramid_redisx_usages"
-ENDED: tuple[Any, ...] = ()
-IN_TWEEN = "_pyramid_redisx_tween"  # request.__dict__ key: our tween runs this request
+STATE = "pyramid_redisx_clients"  # registry attribute holding the ClientSet
 
 
-def reads_only(name: Any) -> bool:
-    """True for a command that cannot change data (redis-py's own ``READ_COMMANDS``,
-    the set its cluster client sends to replicas): safe to send again after a failure."""
-    if isinstance(name, bytes):
-        name = name.decode("latin-1")
-    return str(name).upper() in READ_COMMANDS
-
-
-def may_have_been_applied(what: str, error: Exception) -> CommandMayHaveBeenApplied:
-    return CommandMayHaveBeenApplied(
-        f"{what} may have been applied: the connection failed after it was sent ({error}); "
-        "not retried, since it can change data (redis.retry_writes = true retries it)"
-    )
-
-
-class Usage:
-    """What one request did with one client. Attributes are read by ``stats``.
-
-    Holds the request's WSGI environ (for the path in slow-command warnings) and a weak
-    reference to the request, not the request: a bound client lives in
-    ``request.__dict__`` and must not make a cycle. The counters start as class
-    attributes, so a new ``Usage`` (one per request and client) sets only a few.
-
-    ``connection`` is the request's own connection (``request_connection``), used only
-    by the thread in ``thread``: another thread's commands take one from the pool each,
-    so two threads never share a socket. ``thread`` is None when the request keeps no
-    connection (the setting is off, or the request has ended).
-    """
-
-    commands = 0
-    seconds = 0.0
-    slowest_name: Any = None
-    slowest_seconds = 0.0
-    connection: Any = None
-    thread: int | None = None
-    # Weak references to what may hold a connection of its own at the end of the
-    # request (WATCH pipelines, pubsubs, monitors, client()): what the view dropped is
-    # given back by redis-py's __del__ as without the add-on; the rest by ``finish``.
-    held: list[Any] | None = None
-    callback_set = False
-    request_ref: Callable[[], Any] | None = None
-    # Every command in order, only when a debug panel asked for it (see TRACE).
-    trace: list[tuple[Any, tuple[Any, ...], float, list[Any] | None]] | None = None
-    # Set once per client on a subclass (``ClientSet.add``): a Usage sets only 2–4.
-    name: str
-    options: RedisOptions
-    pool: Any
-    keep_connection = False  # options.request_connection
-    queue: Any = NoQueue  # the blocking pool's queue: ``waiting`` threads
-    watch = False  # True when each command needs more than counting (trace, slow)
-    server_timing = False
-    stats = True  # options.stats: the line may be written
-
-    def __init__(self, environ: Any, request: Any, in_tween: bool) -> None:
-        self.environ = environ
-        self.waits_start = self.queue.waits
-        self.wait_start = self.pool.wait_log.total
-        if self.keep_connection:
-            self.thread = get_ident()
-        if not in_tween:  # a script's request: the finished callback will need it
-            self.request_ref = ref(request) if request is not None else None
-        else:
-            self.callback_set = True  # NewResponse or our tween finish this request
-
-    @property
-    def slow_threshold(self) -> float | None:
-        return self.options.slow_command
-
-    def checkout(self) -> Any:
-        """The request's connection, from the pool at its first command."""
-        connection = self.connection
-        if connection is None:
-            if not self.callback_set:
-                self._finish_callback()
-            connection = self.connection = self.pool.get_connection()
-        return connection
-
-    def give_back(self) -> None:
-        """Other threads wait for a connection: return the request's after its command
-        (its next command checks one out again), unless a WATCH pipeline or anything
-        else the request holds may be using it. Under contention a request then holds
-        a connection no longer than redis-py would."""
-        connection = self.connection
-        if connection is not None and self.held is None:
-            self.connection = None
-            self.pool.release(connection)
-
-    def record(
-        self,
-        name: Any,
-        seconds: float,
-        args: tuple[Any, ...] = (),
-        count: int = 1,
-        inner: list[tuple[Any, ...]] | None = None,
-    ) -> None:
-        """One round trip: a command, or a pipeline of ``count`` commands (``inner``)."""
-        self.commands += count
-        self.seconds += seconds
-        if seconds > self.slowest_seconds:
-            self.slowest_seconds = seconds
-            self.slowest_name = name
-        if self.watch:
-            self.watch_command(name, seconds, args, inner)
-
-    def watch_command(
-        self, name: Any, seconds: float, args: tuple[Any, ...], inner: list[Any] | None
-    ) -> None:
-        """The rarer per-command work: the debug panel's trace, slow-command warnings."""
-        if self.trace is not None:
-            self.trace.append((name, args, seconds, inner))
-        if self.slow_threshold is not None and seconds > self.slow_threshold:
-            from .stats import warn_slow_command
-
-            warn_slow_command(self, name, args, seconds)
-
-    def hold(self, thing: Any) -> None:
-        """Close ``thing`` (by its ``close``) at the end of the request if still alive."""
-        if self.held is None:
-            self.held = []
-            self._finish_callback()
-        held = self.held
-        if len(held) >= 64:  # drop the references to what is gone (long-running views)
-            held[:] = [item for item in held if item() is not None]
-        held.append(ref(thing))
-
-    def _finish_callback(self) -> None:
-        """A finished callback on the request, registered once, when the request first
-        holds something, unless our tween runs this request: then ``NewResponse`` or the
-        tween give everything back (~10 µs saved per request, measured in requests).
-        Requests made by scripts (``prepare()``) and apps whose explicit
-        ``pyramid.tweens`` leave ours out get the callback, which runs even when the
-        view raised and no response was made."""
-        if not self.callback_set:
-            self.callback_set = True
-            request = self.request_ref() if self.request_ref is not None else None
-            if request is not None:
-                request.add_finished_callback(release_request)
-
-    def finish(self) -> None:
-        """Give back every connection the request kept (idempotent): first close what is
-        still alive (a WATCH pipeline sends UNWATCH on the request's connection), then
-        return the request's own connection. Later commands take one per command."""
-        self.thread = None
-        held, self.held = self.held, None
-        for item in held or ():
-            thing = item()
-            if thing is not None:
-                with contextlib.suppress(Exception):
-                    thing.close()
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            self.pool.release(connection)
-
-    @property
-    def waited(self) -> float:
-        """Seconds this request's thread waited for a free connection of this pool."""
-        queue = self.queue
-        if queue.waits == self.waits_start and queue is not NoQueue:
-            return 0.0  # nobody waited in this pool's queue: no thread-local read
-        # (NoQueue: a non-blocking pool, or a cluster's node pools sharing one wait log)
-        return float(self.pool.wait_log.total - self.wait_start)
+def client_set(registry: Any) -> ClientSet:
+    """The app's ``ClientSet``; a clear error when the add-on was not included."""
+    clients = getattr(registry, STATE, None)
+    if clients is None:
+        raise RuntimeError(
+            "pyramid_redisx is not configured on this registry: "
+            'call config.include("pyramid_redisx") (or add it to pyramid.includes)'
+        )
+    return clients  # type: ignore[no-any-return]
 
 
 class OnceMonitor(Monitor):
@@ -552,12 +394,6 @@ class AccountedRedis(redis.Redis):
     def __repr__(self) -> str:
         # redis-py's repr shows the pool, whose repr redacts the password.
         return f"<{type(self).__name__}({self.connection_pool!r})>"
-
-
-def release_request(request: Any) -> None:
-    """Finished callback: give back the connections the request's clients still hold."""
-    for usage in request.__dict__.get(USAGES) or ():
-        usage.finish()
 
 
 class StartUsage:

@@ -39,18 +39,19 @@ from redis.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .client import Usage, may_have_been_applied, reads_only
-from .errors import CommandMayHaveBeenApplied, TimeoutNotRetried
-from .health import Probe, new_connection, probe
+from .diagnose import classify, diagnose
+from .errors import CommandMayHaveBeenApplied, RedisUnavailable, TimeoutNotRetried
 from .pools import (
     WatchedBlockingPool,
     WatchedPool,
     _TimedLifoQueue,
     _WaitLog,
     connection_kwargs,
-    retry_policy,
 )
+from .probe import Probe, new_connection, probe
+from .retries import may_have_been_applied, reads_only, retry_policy
 from .settings import RedisOptions
+from .usage import Usage
 
 _IDLE = "idle"
 _USED = "used"
@@ -295,9 +296,6 @@ class ClusterPools:
             try:
                 self.client = build_client(self.options, self)
             except Exception as exc:
-                from .errors import RedisUnavailable
-                from .startup import diagnose
-
                 cause, detail = diagnose(exc, self.options, self.options.startup_check_timeout)
                 raise RedisUnavailable(name, _seeds(self.options), cause, detail) from exc
         return self.client
@@ -578,9 +576,6 @@ def _seeds(options: RedisOptions) -> str:
 
 def check(name: str, options: RedisOptions) -> float:
     """Startup check: every master answers PING and reports ``cluster_state:ok``."""
-    from .errors import RedisUnavailable
-    from .startup import classify
-
     started = perf_counter()
     try:
         _, detail = probe_nodes(options, options.startup_check_timeout)
@@ -603,8 +598,6 @@ def health_probe(probes: Any, options: RedisOptions, timeout: float) -> Probe:
         with connections.lock:
             ok, detail = probe_nodes(options, timeout, connections)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
-        from .startup import classify
-
         return Probe(False, 0.0, "", "", f"{classify(exc)}: {exc}", nodes={})
     failure = first_failure(detail)
     error = f"cluster node {failure[0]}: {failure[1]}" if failure else ""

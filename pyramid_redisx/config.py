@@ -9,10 +9,10 @@ from typing import Any
 from pyramid.events import ApplicationCreated, NewResponse
 from pyramid.exceptions import ConfigurationConflictError
 
-from .client import ClientSet
+from .client import STATE, ClientSet, client_set
 from .errors import RedisSettingsError
 from .health import health_view
-from .request import STATE, RequestAttributes, client_set, on_new_response
+from .request import RequestAttributes, on_new_response
 from .settings import (
     DEFAULT_CLIENT,
     PREFIX,
@@ -22,6 +22,7 @@ from .settings import (
     parse_client,
 )
 from .startup import on_application_created
+from .tm import request_redis_tm
 
 log = logging.getLogger("pyramid_redisx")
 
@@ -63,7 +64,7 @@ def includeme(config: Any) -> None:
     config.add_directive("add_redis_client", add_redis_client)
     # request.redis, and request.redis_tm: a pipeline sent as MULTI/EXEC when pyramid_tm
     # commits (nothing runs until a view reads it). See RequestAttributes for their form.
-    attributes = RequestAttributes(client_set(registry))
+    attributes = RequestAttributes(client_set(registry), request_redis_tm)
     attributes.register(config)
     config.add_subscriber(attributes.on_application_created, ApplicationCreated)
     config.add_subscriber(on_new_response, NewResponse)

@@ -25,10 +25,9 @@ from pyramid_debugtoolbar.panels.settings import (  # type: ignore[import-untype
     SettingsDebugPanel,
 )
 
-from .client import TRACE, USAGES, Usage
 from .pools import pool_figures
 from .redact import MASK, looks_secret, redact_value
-from .stats import command_name
+from .usage import TRACE, USAGES, Usage, command_name
 
 ARG_SHOWN = 60  # characters of one argument shown
 ARGS_SHOWN = 10  # arguments of one command shown

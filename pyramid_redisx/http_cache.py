@@ -108,7 +108,7 @@ def http_cache_backend(
 @functools.cache
 def _backend_class() -> type:
     try:
-        from requests_cache.backends.redis import RedisCache
+        from requests_cache.backends.redis import RedisCache  # optional: the http-cache extra
     except ImportError:
         raise ImportError(
             "http_cache_backend needs requests-cache: pip install 'pyramid_redisx[http-cache]'"

@@ -25,22 +25,12 @@ from pyramid.interfaces import IRequestExtensions
 from pyramid.registry import Registry
 from pyramid.util import InstancePropertyHelper
 
-from .client import BOUND, ENDED, IN_TWEEN, USAGES, AccountedRedis, ClientSet
+from .client import STATE, AccountedRedis, ClientSet, client_set
 from .settings import DEFAULT_CLIENT
 from .stats import WAIT_WARNING, report, server_timing
+from .usage import BOUND, ENDED, IN_TWEEN, USAGES
 
-STATE = "pyramid_redisx_clients"  # registry attribute holding the ClientSet
-
-
-def client_set(registry: Any) -> ClientSet:
-    """The app's ``ClientSet``; a clear error when the add-on was not included."""
-    clients = getattr(registry, STATE, None)
-    if clients is None:
-        raise RuntimeError(
-            "pyramid_redisx is not configured on this registry: "
-            'call config.include("pyramid_redisx") (or add it to pyramid.includes)'
-        )
-    return clients  # type: ignore[no-any-return]
+__all__ = ["client_set", "get_redis"]  # client_set: where tests and apps have long found it
 
 
 def get_redis(request_or_registry: Any, name: str = DEFAULT_CLIENT) -> AccountedRedis:
@@ -51,12 +41,6 @@ def get_redis(request_or_registry: Any, name: str = DEFAULT_CLIENT) -> Accounted
     if isinstance(request_or_registry, Registry):
         return client_set(request_or_registry).client(name)
     return _bound(request_or_registry, name)
-
-
-def _request_redis_tm(request: Any) -> Any:
-    from .tm import request_redis_tm  # tm imports this module
-
-    return request_redis_tm(request)
 
 
 class RedisAttribute:
@@ -129,11 +113,11 @@ class RequestAttributes:
     which cost nothing until read.
     """
 
-    def __init__(self, clients: ClientSet) -> None:
+    def __init__(self, clients: ClientSet, redis_tm: Any) -> None:
+        """``redis_tm``: the body of ``request.redis_tm`` (``tm.request_redis_tm``, given by
+        ``config``: the integration sits above this module)."""
         self.redis = RedisAttribute(clients)
-        self.redis_tm = InstancePropertyHelper.make_property(
-            _request_redis_tm, "redis_tm", reify=True
-        )[1]
+        self.redis_tm = InstancePropertyHelper.make_property(redis_tm, "redis_tm", reify=True)[1]
         self.methods = {"redis": RedisMethod(clients), "redis_tm": _WithoutPyramidTmAttribute()}
 
     def register(self, config: Any) -> None:

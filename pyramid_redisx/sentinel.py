@@ -44,7 +44,10 @@ from redis.sentinel import (
     SentinelManagedSSLConnection,
 )
 
+from .diagnose import classify, diagnose
+from .errors import RedisUnavailable
 from .pools import WatchedBlockingPool, WatchedPool, connection_kwargs
+from .probe import Probe, ping
 from .settings import RedisOptions
 
 log = logging.getLogger("pyramid_redisx.sentinel")
@@ -401,9 +404,6 @@ def resolve(
 
 def check(name: str, options: RedisOptions) -> float:
     """Startup check: a Sentinel names the server, and it answers PING."""
-    from .errors import RedisUnavailable
-    from .startup import classify, diagnose, ping
-
     try:
         server = resolve(options, options.startup_check_timeout)
     except Exception as exc:
@@ -417,10 +417,9 @@ def check(name: str, options: RedisOptions) -> float:
     return seconds
 
 
-def health_probe(probes: Any, options: RedisOptions, timeout: float) -> Any:
-    """Health view and ``check``: probe the server the Sentinels name now."""
-    from .health import Probe
-
+def health_probe(probes: Any, options: RedisOptions, timeout: float) -> Probe:
+    """Health view and ``check``: probe the server the Sentinels name now (``probes``:
+    the health view's ``HealthProbes``, which keeps connections between calls)."""
     managers = getattr(probes, "sentinel_managers", None)
     if managers is None:  # kept beside the health view's probe connections (fork-aware pools)
         managers = probes.sentinel_managers = {}
@@ -430,7 +429,7 @@ def health_probe(probes: Any, options: RedisOptions, timeout: float) -> Any:
         server = resolve(options, timeout, managers[options])
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return Probe(False, 0.0, "", "", f"no master: {exc}", nodes={})
-    result = probes.probe(server)
+    result: Probe = probes.probe(server)
     node = {"ok": result.ok, "role": result.role, "latency_ms": result.latency_ms}
     if not result.ok:
         node["error"] = result.error
