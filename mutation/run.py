@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import tomllib
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,12 @@ def run_mutmut(work: Path, reaper: Reaper, children: int, only: list[str]) -> fl
     return time.monotonic() - started
 
 
-def collect(module: str, work: Path, seconds: float) -> dict[str, Any]:
+def head_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+
+
+def collect(module: str, work: Path, seconds: float, commit: str) -> dict[str, Any]:
     """The module's verdicts from mutmut's meta file, with the survivors' diffs."""
     meta = json.loads((work / "mutants" / "pyramid_redisx" / f"{module}.py.meta").read_text())
     verdicts = {name: STATUS.get(code, "other") for name, code in meta["exit_code_by_key"].items()}
@@ -170,10 +176,6 @@ def collect(module: str, work: Path, seconds: float) -> dict[str, Any]:
             shown = subprocess.run([str(mutmut), "show", name], cwd=work, capture_output=True,
                                    text=True, check=False).stdout  # fmt: skip
             diffs[name] = "\n".join(shown.splitlines()[1:]).strip()  # less the "# name:" line
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
-    from importlib.metadata import version
-
     return {
         "module": module,
         "date": datetime.date.today().isoformat(),
@@ -289,10 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.mkdir(exist_ok=True)
         try:
             for module in args.modules or list(mapping):
+                commit = head_commit()  # the code mutmut copies now
                 work = prepare(module, mapping[module])
                 print(f"mutation: {module} ({', '.join(mapping[module])})", flush=True)
                 seconds = run_mutmut(work, reaper, args.children, args.only)
-                result = collect(module, work, seconds)
+                result = collect(module, work, seconds, commit)
                 (RESULTS / f"{module}.json").write_text(json.dumps(result, indent=1) + "\n")
                 counts, percent = score(apply_equivalents(result, equivalents())["verdicts"])
                 print(f"mutation: {module}: {counts}, score {percent}, {seconds:.0f} s", flush=True)
