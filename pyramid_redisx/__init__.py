@@ -12,7 +12,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .config import add_redis_client, includeme
-from .errors import CommandMayHaveBeenApplied, RedisSettingsError, RedisUnavailable
+from .errors import (
+    CommandMayHaveBeenApplied,
+    RedisCircuitOpen,
+    RedisSettingsError,
+    RedisUnavailable,
+)
+from .failsoft import fail_soft
 from .http_cache import http_cache_backend
 from .queue import MessageQueue, QueueEmpty, QueueFull
 from .request import get_redis
@@ -34,11 +40,13 @@ __all__ = [
     "MessageQueue",
     "QueueEmpty",
     "QueueFull",
+    "RedisCircuitOpen",
     "RedisSettingsError",
     "RedisTransactionError",
     "RedisUnavailable",
     "add_redis_client",
     "close_async_redis",
+    "fail_soft",
     "get_async_redis",
     "get_redis",
     "http_cache_backend",

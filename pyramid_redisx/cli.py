@@ -99,7 +99,21 @@ def _pool_settings(options: RedisOptions) -> str:
     return (
         f"max_connections={options.max_connections} blocking={str(options.blocking).lower()} "
         f"pool_timeout={options.pool_timeout:g}s socket_timeout={options.socket_timeout:g}s "
-        f"socket_connect_timeout={options.socket_connect_timeout:g}s retries={options.retries}"
+        f"socket_connect_timeout={options.socket_connect_timeout:g}s retries={options.retries} "
+        f"{_breaker(options)}"
+    )
+
+
+def _breaker(options: RedisOptions) -> str:
+    """The circuit breaker's settings. A circuit lives in each app process and this command
+    is a new process: it shows what the app's circuits do, not their state (the health
+    view reports that, per process)."""
+    if not options.breaker_failures:
+        return "circuit=off"
+    soft = " fail_soft=true" if options.fail_soft else ""
+    return (
+        f"breaker_failures={options.breaker_failures} "
+        f"breaker_cooldown={options.breaker_cooldown:g}s{soft}"
     )
 
 
@@ -124,7 +138,8 @@ def check(clients: dict[str, RedisOptions], out: TextIO) -> int:
             )
         else:
             failed += 1
-            print(f"{name:<{width}}  DOWN  {options.url}  {result.error}", file=out)
+            print(f"{name:<{width}}  DOWN  {options.url}  {result.error}  {_breaker(options)}",
+                  file=out)  # fmt: skip
     return 1 if failed else 0
 
 

@@ -22,6 +22,7 @@ from .settings import (
     parse_client,
 )
 from .startup import on_application_created
+from .telemetry import register as register_telemetry
 from .tm import request_redis_tm
 
 log = logging.getLogger("pyramid_redisx")
@@ -50,6 +51,8 @@ def includeme(config: Any) -> None:
     - adds a tween that does the ``NewResponse`` work for a request whose view raised
       past every exception view (no response, so no ``NewResponse``);
     - with ``redis.health_route``, a JSON health view at that path;
+    - with ``redis.tracing``, ``redis.metrics`` or ``redis.metrics_route``, telemetry
+      (``pyramid_redisx.telemetry``): spans, metrics, a Prometheus view at that path;
     - warns about unknown ``redis.*`` keys and rejects near misses of known ones.
     """
     registry = config.registry
@@ -77,8 +80,21 @@ def includeme(config: Any) -> None:
     if app.health_route:
         config.add_route("pyramid_redisx.health", app.health_route)
         config.add_view(health_view, route_name="pyramid_redisx.health", renderer="json")
+    if app.telemetry:
+        register_telemetry(config, client_set(registry), _prometheus(app))
     snapshot = _redis_settings(settings)
     config.action(None, _finish_configuration, args=(config, snapshot), order=1)
+
+
+def _prometheus(app: Any) -> Any:
+    """The Prometheus module, when ``redis.metrics_route`` asks for it."""
+    if app.metrics_route is None:
+        return None
+    try:
+        from . import prometheus  # optional: the prometheus extra
+    except ImportError:
+        return None  # register_telemetry names the missing extra
+    return prometheus
 
 
 def add_redis_client(config: Any, name: str, **options: Any) -> None:

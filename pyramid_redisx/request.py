@@ -18,6 +18,7 @@ properties from getting such a class at all.
 
 from __future__ import annotations
 
+from threading import get_ident
 from typing import Any
 
 from pyramid.config.factories import _RequestExtensions
@@ -195,6 +196,8 @@ def _finish(state: dict[str, Any], response: Any) -> None:
         elif usage.connection is not None:  # usage.finish(), in short: the common case
             connection, usage.connection = usage.connection, None
             usage.pool.release(connection)
+        if usage.observer is not None:  # telemetry: None when off
+            usage.observer.request_done(usage)
     if timing and response is not None:
         header = server_timing(usages)
         if header:
@@ -224,7 +227,9 @@ def redis_tween_factory(handler: Any, registry: Any) -> Any:
 
     def redis_tween(request: Any) -> Any:
         state = request.__dict__
-        state[IN_TWEEN] = True  # so no finished callback is needed (client.Usage)
+        # The request's thread, which alone may use its connection (usage.Usage); also
+        # says no finished callback is needed: NewResponse or this tween end the request.
+        state[IN_TWEEN] = get_ident()
         try:
             return handler(request)
         except BaseException:

@@ -17,6 +17,8 @@ from threading import get_ident
 from typing import Any
 from weakref import ref
 
+from pyramid.threadlocal import get_current_request
+
 from .pools import NoQueue
 from .settings import RedisOptions
 
@@ -61,9 +63,11 @@ class Usage:
     attributes, so a new ``Usage`` (one per request and client) sets only a few.
 
     ``connection`` is the request's own connection (``request_connection``), used only
-    by the thread in ``thread``: another thread's commands take one from the pool each,
-    so two threads never share a socket. ``thread`` is None when the request keeps no
-    connection (the setting is off, or the request has ended).
+    by ``thread``, the thread that handles the request (fixed when the request starts,
+    by the tween, never by the first caller): another thread's commands take one from
+    the pool each, so two threads never share a socket. ``thread`` is None when the
+    request keeps no connection (the setting is off, the request has ended, or its
+    first use came from another thread than the one running it).
     """
 
     commands = 0
@@ -89,13 +93,15 @@ class Usage:
     watch = False  # True when each command needs more than counting (trace, slow)
     server_timing = False
     stats = True  # options.stats: the line may be written
+    observer: Any = None  # telemetry.Observer of this client; None when telemetry is off
 
-    def __init__(self, environ: Any, request: Any, in_tween: bool) -> None:
+    def __init__(self, environ: Any, request: Any, in_tween: int | None) -> None:
+        """``in_tween``: the thread our tween runs the request in, or None without it."""
         self.environ = environ
         self.waits_start = self.queue.waits
         self.wait_start = self.pool.wait_log.total
         if self.keep_connection:
-            self.thread = get_ident()
+            self.thread = in_tween or request_thread(request)
         if not in_tween:  # a script's request: the finished callback will need it
             self.request_ref = ref(request) if request is not None else None
         else:
@@ -116,11 +122,11 @@ class Usage:
 
     def give_back(self) -> None:
         """Other threads wait for a connection: return the request's after its command
-        (its next command checks one out again), unless a WATCH pipeline or anything
-        else the request holds may be using it. Under contention a request then holds
-        a connection no longer than redis-py would."""
+        (its next command checks one out again). Nothing else uses it between two of the
+        request's commands (a WATCH pipeline takes it over), so under contention a
+        request holds a connection no longer than redis-py would."""
         connection = self.connection
-        if connection is not None and self.held is None:
+        if connection is not None:
             self.connection = None
             self.pool.release(connection)
 
@@ -151,7 +157,10 @@ class Usage:
             warn_slow_command(self, name, args, seconds)
 
     def hold(self, thing: Any) -> None:
-        """Close ``thing`` (by its ``close``) at the end of the request if still alive."""
+        """Close ``thing`` (by its ``close``) at the end of the request if still alive and
+        not used by another thread since (its ``_redisx_thread``, noted as it is used)."""
+        if thing._redisx_thread is None:
+            thing._redisx_thread = get_ident()
         if self.held is None:
             self.held = []
             self._finish_callback()
@@ -174,14 +183,17 @@ class Usage:
                 request.add_finished_callback(release_request)
 
     def finish(self) -> None:
-        """Give back every connection the request kept (idempotent): first close what is
-        still alive (a WATCH pipeline sends UNWATCH on the request's connection), then
-        return the request's own connection. Later commands take one per command."""
+        """Give back every connection the request kept (idempotent): close what is still
+        alive and was last used by this thread (a WATCH pipeline: UNWATCH on its own
+        connection), then return the request's own connection. What another thread used
+        last is that thread's: it gives it back itself (``reset``, ``close``, or redis-py's
+        ``__del__`` when dropped). Later commands take one per command."""
         self.thread = None
         held, self.held = self.held, None
+        me = get_ident()
         for item in held or ():
             thing = item()
-            if thing is not None:
+            if thing is not None and thing._redisx_thread == me:
                 with contextlib.suppress(Exception):
                     thing.close()
         connection, self.connection = self.connection, None
@@ -196,6 +208,16 @@ class Usage:
             return 0.0  # nobody waited in this pool's queue: no thread-local read
         # (NoQueue: a non-blocking pool, or a cluster's node pools sharing one wait log)
         return float(self.pool.wait_log.total - self.wait_start)
+
+
+def request_thread(request: Any) -> int | None:
+    """The thread of a request that runs outside our tween (a script's ``prepare()``, an
+    explicit ``pyramid.tweens``): this one, if ``request`` is its current request (Pyramid
+    makes it so in the thread that runs it, never in a thread the request is handed to);
+    else None, and the request keeps no connection."""
+    if request is not None and get_current_request() is request:
+        return get_ident()
+    return None
 
 
 def release_request(request: Any) -> None:

@@ -33,14 +33,16 @@ class Layer:
 
 LAYERS: tuple[Layer, ...] = (
     Layer("pure", ("errors", "redact", "settings"), note="no I/O: exceptions, redaction, settings → options"),
-    Layer("rules", ("diagnose", "retries"), independent=True, note="why a connection failed; what may be sent again"),
+    Layer("circuit", ("breaker",), note="when a client stops trying: the circuit breaker of a pool"),
+    Layer("rules", ("diagnose", "retries", "failsoft", "workers"), independent=True, note="why a connection failed; what may be sent again; what a fail-soft caller may swallow; whether a worker replaces another"),
     Layer("pools", ("pools",), note="the standalone pool, its queue and wait log, connection arguments"),
     Layer("probes and accounting", ("probe", "usage"), independent=True, note="a lone connection to a server; what one request did"),
     Layer("topologies", ("sentinel", "cluster"), independent=True, note="each builds its pools (and Cluster its client) from the layers below"),
     Layer("topology choice", ("topology",), note="the one place that picks a kind from the options"),
     Layer("clients", ("client",), note="the accounted client and pipeline, ClientSet, client_set(registry)"),
     Layer("request and reports", ("stats", "request", "startup", "health"), note="the request lifecycle, the stats line, the checks"),
-    Layer("integrations and tools", ("aio", "cli", "debugtoolbar", "dogpile_cache", "http_cache", "queue", "sessions", "tm"), independent=True, note="each uses the layers below; nothing uses them but config and __init__"),
+    Layer("telemetry", ("telemetry",), note="spans and metrics of commands, pipelines and requests (off by default)"),
+    Layer("integrations and tools", ("aio", "cli", "debugtoolbar", "dogpile_cache", "http_cache", "prometheus", "queue", "sessions", "tm"), independent=True, note="each uses the layers below; nothing uses them but config and __init__"),
     Layer("configuration", ("config",), note="includeme and add_redis_client"),
     Layer("package", ("__init__",), note="the public names"),
     Layer("test support", ("servers", "testing"), note="real servers and the pytest plugin; the runtime never imports them"),
