@@ -342,6 +342,38 @@ def test_a_node_that_refuses_the_handshake_did_not_run_the_write(
     assert app.get("/incr").text == "1"
 
 
+def test_a_node_that_dies_during_the_handshake_did_not_run_the_write(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The node holding the key is stopped (SIGSTOP) before the client connects: the
+    kernel accepts the connection and takes the handshake, which waits for a reply; the
+    node is then killed, and the handshake's read fails ("Connection closed by server"),
+    a connection error that is no error reply. The INCR was never sent: the view gets a
+    connection error, never ``CommandMayHaveBeenApplied`` (the fixture restarts the node)."""
+    app = apps(cluster_settings(cluster_set, retries="0", socket_timeout="5",
+                                socket_connect_timeout="5"),
+               {"/incr": lambda r: r.redis.incr(COUNTER)})  # fmt: skip
+    node = _node_with_key(cluster_set, COUNTER)
+    replies: list[BaseException] = []
+
+    def view() -> None:
+        try:
+            app.get("/incr")
+        except BaseException as exc:  # noqa: BLE001 - the view's error is what is checked
+            replies.append(exc)
+
+    node.pause()
+    thread = threading.Thread(target=view)
+    thread.start()
+    try:
+        time.sleep(1.0)  # connected and waiting for the handshake's reply (5 s allowed)
+    finally:
+        node.stop()  # SIGCONT + SIGKILL: its sockets close
+    thread.join(30)
+    assert len(replies) == 1 and isinstance(replies[0], redis.ConnectionError), replies
+    assert not isinstance(replies[0], CommandMayHaveBeenApplied), replies[0]
+
+
 def test_a_pipeline_write_whose_send_failed_part_way_is_not_sent_again_alone(
     cluster_set: RedisClusterSet, apps: Any
 ) -> None:
