@@ -44,9 +44,9 @@ from .cluster import (
     marking,
     pipeline_not_sent_again,
 )
+from .errors import is_error_reply
 from .pools import connection_kwargs
 from .retries import (
-    is_error_reply,
     may_have_been_applied,
     reads_only,
     retry_arguments,

@@ -16,9 +16,8 @@ outage looks like, while a sporadic failure among successes never opens the circ
 What counts is only a failure to reach the server: a refused or timed-out connect, a
 reset or lost connection, a read timeout, ``CommandMayHaveBeenApplied`` (its connection
 was lost). Error replies never count, including those redis-py types as connection
-errors (``-LOADING``, ``-WRONGPASS``/``-NOAUTH``, "max number of clients reached", read
-from redis-py's own reply table) and a demoted Sentinel master's READONLY: the server
-answered. A busy pool (``PoolExhausted``) does not count either.
+errors (``-LOADING``, ``-WRONGPASS``/``-NOAUTH``, "max number of clients reached": each
+carries its reply's code) and a demoted Sentinel master's READONLY: the server answered. A busy pool (``PoolExhausted``) does not count either.
 
 A pool's connections share the breaker (each gets a deep copy of the pool's retry
 policy; the breaker copies as itself), and clients with equal options share a pool, so
@@ -41,7 +40,6 @@ from time import monotonic
 from typing import Any
 
 import redis.exceptions
-from redis._parsers.base import BaseParser
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -51,7 +49,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import PoolExhausted, RedisCircuitOpen
+from .errors import PoolExhausted, RedisCircuitOpen, is_error_reply
 from .settings import RedisOptions
 
 log = logging.getLogger("pyramid_redisx.breaker")
@@ -59,34 +57,13 @@ log = logging.getLogger("pyramid_redisx.breaker")
 CLOSED, OPEN, HALF_OPEN, OFF = "closed", "open", "half-open", "off"
 
 
-def _reply_errors() -> tuple[tuple[type[Exception], ...], frozenset[str]]:
-    """redis-py's error replies typed as connection errors: classes, and the messages of
-    the replies it raises as a plain ``ConnectionError`` (older versions)."""
-    classes: set[type[Exception]] = set()
-    messages: set[str] = set()
-    for entry in BaseParser.EXCEPTION_CLASSES.values():
-        items = entry.items() if isinstance(entry, dict) else [("", entry)]
-        for message, kind in items:
-            if isinstance(kind, type) and issubclass(kind, RedisConnectionError):
-                if kind is RedisConnectionError:
-                    messages.add(message)
-                else:
-                    classes.add(kind)
-    return tuple(classes), frozenset(messages)
-
-
-REPLY_CLASSES, REPLY_MESSAGES = _reply_errors()
-# redis-py's Sentinel connection raises this for a READONLY reply of a demoted master.
-DEMOTED = "The previous master is now a slave"
 NOT_THE_SERVER = (RedisCircuitOpen, PoolExhausted, MaxConnectionsError)
 
 
 def is_reply(error: BaseException) -> bool:
-    """A connection error that is in fact the server's answer (it is reachable)."""
-    return isinstance(error, REPLY_CLASSES) or (
-        isinstance(error, RedisConnectionError)
-        and (str(error) in REPLY_MESSAGES or str(error) == DEMOTED)
-    )
+    """A connection error that is in fact the server's answer (it is reachable): the
+    same rule as the write-safe one (``errors.is_error_reply``)."""
+    return isinstance(error, RedisConnectionError) and is_error_reply(error)
 
 
 # Read timeouts, and (redis-py >= 8.2) a Cluster topology refresh that reached no node.

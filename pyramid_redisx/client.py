@@ -30,8 +30,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 from redis.observability.recorder import is_enabled as observability_enabled
 
+from .errors import is_error_reply
 from .pools import NoQueue
-from .retries import is_error_reply, may_have_been_applied, reads_only
+from .retries import may_have_been_applied, reads_only
 from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
 from .topology import build_pool
 from .usage import ENDED, IN_TWEEN, TRACE, USAGES, Usage

@@ -44,7 +44,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .breaker import NO_BREAKER, NoBreaker, guarded
 from .diagnose import classify, diagnose
-from .errors import CommandMayHaveBeenApplied, RedisUnavailable, TimeoutNotRetried
+from .errors import (
+    CommandMayHaveBeenApplied,
+    RedisUnavailable,
+    TimeoutNotRetried,
+    is_error_reply,
+)
 from .pools import (
     WatchedBlockingPool,
     WatchedPool,
@@ -53,7 +58,7 @@ from .pools import (
     connection_kwargs,
 )
 from .probe import Probe, new_connection, probe
-from .retries import is_error_reply, may_have_been_applied, reads_only, retry_policy
+from .retries import may_have_been_applied, reads_only, retry_policy
 from .settings import RedisOptions
 from .usage import Usage
 

@@ -110,3 +110,24 @@ class RedisCircuitOpen(RedisConnectionError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+# redis-py's Sentinel connection turns a demoted master's READONLY reply into this
+# ConnectionError (and drops the connection): an answer too, though it carries no code.
+DEMOTED_MASTER = "The previous master is now a slave"
+
+
+def is_error_reply(error: BaseException) -> bool:
+    """True when ``error`` is the server's answer, not a lost connection.
+
+    redis-py types some error *replies* as ``ConnectionError`` subclasses (``-LOADING``:
+    ``BusyLoadingError``; ``-WRONGPASS``, ``-NOAUTH``: ``AuthenticationError``; ``-ERR max
+    number of clients reached``), and its Sentinel connection a demoted master's
+    ``-READONLY``. The server answered and ran nothing: the write-safe rule does not apply,
+    the error keeps its type, and the circuit breaker does not count it. redis-py gives
+    every error it parses from a reply its code (``status_code``); an error of the socket
+    has none.
+    """
+    return getattr(error, "status_code", None) is not None or (
+        isinstance(error, RedisConnectionError) and str(error) == DEMOTED_MASTER
+    )

@@ -51,18 +51,6 @@ def reads_only(name: Any) -> bool:
     return answer
 
 
-def is_error_reply(error: BaseException) -> bool:
-    """True when ``error`` is the server's answer, not a lost connection.
-
-    redis-py types some error *replies* as ``ConnectionError`` subclasses (``-LOADING``:
-    ``BusyLoadingError``; ``-WRONGPASS``, ``-NOAUTH``: ``AuthenticationError``; ``-ERR max
-    number of clients reached``). The server answered: it ran nothing, so the write-safe
-    rule does not apply and the error keeps its type. redis-py gives every error it
-    parses from a reply its code (``status_code``); an error of the socket has none.
-    """
-    return getattr(error, "status_code", None) is not None
-
-
 def may_have_been_applied(what: str, error: Exception) -> CommandMayHaveBeenApplied:
     return CommandMayHaveBeenApplied(
         f"{what} may have been applied: the connection failed after it was sent ({error}); "
