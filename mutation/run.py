@@ -98,6 +98,14 @@ class Reaper:
                 found.append(int(entry))
         return found
 
+    def reap_until_none(self, seconds: float = 10.0) -> None:
+        """After mutmut ended: its workers' servers are orphaned as the workers die, a
+        little after mutmut itself; reap until none is left (or ``seconds`` passed)."""
+        deadline = time.monotonic() + seconds
+        while self._children() and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.2)
+
     def reap(self) -> None:
         for pid in self._children():
             if pid in self.keep:
@@ -156,7 +164,7 @@ def run_mutmut(work: Path, reaper: Reaper, children: int, only: list[str]) -> fl
         finally:
             reaper.active = False
             reaper.keep.discard(process.pid)
-            reaper.reap()  # mutmut has ended: what is left is orphaned
+            reaper.reap_until_none()  # mutmut has ended: what is left is orphaned
     return time.monotonic() - started
 
 
