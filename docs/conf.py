@@ -24,7 +24,8 @@ extensions = [
 ]
 source_suffix = {".rst": "restructuredtext"}
 myst_heading_anchors = 3
-exclude_patterns = ["_build"]
+# mutation-report.md is generated and included by mutation_report.rst, not a page of its own
+exclude_patterns = ["_build", "mutation-report.md"]
 root_doc = "index"
 html_theme = "alabaster"
 html_title = f"pyramid_redisx {release}"
