@@ -17,7 +17,7 @@ UV := $(TOOLS)/bin/uv
 UV_FLAGS := --no-config --index-url $(INDEX_URL)
 LOCK_FOR := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 
-.PHONY: test test-pyramid2 test-pyramid110 test-topologies test-outages test-matrix lint demo bench bench-outages clean system-deps docs dist lock
+.PHONY: test test-pyramid2 test-pyramid110 test-topologies test-outages test-matrix lint demo bench bench-outages clean system-deps docs dist lock mutation mutation-blind-spots
 
 # demo_app/ is not part of the package (the wheel holds pyramid_redisx only): a .pth
 # file puts the repository on the venv's path so that pserve, pshell and pyramid-redisx
@@ -38,6 +38,8 @@ $(BIN)/.installed: requirements/pyramid2.txt pyproject.toml $(UV)
 	echo '$(REPO_PTH)' > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/pyramid_redisx_repo.pth"
 	touch $@
 
+# setuptools (requirements/pyramid110.in): Pyramid 1.10 loads pshell's shells through
+# pkg_resources (gone in 81), whose older versions cannot find zope.interface 8 by name.
 $(BIN110)/.installed: requirements/pyramid110.txt pyproject.toml $(UV)
 	$(PYTHON) -m venv $(VENV110)
 	$(UV) pip sync -q $(UV_FLAGS) --python $(BIN110)/python --require-hashes requirements/pyramid110.txt
@@ -54,6 +56,7 @@ lock: $(UV)
 	$(UV) pip compile -q $(UV_FLAGS) $(LOCK_FOR) --generate-hashes --upgrade --custom-compile-command 'make lock' --no-emit-package pyramid-redisx requirements/pyramid2.in -o requirements/pyramid2.txt
 	$(UV) pip compile -q $(UV_FLAGS) $(LOCK_FOR) --generate-hashes --upgrade --custom-compile-command 'make lock' --no-emit-package pyramid-redisx requirements/pyramid110.in -o requirements/pyramid110.txt
 	$(UV) pip compile -q $(UV_FLAGS) $(LOCK_FOR) --generate-hashes --upgrade --custom-compile-command 'make lock' --no-emit-package pyramid-redisx requirements/bench.in -o requirements/bench.txt
+	$(UV) pip compile -q $(UV_FLAGS) $(LOCK_FOR) --generate-hashes --upgrade --custom-compile-command 'make lock' --no-emit-package pyramid-redisx requirements/mutation.in -o requirements/mutation.txt
 
 ## test-matrix: the redis-py internals' tests on each supported redis-py minor and the newest release, Pyramid 1.10.8/2.0/2.1, with and without hiredis (~15 min)
 test-matrix: system-deps $(UV)
@@ -89,8 +92,8 @@ test-outages: system-deps $(BIN)/.installed
 	$(BIN)/pytest -q -m outages tests/reliability
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check pyramid_redisx tests bench demo_app docs scripts
-	$(BIN)/ruff format --check pyramid_redisx tests bench demo_app docs scripts
+	$(BIN)/ruff check pyramid_redisx tests bench demo_app docs scripts mutation
+	$(BIN)/ruff format --check pyramid_redisx tests bench demo_app docs scripts mutation
 	$(BIN)/mypy
 
 ## demo: the demo app against an embedded Redis server started for it
@@ -115,5 +118,20 @@ bench-outages: system-deps $(BIN)/.bench-installed
 	$(BIN)/python bench/bench_outages.py
 	$(BIN)/python bench/plot_outages.py
 
+$(BIN)/.mutation-installed: $(BIN)/.installed requirements/mutation.txt
+	$(UV) pip sync -q $(UV_FLAGS) --python $(BIN)/python --require-hashes requirements/mutation.txt
+	$(UV) pip install -q $(UV_FLAGS) --python $(BIN)/python --no-deps --no-build-isolation -e .
+	touch $@
+
+# MODULES="redact pools": only these (names in mutation/tests_for_modules.toml)
+MODULES ?=
+## mutation: mutmut on pyramid_redisx/, module by module, each against its mapped tests; report in docs/mutation-report.md (long: see docs/mutation.rst)
+mutation: $(BIN)/.mutation-installed
+	$(BIN)/python mutation/run.py $(MODULES)
+
+## mutation-blind-spots: each bug of mutation/blind_spots.toml put in by hand must fail its test (add ARGS=--topology for Sentinel/Cluster)
+mutation-blind-spots: $(BIN)/.installed
+	$(BIN)/python mutation/blind_spots.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) $(VENV110) $(TOOLS) matrix *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build dist build artifacts
+	rm -rf $(VENV) $(VENV110) $(TOOLS) matrix *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build dist build artifacts mutation/work
