@@ -793,7 +793,9 @@ def test_i25_script_request_gives_back_at_closer(make_app: Any) -> None:
     watching = r.pipeline()
     watching.watch("k")
     assert pool_figures(pool).in_use >= 1
-    env["closer"]()
+    env["closer"]()  # Pyramid 2 runs the request's finished callbacks here
+    if env["request"].finished_callbacks:  # Pyramid 1.10's closer does not: the script does
+        env["request"]._process_finished_callbacks()
     assert pool_figures(pool).in_use == 0
     assert watching is not None  # kept alive until here: its __del__ gave nothing back
 
