@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 VENV110 ?= .venv-pyramid110
 BIN110 := $(VENV110)/bin
 
-.PHONY: test test-pyramid2 test-pyramid110 test-topologies lint demo bench clean system-deps docs dist
+.PHONY: test test-pyramid2 test-pyramid110 test-topologies test-outages lint demo bench bench-outages clean system-deps docs dist
 
 # demo_app/ is not part of the package (the wheel holds pyramid_redisx only): a .pth
 # file puts the repository on the venv's path so that pserve, pshell and pyramid-redisx
@@ -26,19 +26,19 @@ $(BIN110)/.installed: pyproject.toml
 	echo '$(REPO_PTH)' > "$$($(BIN110)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/pyramid_redisx_repo.pth"
 	touch $@
 
-## test: lint, type-check, docs, the package, the whole suite on Pyramid 2 and on Pyramid 1.10.8, topologies
-test: system-deps lint docs dist test-pyramid2 test-pyramid110 test-topologies
+## test: lint, type-check, docs, the package, the whole suite on Pyramid 2 and on Pyramid 1.10.8, topologies, outages
+test: system-deps lint docs dist test-pyramid2 test-pyramid110 test-topologies test-outages
 
 ## system-deps: Debian's redis-server (TLS) and Chromium, when missing and run as root
 system-deps:
 	bash scripts/system-deps.sh
 
 test-pyramid2: $(BIN)/.installed
-	$(BIN)/pytest --ignore=tests/topology
+	$(BIN)/pytest --ignore=tests/topology -m 'not outages'
 
 # The browser and packaging tests do not depend on Pyramid's version: Pyramid 2 only.
 test-pyramid110: $(BIN110)/.installed
-	$(BIN110)/pytest -q --ignore=tests/topology -m 'not browser and not packaging and not docs'
+	$(BIN110)/pytest -q --ignore=tests/topology -m 'not browser and not packaging and not docs and not outages'
 
 ## docs: the Sphinx documentation into docs/_build/html; any warning is an error
 docs: $(BIN)/.installed
@@ -53,6 +53,10 @@ dist: $(BIN)/.installed
 ## test-topologies: Sentinel set and 6-node cluster on real servers, with fault tests (~2 min)
 test-topologies: $(BIN)/.installed
 	$(BIN)/pytest -q tests/topology
+
+## test-outages: SIGKILL, SIGSTOP and a black hole under load (waitress, gunicorn, wrk), a worker replaced during an outage (~3 min)
+test-outages: system-deps $(BIN)/.installed
+	$(BIN)/pytest -q -m outages tests/reliability
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check pyramid_redisx tests bench demo_app docs
@@ -73,6 +77,12 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/bench_server.py
 	$(BIN)/python bench/bench_checkout.py | tee bench/results_checkout.txt
 	$(BIN)/python bench/plot.py
+
+## bench-outages: the breaker's cost per command, three outages with and without it, the plot (~8 min, needs wrk)
+bench-outages: system-deps $(BIN)/.bench-installed
+	$(BIN)/python bench/bench_breaker.py
+	$(BIN)/python bench/bench_outages.py
+	$(BIN)/python bench/plot_outages.py
 
 clean:
 	rm -rf $(VENV) $(VENV110) *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build dist build artifacts

@@ -169,6 +169,22 @@ def redisx_get10_view(request: Any) -> Response:
     return Response(body=value)
 
 
+def bare_set10_view(request: Any) -> Response:
+    client = BARE
+    for _ in range(10):
+        client.set(KEY, VALUE)  # type: ignore[union-attr]
+    return Response(body=b"ok")
+
+
+def redisx_set10_view(request: Any) -> Response:
+    """Ten writes on the request's connection: each after the first checks that the
+    server did not close it while idle (one poll, the ownership check of issue 24)."""
+    client = request.redis
+    for _ in range(10):
+        client.set(KEY, VALUE)
+    return Response(body=b"ok")
+
+
 # pyramid_redis 0.1.4 (the PyPI peer): its reified request.redis builds a StrictRedis
 # per request on a pool kept in a registry utility, so its views read like ours.
 peer_get_view, peer_get10_view, peer_pipeline_view = (
@@ -392,6 +408,8 @@ def build_variants(url: str, port: int) -> dict[str, Variant]:
         ("B10_pc", "B10 with request_connection off", redisx_get10_view, True, {**stats_off, "redis.request_connection": "false"}),
         ("A10", "10 GETs, bare", bare_get10_view, True, None),
         ("B10", "10 GETs, redisx stats off", redisx_get10_view, True, stats_off),
+        ("A10w", "10 SETs, bare", bare_set10_view, True, None),
+        ("B10w", "10 SETs, redisx stats off (a poll before each write on the kept connection)", redisx_set10_view, True, stats_off),
         ("C10", "10 GETs, redisx stats on (DEBUG)", redisx_get10_view, True, stats_on),
         ("G10", "10 GETs, redisx Server-Timing", redisx_get10_view, True, timing),
         ("F_C", f"pipeline of {n} SETs, redisx stats on (DEBUG)", redisx_pipeline_view, True, stats_on),
@@ -443,7 +461,7 @@ def sanity_check(variants: dict[str, Variant], stats_log: logging.Logger) -> Non
             if not status.startswith("200"):
                 raise SystemExit(f"variant {variant.key}: {status}")
             want = b"hello" if variant.key in ("D", "E", "D0", "E0", "PN") else VALUE
-            if variant.key.startswith("F"):
+            if variant.key.startswith("F") or variant.key.endswith("w"):
                 want = b"ok"
             if body != want:
                 raise SystemExit(f"variant {variant.key}: body {body!r}, expected {want!r}")
@@ -542,6 +560,7 @@ def comparisons(variants: dict[str, Variant], figures: dict[str, dict[str, float
         "B10/A10": ("A10", "B10"),
         "T10/A10": ("A10", "T10"),
         "B10_pc/A10": ("A10", "B10_pc"),
+        "B10w/A10w": ("A10w", "B10w"),
     }.items():
         result[name] = {
             "ratio": med(other) / med(base),
@@ -673,7 +692,7 @@ def print_report(
     )
     for name in ("B-A", "B10/A10", "F_redisx-F_bare", "(C-B)-(L-A)", "E-D", "G/B", "H/B",
                  "B/A", "C/A", "C1/A", "E0-D0", "D-D0", "A-D", "per_command", "T-A",
-                 "T10/A10", "B_pc-A", "B10_pc/A10", "A_twin-A", "F_twin-F_bare"):  # fmt: skip
+                 "T10/A10", "B_pc-A", "B10_pc/A10", "B10w/A10w", "A_twin-A", "F_twin-F_bare"):  # fmt: skip
         r = result[name]
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else ""
         target = r.get("target", "")
@@ -720,6 +739,7 @@ UNITS = (
     ("A", "B", "A_twin", "C", "L", "G", "H"),  # B - A, (C - B) - (L - A), G/B, H/B
     ("F_bare", "F_redisx", "F_twin"),
     ("A10", "B10"),
+    ("A10w", "B10w"),
     ("D", "E"),
 )
 

@@ -7,7 +7,7 @@ from importlib.metadata import version as _version
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "_ext"))  # redisx_settings: the generated settings reference
+sys.path.insert(0, str(HERE / "_ext"))  # redisx_settings, redisx_architecture: generated pages
 sys.path.insert(0, str(HERE.parent))  # pyramid_redisx from the checkout, whatever is installed
 
 project = "pyramid_redisx"
@@ -20,6 +20,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "myst_parser",  # CHANGELOG.md, included as it is
     "redisx_settings",
+    "redisx_architecture",  # the layers, drawn and checked from the code
 ]
 source_suffix = {".rst": "restructuredtext"}
 myst_heading_anchors = 3

@@ -12,25 +12,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .config import add_redis_client, includeme
-from .errors import CommandMayHaveBeenApplied, RedisSettingsError, RedisUnavailable
+from .errors import (
+    CommandMayHaveBeenApplied,
+    RedisCircuitOpen,
+    RedisSettingsError,
+    RedisUnavailable,
+)
+from .failsoft import fail_soft
+from .http_cache import http_cache_backend
+from .queue import MessageQueue, QueueEmpty, QueueFull
 from .request import get_redis
+from .tm import RedisTransactionError
 
-if TYPE_CHECKING:  # real types for type checkers; imported lazily at run time
+if TYPE_CHECKING:  # real types for type checkers; imported on first use at run time
     from .aio import close_async_redis, get_async_redis
-    from .http_cache import http_cache_backend
-    from .queue import MessageQueue, QueueEmpty, QueueFull
-    from .tm import RedisTransactionError
 
-# Integrations, imported on first use: the core install (no extras) imports without
-# them.
+# The asyncio clients, imported on first use: redis.asyncio (and asyncio) cost a few
+# hundred milliseconds of import time that an app without asyncio need not pay. The
+# other integrations import their libraries only when used (requests-cache, dogpile).
 _LAZY = {
-    "MessageQueue": "queue",
-    "QueueEmpty": "queue",
-    "QueueFull": "queue",
-    "http_cache_backend": "http_cache",
     "get_async_redis": "aio",
     "close_async_redis": "aio",
-    "RedisTransactionError": "tm",
 }
 
 __all__ = [
@@ -38,11 +40,13 @@ __all__ = [
     "MessageQueue",
     "QueueEmpty",
     "QueueFull",
+    "RedisCircuitOpen",
     "RedisSettingsError",
     "RedisTransactionError",
     "RedisUnavailable",
     "add_redis_client",
     "close_async_redis",
+    "fail_soft",
     "get_async_redis",
     "get_redis",
     "http_cache_backend",
@@ -55,6 +59,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'pyramid_redisx' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    imported = importlib.import_module(f".{module}", __name__)  # optional: see _LAZY
+    value = getattr(imported, name)
     globals()[name] = value
     return value

@@ -25,30 +25,94 @@ client follows the write-safe retry rule of the sync ones (docs/retries.rst).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import weakref
 from typing import Any
 
 import redis.asyncio
 import redis.asyncio.cluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .client import may_have_been_applied, reads_only
-from .cluster import READING, SENDING, after_send, marking, pipeline_not_sent_again
-from .pools import connection_kwargs, retry_arguments, retryable
-from .request import client_set
+from .client import client_set
+from .cluster import (
+    READING,
+    SENDING,
+    after_send,
+    count_redirection,
+    marking,
+    pipeline_not_sent_again,
+)
+from .errors import is_error_reply
+from .pools import connection_kwargs
+from .retries import (
+    may_have_been_applied,
+    reads_only,
+    retry_arguments,
+    retryable,
+)
 from .settings import DEFAULT_CLIENT, RedisOptions
 
 _STATE = "pyramid_redisx_async"  # registry attribute: _AsyncClients
 
 
 class _AsyncClients:
-    """The async clients of one registry in one process, by event loop and name."""
+    """The async clients of one registry in one process, by event loop and name.
+
+    A client's connections refer to their loop, so a loop can never be a weak key here:
+    each loop's clients are closed when the loop shuts down instead. ``asyncio.run`` (and
+    every runner that calls ``loop.shutdown_asyncgens()``) closes the async generators
+    the loop has seen; one per loop waits for that to close the loop's clients. A loop
+    closed without it (by hand) is forgotten at the next call from another loop, and its
+    clients' sockets go with them.
+    """
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.by_loop: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+        self.by_loop: dict[Any, dict[str, Any]] = {}
+        self.closers: dict[Any, Any] = {}  # loop → its async generator (close_at_shutdown)
+
+    def clients_of(self, loop: Any) -> dict[str, Any]:
+        clients = self.by_loop.get(loop)
+        if clients is None:
+            self.forget_closed_loops()
+            clients = self.by_loop[loop] = {}
+            self.close_at_shutdown(loop)
+        return clients
+
+    def close_at_shutdown(self, loop: Any) -> None:
+        """Close ``loop``'s clients when it shuts down its async generators."""
+
+        async def closer() -> Any:
+            try:
+                yield
+            finally:
+                self.closers.pop(loop, None)
+                if not loop.is_closed():
+                    await _close_all(self.by_loop.pop(loop, {}))
+
+        agen = self.closers[loop] = closer()
+
+        async def start() -> None:  # the loop's asyncgen hooks see it from its first step
+            await agen.__anext__()
+
+        loop.create_task(start())
+
+    def forget_closed_loops(self) -> None:
+        for loop in [loop for loop in self.by_loop if loop.is_closed()]:
+            del self.by_loop[loop]
+            agen = self.closers.pop(loop, None)
+            if agen is not None:  # finish it here: a closed loop cannot run its aclose()
+                with contextlib.suppress(StopIteration, RuntimeError):
+                    agen.aclose().send(None)
+
+
+async def _close_all(clients: dict[str, Any]) -> None:
+    for client in clients.values():
+        await client.aclose()
+        for sentinel in getattr(client, "pyramid_redisx_sentinels", ()):
+            await sentinel.aclose()
 
 
 class WriteSafeAsyncRetry(Retry):
@@ -101,7 +165,11 @@ class WriteSafeAsyncPipeline(redis.asyncio.client.Pipeline):
         try:
             return await run(connection, commands, raise_on_error)
         except RedisConnectionError as exc:
-            if self.redisx_retry_writes or all(reads_only(args[0]) for args, _ in commands):
+            if (
+                self.redisx_retry_writes
+                or is_error_reply(exc)
+                or all(reads_only(args[0]) for args, _ in commands)
+            ):
                 raise
             await connection.disconnect()
             raise may_have_been_applied(
@@ -121,7 +189,7 @@ class WriteSafeAsyncRedis(redis.asyncio.Redis):
         try:
             return await super()._send_command_parse_response(conn, command_name, *args, **options)
         except RedisConnectionError as exc:
-            if self.redisx_retry_writes or reads_only(command_name):
+            if self.redisx_retry_writes or is_error_reply(exc) or reads_only(command_name):
                 raise
             await conn.disconnect()
             raise may_have_been_applied(str(command_name), exc) from exc
@@ -167,8 +235,11 @@ class _AsyncStageMarking(redis.asyncio.Connection):
         try:
             return await super().read_response(*args, **kwargs)
         except _SENT_ERRORS as error:
-            if awaiting:
+            if awaiting and not is_error_reply(error):  # a reply is no lost connection
                 error.redisx_stage = READING  # type: ignore[union-attr]
+            raise
+        except (redis.exceptions.MovedError, redis.exceptions.AskError) as error:
+            count_redirection(error)  # telemetry
             raise
 
     async def disconnect(self, *args: Any, **kwargs: Any) -> None:
@@ -302,8 +373,6 @@ def _cluster(kwargs: dict[str, Any], options: RedisOptions) -> Any:
 
 
 def _sentinel_master(options: RedisOptions, kwargs: dict[str, Any]) -> Any:
-    from redis.asyncio.sentinel import Sentinel
-
     # The Sentinels say where the master is: no host/port of our own; their pool class
     # picks the (SSL) connection class; it never blocks.
     for name in ("host", "port", "connection_class", "timeout"):
@@ -332,10 +401,7 @@ def get_async_redis(registry: Any, name: str = DEFAULT_CLIENT) -> Any:
             "get_async_redis must be called inside a running event loop: "
             "its client belongs to that loop"
         ) from None
-    state = _state(registry)
-    clients = state.by_loop.get(loop)
-    if clients is None:
-        clients = state.by_loop[loop] = {}
+    clients = _state(registry).clients_of(loop)
     client = clients.get(name)
     if client is None:
         options = client_set(registry).options.get(name)
@@ -347,12 +413,9 @@ def get_async_redis(registry: Any, name: str = DEFAULT_CLIENT) -> Any:
 
 
 async def close_async_redis(registry: Any) -> None:
-    """Close the running loop's clients of ``registry`` and their connections."""
-    clients = _state(registry).by_loop.pop(asyncio.get_running_loop(), {})
-    for client in clients.values():
-        await client.aclose()
-        for sentinel in getattr(client, "pyramid_redisx_sentinels", ()):
-            await sentinel.aclose()
+    """Close the running loop's clients of ``registry`` and their connections (the loop's
+    shutdown does it too, under ``asyncio.run``)."""
+    await _close_all(_state(registry).by_loop.pop(asyncio.get_running_loop(), {}))
 
 
 def _state(registry: Any) -> _AsyncClients:

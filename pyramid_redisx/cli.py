@@ -15,12 +15,16 @@ import configparser
 import logging
 import sys
 from collections.abc import Sequence
-from importlib import import_module
 from typing import Any, TextIO
 
+from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationError
+from pyramid.paster import get_appsettings
 
-from .health import HealthProbes, new_connection, probe
+from . import topology
+from .client import client_set
+from .health import HealthProbes
+from .probe import new_connection, probe
 from .settings import RedisOptions
 
 DESCRIPTION = (
@@ -37,8 +41,6 @@ class IniError(Exception):
 def read_settings(
     config_uri: str, variables: Sequence[str], command: str = "check"
 ) -> dict[str, Any]:
-    from pyramid.paster import get_appsettings
-
     options: dict[str, str] = {}
     for number, item in enumerate(variables, 1):
         name, sep, value = item.partition("=")
@@ -76,10 +78,6 @@ def _example(variable: str) -> str:
 
 def configure(settings: dict[str, Any]) -> dict[str, RedisOptions]:
     """Include pyramid_redisx and commit, as the app does; its WARNINGs go to stderr."""
-    from pyramid.config import Configurator
-
-    from .request import client_set
-
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("pyramid-redisx: warning: %(message)s"))
     handler.setLevel(logging.WARNING)
@@ -101,7 +99,21 @@ def _pool_settings(options: RedisOptions) -> str:
     return (
         f"max_connections={options.max_connections} blocking={str(options.blocking).lower()} "
         f"pool_timeout={options.pool_timeout:g}s socket_timeout={options.socket_timeout:g}s "
-        f"socket_connect_timeout={options.socket_connect_timeout:g}s retries={options.retries}"
+        f"socket_connect_timeout={options.socket_connect_timeout:g}s retries={options.retries} "
+        f"{_breaker(options)}"
+    )
+
+
+def _breaker(options: RedisOptions) -> str:
+    """The circuit breaker's settings. A circuit lives in each app process and this command
+    is a new process: it shows what the app's circuits do, not their state (the health
+    view reports that, per process)."""
+    if not options.breaker_failures:
+        return "circuit=off"
+    soft = " fail_soft=true" if options.fail_soft else ""
+    return (
+        f"breaker_failures={options.breaker_failures} "
+        f"breaker_cooldown={options.breaker_cooldown:g}s{soft}"
     )
 
 
@@ -126,14 +138,14 @@ def check(clients: dict[str, RedisOptions], out: TextIO) -> int:
             )
         else:
             failed += 1
-            print(f"{name:<{width}}  DOWN  {options.url}  {result.error}", file=out)
+            print(f"{name:<{width}}  DOWN  {options.url}  {result.error}  {_breaker(options)}",
+                  file=out)  # fmt: skip
     return 1 if failed else 0
 
 
 def _check_topology(name: str, width: int, options: RedisOptions, out: TextIO) -> int:
-    module = import_module(f"pyramid_redisx.{options.kind}")
-    result = module.health_probe(HealthProbes(), options, options.startup_check_timeout)
-    where = module.describe(options)
+    result = topology.health_probe(HealthProbes(), options, options.startup_check_timeout)
+    where = topology.describe(options)
     status = f"ok    {where}" if result.ok else f"DOWN  {where}  {result.error}"
     print(f"{name:<{width}}  {status}  {_pool_settings(options)}", file=out)
     for node, entry in (result.nodes or {}).items():

@@ -16,6 +16,7 @@ each one. A connection error after a command that can change data was sent raise
 from __future__ import annotations
 
 import contextlib
+import select
 from collections.abc import Callable
 from threading import get_ident
 from time import monotonic, perf_counter
@@ -24,191 +25,57 @@ from typing import Any
 from weakref import ref
 
 import redis
-from redis.client import CaseInsensitiveDict, Monitor, Pipeline
-from redis.commands import READ_COMMANDS
+from redis.client import CaseInsensitiveDict, Monitor, Pipeline, PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import WatchError
 from redis.observability.recorder import is_enabled as observability_enabled
 
-from .errors import CommandMayHaveBeenApplied
-from .pools import NoQueue, build_pool
+from .errors import is_error_reply
+from .pools import NoQueue
+from .retries import may_have_been_applied, reads_only
 from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
+from .topology import build_pool
+from .usage import ENDED, IN_TWEEN, TRACE, USAGES, Usage
 
-# request.__dict__ key a debug panel sets (before the view runs) to get every command.
-TRACE = "pyramid_redisx_trace"
-BOUND = "_pyramid_redisx_bound"  # request.__dict__ key: {name: bound client}
-# request.__dict__ key: the Usage of each bound client that was used, in order; set to
-# ENDED by the end of the request (later usages then keep no connection).
-USAGES = "_pyramid_redisx_usages"
-ENDED: tuple[Any, ...] = ()
-IN_TWEEN = "_pyramid_redisx_tween"  # request.__dict__ key: our tween runs this request
+STATE = "pyramid_redisx_clients"  # registry attribute holding the ClientSet
 
 
-def reads_only(name: Any) -> bool:
-    """True for a command that cannot change data (redis-py's own ``READ_COMMANDS``,
-    the set its cluster client sends to replicas): safe to send again after a failure."""
-    if isinstance(name, bytes):
-        name = name.decode("latin-1")
-    return str(name).upper() in READ_COMMANDS
+def client_set(registry: Any) -> ClientSet:
+    """The app's ``ClientSet``; a clear error when the add-on was not included."""
+    clients = getattr(registry, STATE, None)
+    if clients is None:
+        raise RuntimeError(
+            "pyramid_redisx is not configured on this registry: "
+            'call config.include("pyramid_redisx") (or add it to pyramid.includes)'
+        )
+    return clients  # type: ignore[no-any-return]
 
 
-def may_have_been_applied(what: str, error: Exception) -> CommandMayHaveBeenApplied:
-    return CommandMayHaveBeenApplied(
-        f"{what} may have been applied: the connection failed after it was sent ({error}); "
-        "not retried, since it can change data (redis.retry_writes = true retries it)"
-    )
+class AccountedPubSub(PubSub):
+    """A request's ``PubSub``: redis-py's, noting the thread that used it last, so that
+    the end of the request closes it only if no other thread has used it since."""
 
+    _redisx_thread: int | None = None
 
-class Usage:
-    """What one request did with one client. Attributes are read by ``stats``.
+    def execute_command(self, *args: Any) -> Any:
+        self._redisx_thread = get_ident()
+        return super().execute_command(*args)
 
-    Holds the request's WSGI environ (for the path in slow-command warnings) and a weak
-    reference to the request, not the request: a bound client lives in
-    ``request.__dict__`` and must not make a cycle. The counters start as class
-    attributes, so a new ``Usage`` (one per request and client) sets only a few.
-
-    ``connection`` is the request's own connection (``request_connection``), used only
-    by the thread in ``thread``: another thread's commands take one from the pool each,
-    so two threads never share a socket. ``thread`` is None when the request keeps no
-    connection (the setting is off, or the request has ended).
-    """
-
-    commands = 0
-    seconds = 0.0
-    slowest_name: Any = None
-    slowest_seconds = 0.0
-    connection: Any = None
-    thread: int | None = None
-    # Weak references to what may hold a connection of its own at the end of the
-    # request (WATCH pipelines, pubsubs, monitors, client()): what the view dropped is
-    # given back by redis-py's __del__ as without the add-on; the rest by ``finish``.
-    held: list[Any] | None = None
-    callback_set = False
-    request_ref: Callable[[], Any] | None = None
-    # Every command in order, only when a debug panel asked for it (see TRACE).
-    trace: list[tuple[Any, tuple[Any, ...], float, list[Any] | None]] | None = None
-    # Set once per client on a subclass (``ClientSet.add``): a Usage sets only 2–4.
-    name: str
-    options: RedisOptions
-    pool: Any
-    keep_connection = False  # options.request_connection
-    queue: Any = NoQueue  # the blocking pool's queue: ``waiting`` threads
-    watch = False  # True when each command needs more than counting (trace, slow)
-    server_timing = False
-    stats = True  # options.stats: the line may be written
-
-    def __init__(self, environ: Any, request: Any, in_tween: bool) -> None:
-        self.environ = environ
-        self.waits_start = self.queue.waits
-        self.wait_start = self.pool.wait_log.total
-        if self.keep_connection:
-            self.thread = get_ident()
-        if not in_tween:  # a script's request: the finished callback will need it
-            self.request_ref = ref(request) if request is not None else None
-        else:
-            self.callback_set = True  # NewResponse or our tween finish this request
-
-    @property
-    def slow_threshold(self) -> float | None:
-        return self.options.slow_command
-
-    def checkout(self) -> Any:
-        """The request's connection, from the pool at its first command."""
-        connection = self.connection
-        if connection is None:
-            if not self.callback_set:
-                self._finish_callback()
-            connection = self.connection = self.pool.get_connection()
-        return connection
-
-    def give_back(self) -> None:
-        """Other threads wait for a connection: return the request's after its command
-        (its next command checks one out again), unless a WATCH pipeline or anything
-        else the request holds may be using it. Under contention a request then holds
-        a connection no longer than redis-py would."""
-        connection = self.connection
-        if connection is not None and self.held is None:
-            self.connection = None
-            self.pool.release(connection)
-
-    def record(
-        self,
-        name: Any,
-        seconds: float,
-        args: tuple[Any, ...] = (),
-        count: int = 1,
-        inner: list[tuple[Any, ...]] | None = None,
-    ) -> None:
-        """One round trip: a command, or a pipeline of ``count`` commands (``inner``)."""
-        self.commands += count
-        self.seconds += seconds
-        if seconds > self.slowest_seconds:
-            self.slowest_seconds = seconds
-            self.slowest_name = name
-        if self.watch:
-            self.watch_command(name, seconds, args, inner)
-
-    def watch_command(
-        self, name: Any, seconds: float, args: tuple[Any, ...], inner: list[Any] | None
-    ) -> None:
-        """The rarer per-command work: the debug panel's trace, slow-command warnings."""
-        if self.trace is not None:
-            self.trace.append((name, args, seconds, inner))
-        if self.slow_threshold is not None and seconds > self.slow_threshold:
-            from .stats import warn_slow_command
-
-            warn_slow_command(self, name, args, seconds)
-
-    def hold(self, thing: Any) -> None:
-        """Close ``thing`` (by its ``close``) at the end of the request if still alive."""
-        if self.held is None:
-            self.held = []
-            self._finish_callback()
-        held = self.held
-        if len(held) >= 64:  # drop the references to what is gone (long-running views)
-            held[:] = [item for item in held if item() is not None]
-        held.append(ref(thing))
-
-    def _finish_callback(self) -> None:
-        """A finished callback on the request, registered once, when the request first
-        holds something, unless our tween runs this request: then ``NewResponse`` or the
-        tween give everything back (~10 µs saved per request, measured in requests).
-        Requests made by scripts (``prepare()``) and apps whose explicit
-        ``pyramid.tweens`` leave ours out get the callback, which runs even when the
-        view raised and no response was made."""
-        if not self.callback_set:
-            self.callback_set = True
-            request = self.request_ref() if self.request_ref is not None else None
-            if request is not None:
-                request.add_finished_callback(release_request)
-
-    def finish(self) -> None:
-        """Give back every connection the request kept (idempotent): first close what is
-        still alive (a WATCH pipeline sends UNWATCH on the request's connection), then
-        return the request's own connection. Later commands take one per command."""
-        self.thread = None
-        held, self.held = self.held, None
-        for item in held or ():
-            thing = item()
-            if thing is not None:
-                with contextlib.suppress(Exception):
-                    thing.close()
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            self.pool.release(connection)
-
-    @property
-    def waited(self) -> float:
-        """Seconds this request's thread waited for a free connection of this pool."""
-        queue = self.queue
-        if queue.waits == self.waits_start and queue is not NoQueue:
-            return 0.0  # nobody waited in this pool's queue: no thread-local read
-        # (NoQueue: a non-blocking pool, or a cluster's node pools sharing one wait log)
-        return float(self.pool.wait_log.total - self.wait_start)
+    def parse_response(self, block: bool = True, timeout: float = 0) -> Any:
+        self._redisx_thread = get_ident()
+        return super().parse_response(block, timeout)
 
 
 class OnceMonitor(Monitor):
     """``Monitor`` whose ``__exit__`` gives its connection back once: redis-py's
-    releases it again on a second call, and two later checkouts then share it."""
+    releases it again on a second call, and two later checkouts then share it. It is
+    disconnected first: a connection that ran MONITOR accepts no other command."""
+
+    _redisx_thread: int | None = None
+
+    def next_command(self) -> Any:
+        self._redisx_thread = get_ident()
+        return super().next_command()
 
     def __exit__(self, *args: Any) -> None:
         connection, self.connection = self.connection, None
@@ -242,13 +109,32 @@ def _execute_wrapped() -> bool:
     return not plain
 
 
+def closed_while_idle(connection: Any) -> bool:
+    """True when a connected socket has something to read before a command was sent:
+    the server closed it (or left unread data) while it sat idle. One ``poll`` of the
+    socket, kept on the connection (~0.5 µs); the pool's checkout does the same check."""
+    sock = connection._sock
+    if sock is None:
+        return False  # not connected: the send connects first
+    polled = connection.__dict__.get("_redisx_poll")
+    if polled is None or polled[0] is not sock:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        polled = connection._redisx_poll = (sock, poller)
+    return bool(polled[1].poll(0))
+
+
 def _sent_safely(run: Any, what: str) -> Any:
     """``Pipeline._execute_pipeline`` / ``_execute_transaction`` (``run``), raising
     ``CommandMayHaveBeenApplied`` instead of letting a write be sent again."""
 
     def send(self: Any, connection: Any, commands: Any, raise_on_error: Any) -> Any:
         # Connect and health-check first: an error there is before anything was sent
-        # (retried as usual); after it, the server may have run any complete command.
+        # (retried as usual); after it, the server may have run any complete command. A
+        # connection the server closed while idle is replaced first (a WATCH pipeline's
+        # then raises WatchError: its WATCH went with the old connection).
+        if closed_while_idle(connection):
+            connection.disconnect()
         if not connection.is_connected:
             connection.connect()
         connection.check_health()
@@ -256,12 +142,19 @@ def _sent_safely(run: Any, what: str) -> Any:
         # after the last one sets the same deadline (~0.15 µs a reply less).
         interval = connection.health_check_interval
         started = perf_counter()
+        observer = self._redisx_observer  # telemetry: None when off
+        if observer is not None:
+            observer.enrich_pipeline(self._redisx_waited())
         try:
             if interval:
                 connection.health_check_interval = 0
             return run(self, connection, commands, raise_on_error)
         except RedisConnectionError as exc:
-            if self._redisx_retry_writes or all(reads_only(args[0]) for args, _ in commands):
+            if (
+                self._redisx_retry_writes
+                or is_error_reply(exc)
+                or all(reads_only(args[0]) for args, _ in commands)
+            ):
                 raise
             connection.disconnect()
             raise may_have_been_applied(
@@ -281,14 +174,31 @@ class AccountedPipeline(Pipeline):
     """A pipeline that records its round trip (all its commands) on the request and
     raises ``CommandMayHaveBeenApplied`` instead of sending writes again.
 
-    In the request's thread it runs on the request's own connection, which ``reset``
-    leaves with the request; elsewhere it takes one from the pool, as redis-py does.
+    Ownership (docs/usage.rst, "One owner per connection"): without WATCH, run by the
+    request's thread, it runs on the request's connection, which ``reset`` leaves with
+    the request (the round trip is over before anything else can use it). A WATCH in the
+    request's thread takes the request's connection over (or one from the pool) and keeps
+    it, alone, until ``reset`` gives it back to the pool; the request's next command
+    takes another. Other threads and ``client()``'s pipelines take one from the pool, as
+    redis-py does. A WATCH pipeline whose connection is reconnected raises ``WatchError``.
     """
 
     _redisx_usage: Usage | None = None
     _redisx_retry_writes = False
     _redisx_observed = False  # redis-py's own metrics (observability) are on
     _redisx_seconds = 0.0
+    _redisx_shares = True  # may run on the request's connection (not client()'s)
+    _redisx_thread: int | None = None  # the thread that used it last (Usage.finish)
+    _redisx_guarded: Any = None  # the watching connection whose reconnect raises
+    _redisx_observer: Any = None  # telemetry.Observer; None when telemetry is off
+    _redisx_wait_start = 0.0
+
+    def _redisx_waited(self) -> float:
+        """Seconds this pipeline's thread waited for a connection since execute began."""
+        usage = self._redisx_usage
+        if usage is None:
+            return 0.0
+        return float(usage.pool.wait_log.total - self._redisx_wait_start)
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         usage = self._redisx_usage
@@ -296,7 +206,13 @@ class AccountedPipeline(Pipeline):
         count = len(stack)
         if usage is None or not count:
             return super().execute(raise_on_error)
-        if self.connection is None and usage.thread == get_ident():
+        me = self._redisx_thread = get_ident()
+        observer = self._redisx_observer  # telemetry: None when off
+        if observer is not None:
+            started = perf_counter()
+            self._redisx_wait_start = usage.pool.wait_log.total
+        failed = None
+        if self.connection is None and usage.thread == me and self._redisx_shares:
             # The request's own connection; redis-py's execute runs on it, and reset()
             # leaves it with the request. Other threads: redis-py takes one from the pool.
             self.connection = usage.connection or usage.checkout()
@@ -326,9 +242,17 @@ class AccountedPipeline(Pipeline):
                 )
             finally:
                 self.reset()
+        except BaseException as error:
+            failed = error
+            raise
         finally:  # one round trip of ``count`` commands
             name = "MULTI" if self.transaction else "PIPELINE"  # type: ignore[truthy-function]
             usage.record(name, self._redisx_seconds, (), count, inner)
+            if observer is not None:  # telemetry: the pipeline's span and metrics
+                observer.pipeline(
+                    [args for args, _ in stack], name == "MULTI", started,
+                    self._redisx_waited(), failed, usage.connection,
+                )  # fmt: skip
 
     def reset(self) -> None:  # type: ignore[override]
         connection = self.connection
@@ -336,43 +260,63 @@ class AccountedPipeline(Pipeline):
             self.command_stack or self.scripts or self.watching or self.explicit_transaction
         ):
             return  # nothing to reset: a pipeline that execute() reset, being collected
+        guarded = self._redisx_guarded
+        if guarded is not None:  # before redis-py's UNWATCH, which may reconnect (8.1)
+            self._redisx_guarded = None
+            guarded.deregister_connect_callback(self._redisx_lost_watch)
         usage = self._redisx_usage
         if usage is None or connection is None or connection is not usage.connection:
+            # Its own connection (WATCH, another thread, client()): redis-py's reset,
+            # UNWATCH on it and back to the pool, whichever thread runs it.
             return super().reset()
-        # The request's own connection: redis-py's reset (UNWATCH when watching), except
-        # that the connection stays with the request, which gives it back at its end.
-        watching = self.watching
+        # The request's connection, which only an execute() in the request's thread ran
+        # on (never a WATCH): it stays with the request.
         self.connection = None
         super().reset()
-        if watching:
-            try:
-                connection.send_command("UNWATCH")
-                connection.read_response()
-            except RedisConnectionError:
-                connection.disconnect()  # which drops the WATCHes too
         if usage.queue.waiting:
             usage.give_back()
+
+    def _redisx_lost_watch(self, connection: Any) -> None:
+        """Connect callback of a watching pipeline's connection: it was reconnected, so
+        its WATCHes are gone. Raised as redis-py raises for a connection error while
+        watching: the transaction must be retried, never committed unwatched."""
+        self.reset()
+        raise WatchError("The connection was lost and reconnected while watching one or more keys")
 
     _execute_transaction = _sent_safely(Pipeline._execute_transaction, "a MULTI/EXEC transaction")
     _execute_pipeline = _sent_safely(Pipeline._execute_pipeline, "a pipeline")
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         usage = self._redisx_usage
-        if self.connection is None:
-            # WATCH mode from here on: the pipeline keeps a connection until reset.
-            if usage is not None and usage.thread == get_ident():
-                self.connection = usage.connection or usage.checkout()
-            else:
-                self.connection = self.connection_pool.get_connection()
-            if usage is not None:
-                usage.hold(self)
         if usage is None:
             return super().immediate_execute_command(*args, **options)
+        me = self._redisx_thread = get_ident()
+        if self.connection is None:
+            # WATCH mode from here on: the pipeline owns a connection until reset. In the
+            # request's thread it takes the request's over (no second connection while
+            # it watches, unless the view runs plain commands meanwhile).
+            if usage.thread == me and self._redisx_shares and usage.connection is not None:
+                self.connection, usage.connection = usage.connection, None
+            else:
+                self.connection = self.connection_pool.get_connection()
+            usage.hold(self)
         started = perf_counter()
+        failed = None
         try:
             return super().immediate_execute_command(*args, **options)
+        except Exception as error:
+            failed = error
+            raise
         finally:
             usage.record(args[0], perf_counter() - started, args)
+            connection = self.connection
+            if self.watching and connection is not None and self._redisx_guarded is None:
+                self._redisx_guarded = connection
+                connection.register_connect_callback(self._redisx_lost_watch)
+            if self._redisx_observer is not None:  # telemetry (outside any span of its)
+                self._redisx_observer.command(
+                    self.connection, args[0], args, started, 0.0, failed, inside=False
+                )
 
     def _send_command_parse_response(
         self, conn: Any, command_name: Any, *args: Any, **options: Any
@@ -385,21 +329,22 @@ def _send_safely(
 ) -> Any:
     """Send one command and read its reply. An error while connecting or sending leaves
     the command unapplied (a partial command is never run), so it propagates to be
-    retried; one while reading the reply is retried only for a command that reads."""
+    retried; one while reading the reply is retried only for a command that reads. An
+    error *reply* (``is_error_reply``) is the server's answer: it keeps its type."""
     if command_name in _HIMPORT:  # redis-py's special path: cannot tell sent from unsent
         try:
             return redis.Redis._send_command_parse_response(
                 client, conn, command_name, *args, **options
             )
         except RedisConnectionError as exc:
-            if client._redisx_retry_writes:
+            if client._redisx_retry_writes or is_error_reply(exc):
                 raise
             raise may_have_been_applied(str(command_name), exc) from exc
     conn.send_command(*args, **options)
     try:
         return client.parse_response(conn, command_name, **options)
     except RedisConnectionError as exc:
-        if client._redisx_retry_writes or reads_only(command_name):
+        if client._redisx_retry_writes or is_error_reply(exc) or reads_only(command_name):
             raise
         conn.disconnect()
         raise may_have_been_applied(str(command_name), exc) from exc
@@ -438,7 +383,10 @@ class AccountedRedis(redis.Redis):
     _redisx_retry_writes = False
     _redisx_observed = False  # redis-py's own metrics (observability) were on at build
     _redisx_copy = False  # True on the class of per-request copies
+    _redisx_observer: Any = None  # telemetry.Observer; None when telemetry is off
     _redisx_request: Callable[[], Any] | None = None  # a lazy copy's request (weak)
+    _redisx_shares = True  # its pipelines may use the request's connection (not client()'s)
+    _redisx_thread: int | None = None  # client(): the thread that used it last
 
     def _execute_command(self, *args: Any, **options: Any) -> Any:
         usage = self._redisx_usage
@@ -446,13 +394,16 @@ class AccountedRedis(redis.Redis):
         conn: Any = self.connection  # set for client(): a single-connection client
         name = args[0]
         lent = locked = False
-        wait_log = waited = None
+        wait_log = waited = failed = None
         started = perf_counter()
         try:
             if conn is not None:
                 if self._single_connection_client:
                     self.single_connection_lock.acquire()
                     locked = True
+                    self._redisx_thread = get_ident()
+                if not reads_only(name) and closed_while_idle(conn):
+                    conn.disconnect()  # before a write: it goes on a new connection
             elif usage is None:
                 conn = pool.get_connection()
                 lent = True
@@ -468,6 +419,10 @@ class AccountedRedis(redis.Redis):
                     else:
                         conn = pool.get_connection()
                         lent = True
+                elif not reads_only(name) and closed_while_idle(conn):
+                    # The request's connection, idle since its last command: a write is
+                    # sent only on a live one (a read failing there is sent again).
+                    conn.disconnect()
             result = conn.retry.call_with_retry(
                 lambda: _send_safely(self, conn, name, args, options),
                 lambda error: conn.disconnect(),
@@ -478,8 +433,13 @@ class AccountedRedis(redis.Redis):
         except Exception as error:
             if self._redisx_observed and conn is not None:
                 _observed(conn, name, perf_counter() - started, error)
+            failed = error
             raise
         finally:
+            observer = self._redisx_observer  # telemetry: None when off
+            if observer is not None:
+                wait = wait_log.total - waited if wait_log is not None else 0.0
+                observer.command(conn, name, args, started, wait, failed)
             if usage is not None:
                 seconds = perf_counter() - started
                 if wait_log is not None:
@@ -514,11 +474,16 @@ class AccountedRedis(redis.Redis):
             pipe._redisx_observed = True
         if usage is not None:
             pipe._redisx_usage = usage
+            if not self._redisx_shares:
+                pipe._redisx_shares = False
+            if self._redisx_observer is not None:  # telemetry
+                pipe._redisx_observer = self._redisx_observer
         return pipe
 
     def pubsub(self, **kwargs: Any) -> Any:
         pubsub = super().pubsub(**kwargs)
         if self._redisx_usage is not None:
+            pubsub.__class__ = AccountedPubSub  # redis-py's object, noting who uses it
             self._redisx_usage.hold(pubsub)
         return pubsub
 
@@ -538,6 +503,7 @@ class AccountedRedis(redis.Redis):
         usage = self._redisx_usage
         if usage is not None:
             single._redisx_usage = usage
+            single._redisx_shares = False  # its pipelines never use the request's connection
             usage.hold(single)
         return single
 
@@ -552,12 +518,6 @@ class AccountedRedis(redis.Redis):
     def __repr__(self) -> str:
         # redis-py's repr shows the pool, whose repr redacts the password.
         return f"<{type(self).__name__}({self.connection_pool!r})>"
-
-
-def release_request(request: Any) -> None:
-    """Finished callback: give back the connections the request's clients still hold."""
-    for usage in request.__dict__.get(USAGES) or ():
-        usage.finish()
 
 
 class StartUsage:
@@ -575,7 +535,7 @@ class StartUsage:
         return self.start(client, request, request.__dict__ if request is not None else {})
 
     def start(self, client: Any, request: Any, state: dict[str, Any]) -> Usage:
-        usage = self.usage_class(state.get("environ"), request, IN_TWEEN in state)
+        usage = self.usage_class(state.get("environ"), request, state.get(IN_TWEEN))
         if TRACE in state:
             usage.trace = []
             usage.watch = True
@@ -672,6 +632,13 @@ class ClientSet:
         else:
             bound._redisx_request = ref(request)
         return bound
+
+    def observe(self, name: str, observer: Any) -> None:
+        """Telemetry (telemetry.py): ``observer`` sees client ``name``'s commands, on the
+        process-wide client, its per-request copies and their requests' ``Usage``."""
+        self.clients[name]._redisx_observer = observer
+        self._bound_classes[name]._redisx_observer = observer
+        self._starters[name].usage_class.observer = observer
 
     def pools(self) -> dict[str, Any]:
         """Pool of each client, by client name."""

@@ -23,6 +23,8 @@ import functools
 import math
 import os
 import threading
+from collections import Counter
+from threading import get_ident
 from time import perf_counter
 from typing import Any
 
@@ -35,21 +37,29 @@ from redis.cluster import (
     TransactionStrategy,
 )
 from redis.connection import Connection
+from redis.exceptions import AskError, MovedError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .client import Usage, may_have_been_applied, reads_only
-from .errors import CommandMayHaveBeenApplied, TimeoutNotRetried
-from .health import Probe, new_connection, probe
+from .breaker import NO_BREAKER, NoBreaker, guarded
+from .diagnose import classify, diagnose
+from .errors import (
+    CommandMayHaveBeenApplied,
+    RedisUnavailable,
+    TimeoutNotRetried,
+    is_error_reply,
+)
 from .pools import (
     WatchedBlockingPool,
     WatchedPool,
     _TimedLifoQueue,
     _WaitLog,
     connection_kwargs,
-    retry_policy,
 )
+from .probe import Probe, new_connection, probe
+from .retries import may_have_been_applied, reads_only, retry_policy
 from .settings import RedisOptions
+from .usage import Usage
 
 _IDLE = "idle"
 _USED = "used"
@@ -66,6 +76,9 @@ _USED = "used"
 SENDING = "sending"
 READING = "reading"
 _SENT_ERRORS = (RedisConnectionError, RedisTimeoutError)
+# MOVED and ASK replies received by this process's node connections (sync and asyncio),
+# for telemetry: redis-py follows them inside its loops, where nothing else sees them.
+REDIRECTIONS: Counter[str] = Counter()
 
 
 class _StageMarking(Connection):
@@ -94,13 +107,21 @@ class _StageMarking(Connection):
         try:
             return super().read_response(*args, **kwargs)
         except _SENT_ERRORS as error:
-            if awaiting:
+            if awaiting and not is_error_reply(error):  # a reply is no lost connection
                 error.redisx_stage = READING  # type: ignore[union-attr]
+            raise
+        except (MovedError, AskError) as error:
+            count_redirection(error)  # telemetry
             raise
 
     def disconnect(self, *args: Any, **kwargs: Any) -> None:
         self._redisx_awaiting = False  # a reconnect's handshake is not a command
         super().disconnect(*args, **kwargs)
+
+
+def count_redirection(error: Exception) -> None:
+    # (redis-py's MovedError is a subclass of its AskError)
+    REDIRECTIONS["moved" if isinstance(error, MovedError) else "ask"] += 1
 
 
 @functools.cache
@@ -162,6 +183,9 @@ def pipeline_not_sent_again(client: Any, stack: Any, error: Exception) -> Except
 def _execute_command(self: Any, target_node: Any, *args: Any, **kwargs: Any) -> Any:
     """``RedisCluster._execute_command``; an error once the command was sent is raised
     as one redis-py's loop does not retry, unless sending it again is safe."""
+    observer = self._redisx_observer  # telemetry: None when off
+    if observer is not None:
+        waited = self._redisx_wait_log.total
     try:
         return RedisCluster._execute_command(self, target_node, *args, **kwargs)
     except _SENT_ERRORS as error:
@@ -169,6 +193,9 @@ def _execute_command(self: Any, target_node: Any, *args: Any, **kwargs: Any) -> 
         if instead is None:
             raise
         raise instead from error
+    finally:
+        if observer is not None:  # inside the instrumentation's span, if any
+            observer.enrich_command(self._redisx_wait_log.total - waited)
 
 
 class _WriteSafePipelineStrategy(PipelineStrategy):
@@ -181,18 +208,21 @@ class _WriteSafePipelineStrategy(PipelineStrategy):
         if not stack:
             return []
         retries = self._pipe.retry.get_retries()
-        while True:
-            try:
-                return self._send_cluster_commands(
-                    stack, raise_on_error=raise_on_error, allow_redirections=allow_redirections
-                )
-            except RedisCluster.ERRORS_ALLOW_RETRY as error:
-                instead = pipeline_not_sent_again(self._pipe, stack, error)
-                if retries <= 0 or instead is error:
-                    raise
-                if instead is not None:
-                    raise instead from error
-                retries -= 1
+        try:
+            while True:
+                try:
+                    return self._send_cluster_commands(
+                        stack, raise_on_error=raise_on_error, allow_redirections=allow_redirections
+                    )
+                except RedisCluster.ERRORS_ALLOW_RETRY as error:
+                    instead = pipeline_not_sent_again(self._pipe, stack, error)
+                    if retries <= 0 or instead is error:
+                        raise
+                    if instead is not None:
+                        raise instead from error
+                    retries -= 1
+        finally:
+            _enrich(self._pipe)
 
 
 class _WriteSafeTransactionStrategy(TransactionStrategy):
@@ -210,6 +240,15 @@ class _WriteSafeTransactionStrategy(TransactionStrategy):
             if self._transaction_connection is not None:
                 self._transaction_connection.disconnect()
             raise instead from error
+        finally:
+            _enrich(self._pipe)
+
+
+def _enrich(pipe: Any) -> None:
+    """Telemetry, inside the instrumentation's span of a pipeline: our attributes."""
+    observer = getattr(pipe, "_redisx_observer", None)
+    if observer is not None:
+        observer.enrich_pipeline(pipe._redisx_wait_log.total - pipe._redisx_wait_start)
 
 
 def _node_pool(options: RedisOptions, wait_log: _WaitLog, **kwargs: Any) -> Any:
@@ -237,6 +276,8 @@ def _node_pool(options: RedisOptions, wait_log: _WaitLog, **kwargs: Any) -> Any:
 
 class ClusterPools:
     """The node pools of one cluster client, seen as one pool (figures summed)."""
+
+    breaker: NoBreaker = NO_BREAKER  # the client's circuit, set by build_client
 
     def __init__(self, options: RedisOptions) -> None:
         self.options = options
@@ -291,9 +332,6 @@ class ClusterPools:
             try:
                 self.client = build_client(self.options, self)
             except Exception as exc:
-                from .errors import RedisUnavailable
-                from .startup import diagnose
-
                 cause, detail = diagnose(exc, self.options, self.options.startup_check_timeout)
                 raise RedisUnavailable(name, _seeds(self.options), cause, detail) from exc
         return self.client
@@ -308,8 +346,11 @@ class AccountedClusterPipeline(ClusterPipeline):
 
     _redisx_usage: Usage | None = None
     _redisx_wait_log: _WaitLog  # the client's, set with ``_redisx_usage``
+    _redisx_thread: int | None = None  # the thread that used it last (Usage.finish)
     _redisx_retry_writes = False
     _redisx_retry_on_timeout = False
+    _redisx_observer: Any = None  # telemetry: None when off
+    _redisx_wait_start = 0.0
     _execute_command = _execute_command
 
     def _send_again(self, *args: Any, **options: Any) -> Any:
@@ -324,26 +365,43 @@ class AccountedClusterPipeline(ClusterPipeline):
                 break
         return RedisCluster.execute_command(self, *args, **options)
 
+    _redisx_breaker: NoBreaker = NO_BREAKER  # the client's circuit (breaker.py)
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self._redisx_thread = get_ident()  # queued, or WATCH and what it reads
+        return super().execute_command(*args, **kwargs)
+
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         usage = self._redisx_usage
         count = len(self)
         if usage is None or not count:
-            return super().execute(raise_on_error)
+            return guarded(self._redisx_breaker, super().execute, raise_on_error)  # type: ignore[no-any-return]
         inner = (
             [c.args for c in self._execution_strategy.command_queue]
             if usage.trace is not None
             else None
         )
+        self._redisx_thread = get_ident()
         wait_log = self._redisx_wait_log
-        waited = wait_log.total
+        waited = self._redisx_wait_start = wait_log.total
+        observer = self._redisx_observer  # telemetry: None when off
+        stack = [c.args for c in self._execution_strategy.command_queue] if observer else []
         started = perf_counter()
+        failed = None
         try:
-            return super().execute(raise_on_error)
+            return guarded(self._redisx_breaker, super().execute, raise_on_error)  # type: ignore[no-any-return]
+        except Exception as error:
+            failed = error
+            raise
         finally:
             transaction = isinstance(self._execution_strategy, TransactionStrategy)
             name = "MULTI" if transaction else "PIPELINE"
             seconds = perf_counter() - started - (wait_log.total - waited)
             usage.record(name, seconds, (), count, inner)
+            if observer is not None:
+                observer.pipeline(
+                    stack, transaction, started, wait_log.total - waited, failed, None
+                )
 
     def close(self) -> None:
         """At the end of a request: reset (UNWATCH). Never redis-py's inherited
@@ -357,21 +415,37 @@ class AccountedCluster(RedisCluster):
     _redisx_usage: Usage | None = None
     _redisx_retry_writes = False
     _redisx_retry_on_timeout = False
+    _redisx_observer: Any = None  # telemetry: None when off
     connection_pool: ClusterPools
     _execute_command = _execute_command
 
+    @property
+    def _redisx_wait_log(self) -> _WaitLog:
+        return self.connection_pool.wait_log
+
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         usage = self._redisx_usage
+        # One circuit for the client (breaker.py); none while redis-py's constructor runs.
+        breaker = getattr(getattr(self, "connection_pool", None), "breaker", NO_BREAKER)
         if usage is None:
-            return RedisCluster.execute_command(self, *args, **kwargs)
+            return guarded(breaker, RedisCluster.execute_command, self, *args, **kwargs)
         # The wait for a node's connection is not Redis time (it is ``waited_ms``).
         wait_log = self.connection_pool.wait_log
         waited = wait_log.total
         started = perf_counter()
+        failed = None
         try:
-            return RedisCluster.execute_command(self, *args, **kwargs)
+            return guarded(breaker, RedisCluster.execute_command, self, *args, **kwargs)
+        except Exception as error:
+            failed = error
+            raise
         finally:
-            usage.record(args[0], perf_counter() - started - (wait_log.total - waited), args)
+            wait = wait_log.total - waited
+            usage.record(args[0], perf_counter() - started - wait, args)
+            if self._redisx_observer is not None:  # telemetry (after any span of its)
+                self._redisx_observer.command(
+                    None, args[0], args, started, wait, failed, inside=False
+                )
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
         pipe = super().pipeline(transaction, shard_hint)
@@ -387,10 +461,12 @@ class AccountedCluster(RedisCluster):
         pipe.parent_execute_command = pipe._send_again
         pipe._redisx_retry_writes = self._redisx_retry_writes
         pipe._redisx_retry_on_timeout = self._redisx_retry_on_timeout
+        pipe._redisx_breaker = self.connection_pool.breaker
         usage = self._redisx_usage
         if usage is not None:
             pipe._redisx_usage = usage
             pipe._redisx_wait_log = self.connection_pool.wait_log
+            pipe._redisx_observer = self._redisx_observer  # telemetry
             usage.hold(pipe)  # weakly: a dropped pipeline resets itself in __del__
         return pipe
 
@@ -426,6 +502,11 @@ def build_client(options: RedisOptions, pools: ClusterPools) -> AccountedCluster
         **kwargs,
     )
     client.connection_pool = pools
+    # One circuit for the whole client, gated around redis-py's cluster loops (which
+    # route around a failed master once the cluster fails over): it opens when the
+    # client's commands fail in a row, i.e. when the cluster is unreachable from here.
+    pools.breaker = client.retry.breaker  # type: ignore[attr-defined]
+    pools.breaker.attach(pools)
     client._redisx_retry_on_timeout = options.retry_on_timeout
     client.disconnect_connection_pools()  # no socket kept from configuration time
     return client
@@ -574,9 +655,6 @@ def _seeds(options: RedisOptions) -> str:
 
 def check(name: str, options: RedisOptions) -> float:
     """Startup check: every master answers PING and reports ``cluster_state:ok``."""
-    from .errors import RedisUnavailable
-    from .startup import classify
-
     started = perf_counter()
     try:
         _, detail = probe_nodes(options, options.startup_check_timeout)
@@ -599,8 +677,6 @@ def health_probe(probes: Any, options: RedisOptions, timeout: float) -> Probe:
         with connections.lock:
             ok, detail = probe_nodes(options, timeout, connections)
     except Exception as exc:  # noqa: BLE001 - reported, not raised
-        from .startup import classify
-
         return Probe(False, 0.0, "", "", f"{classify(exc)}: {exc}", nodes={})
     failure = first_failure(detail)
     error = f"cluster node {failure[0]}: {failure[1]}" if failure else ""

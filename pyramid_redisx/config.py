@@ -9,10 +9,10 @@ from typing import Any
 from pyramid.events import ApplicationCreated, NewResponse
 from pyramid.exceptions import ConfigurationConflictError
 
-from .client import ClientSet
+from .client import STATE, ClientSet, client_set
 from .errors import RedisSettingsError
 from .health import health_view
-from .request import STATE, RequestAttributes, client_set, on_new_response
+from .request import RequestAttributes, on_new_response
 from .settings import (
     DEFAULT_CLIENT,
     PREFIX,
@@ -22,6 +22,8 @@ from .settings import (
     parse_client,
 )
 from .startup import on_application_created
+from .telemetry import register as register_telemetry
+from .tm import request_redis_tm
 
 log = logging.getLogger("pyramid_redisx")
 
@@ -49,6 +51,8 @@ def includeme(config: Any) -> None:
     - adds a tween that does the ``NewResponse`` work for a request whose view raised
       past every exception view (no response, so no ``NewResponse``);
     - with ``redis.health_route``, a JSON health view at that path;
+    - with ``redis.tracing``, ``redis.metrics`` or ``redis.metrics_route``, telemetry
+      (``pyramid_redisx.telemetry``): spans, metrics, a Prometheus view at that path;
     - warns about unknown ``redis.*`` keys and rejects near misses of known ones.
     """
     registry = config.registry
@@ -63,7 +67,7 @@ def includeme(config: Any) -> None:
     config.add_directive("add_redis_client", add_redis_client)
     # request.redis, and request.redis_tm: a pipeline sent as MULTI/EXEC when pyramid_tm
     # commits (nothing runs until a view reads it). See RequestAttributes for their form.
-    attributes = RequestAttributes(client_set(registry))
+    attributes = RequestAttributes(client_set(registry), request_redis_tm)
     attributes.register(config)
     config.add_subscriber(attributes.on_application_created, ApplicationCreated)
     config.add_subscriber(on_new_response, NewResponse)
@@ -76,8 +80,21 @@ def includeme(config: Any) -> None:
     if app.health_route:
         config.add_route("pyramid_redisx.health", app.health_route)
         config.add_view(health_view, route_name="pyramid_redisx.health", renderer="json")
+    if app.telemetry:
+        register_telemetry(config, client_set(registry), _prometheus(app))
     snapshot = _redis_settings(settings)
     config.action(None, _finish_configuration, args=(config, snapshot), order=1)
+
+
+def _prometheus(app: Any) -> Any:
+    """The Prometheus module, when ``redis.metrics_route`` asks for it."""
+    if app.metrics_route is None:
+        return None
+    try:
+        from . import prometheus  # optional: the prometheus extra
+    except ImportError:
+        return None  # register_telemetry names the missing extra
+    return prometheus
 
 
 def add_redis_client(config: Any, name: str, **options: Any) -> None:

@@ -25,10 +25,10 @@ from pyramid_debugtoolbar.panels.settings import (  # type: ignore[import-untype
     SettingsDebugPanel,
 )
 
-from .client import TRACE, USAGES, Usage
+from .breaker import breaker_of
 from .pools import pool_figures
 from .redact import MASK, looks_secret, redact_value
-from .stats import command_name
+from .usage import TRACE, USAGES, Usage, command_name
 
 ARG_SHOWN = 60  # characters of one argument shown
 ARGS_SHOWN = 10  # arguments of one command shown
@@ -99,6 +99,8 @@ class ClientFigures:
     max: int
     waited_ms: float
     untraced: bool = False  # commands ran before the toolbar asked for the trace
+    circuit: str = "closed"  # the pool's circuit at the end of the request (breaker.py)
+    soft_failures: int = 0  # this request's fail-soft calls that got a default
 
 
 @dataclass
@@ -127,8 +129,9 @@ def summarize(usages: list[Usage]) -> Summary:
                 summary.slowest = entry
         pool = pool_figures(usage.pool)
         figures = (pool.in_use, pool.idle, pool.max, usage.waited * 1000, usage.trace is None)
+        outage = (breaker_of(usage.pool).state, getattr(usage, "soft_failures", 0))
         summary.clients.append(
-            ClientFigures(usage.name, usage.commands, usage.seconds * 1000, *figures)
+            ClientFigures(usage.name, usage.commands, usage.seconds * 1000, *figures, *outage)
         )
         summary.commands += usage.commands
         summary.ms += usage.seconds * 1000
@@ -183,14 +186,16 @@ def _body(summary: Summary) -> str:
         "</tbody></table><h4>Pools</h4>"
         '<table class="table table-condensed redisx-pools"><thead><tr><th>Client</th>'
         "<th>Commands</th><th>ms</th><th>In use</th><th>Idle</th><th>Max</th>"
-        "<th>Waited (ms)</th></tr></thead><tbody>"
+        "<th>Waited (ms)</th><th>Circuit</th><th>Soft failures</th></tr></thead><tbody>"
     )
     for client in summary.clients:
         note = " (some ran before the toolbar; not listed)" if client.untraced else ""
         parts.append(
             f"<tr><td>{escape(client.name)}{note}</td><td>{client.commands}</td>"
             f"<td>{client.ms:.2f}</td><td>{client.in_use}</td><td>{client.idle}</td>"
-            f"<td>{client.max}</td><td>{client.waited_ms:.2f}</td></tr>"
+            f"<td>{client.max}</td><td>{client.waited_ms:.2f}</td>"
+            f'<td class="redisx-circuit">{escape(client.circuit)}</td>'
+            f"<td>{client.soft_failures}</td></tr>"
         )
     parts.append("</tbody></table>")
     return "".join(parts)
@@ -216,6 +221,8 @@ class RedisPanel(DebugPanel):
             self.nav_subtitle = (
                 f"{_count(self.summary.commands, 'command')}, {self.summary.ms:.2f} ms"
             )
+            if any(c.circuit in ("open", "half-open") for c in self.summary.clients):
+                self.nav_subtitle += ", circuit open"
 
     def render_content(self, request: Any) -> str:
         return render(self.summary)

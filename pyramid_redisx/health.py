@@ -5,88 +5,27 @@ timeout and no retry. It does not take a connection from the app's pool: a satur
 pool would make the health check wait ``pool_timeout`` (or fail) although Redis is
 fine, and a down server would cost the pool's whole retry budget. It opens no new
 connection per call while the server is up, and never holds a pool connection, so a
-health check under load cannot leak one (cf. django-health-check #433).
+health check under load cannot leak one (cf. django-health-check #433). Its probe does
+not go through the circuit breaker: it answers within its timeout whatever the
+circuit's state, which it reports beside the probe (``"circuit"``), with the pool's
+soft failures.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
-from importlib import import_module
-from time import perf_counter
 from typing import Any
 
-from redis.exceptions import NoPermissionError
-
-from .pools import connection_kwargs, pool_figures
+from . import topology
+from .breaker import breaker_of
+from .client import client_set
+from .failsoft import soft_failures
+from .pools import pool_figures
+from .probe import Probe, new_connection, probe
 from .settings import RedisOptions
-from .startup import diagnose
 
 HEALTH_TIMEOUT = 1.0  # seconds, at most: a health check answers quickly or says down
-
-
-@dataclass(frozen=True)
-class Probe:
-    ok: bool
-    latency_ms: float
-    role: str
-    version: str
-    error: str
-    nodes: dict[str, Any] | None = None  # Sentinel/Cluster: per node, by host:port
-
-
-def new_connection(options: RedisOptions, timeout: float) -> Any:
-    """A lone connection for ``options`` with ``timeout`` for connect and reply, no retry."""
-    kwargs = connection_kwargs(options, for_check=True)
-    kwargs["socket_timeout"] = kwargs["socket_connect_timeout"] = timeout
-    return kwargs.pop("connection_class")(**kwargs)
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _ask(connection: Any, *args: str) -> Any:
-    """One command's reply, or None when the user may not run it (a read-only ACL user)."""
-    connection.send_command(*args)
-    try:
-        return connection.read_response()
-    except NoPermissionError:
-        return None
-
-
-def probe(connection: Any, options: RedisOptions, *, version: bool = False) -> Probe:
-    """Connect (untimed), PING (timed), then ROLE (and INFO server if ``version``).
-
-    ROLE and INFO are refused to a user allowed only ``+@read +ping``: that user is
-    healthy, its role and version shown as ``unknown``.
-    """
-    try:
-        connection.connect()  # no-op when connected; connect and TLS are not latency
-        started = perf_counter()
-        connection.send_command("PING")
-        connection.read_response()
-        latency = (perf_counter() - started) * 1000
-        role_reply = _ask(connection, "ROLE")
-        role = _text(role_reply[0]) if role_reply else "unknown"
-        server = ""
-        if version:
-            info = _ask(connection, "INFO", "server")
-            if info is None:
-                server = "unknown"
-            else:
-                text = _text(info)
-                fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-                name = fields.get("server_name", "redis")
-                server = (
-                    f"{name} {fields.get(f'{name}_version') or fields.get('redis_version', '?')}"
-                )
-        return Probe(True, round(latency, 3), role, server, "")
-    except Exception as exc:  # noqa: BLE001 - every failure is reported, classified
-        connection.disconnect()
-        cause, detail = diagnose(exc, options, options.startup_check_timeout)
-        return Probe(False, 0.0, "", "", f"{cause}: {detail}")
 
 
 class HealthProbes:
@@ -99,10 +38,8 @@ class HealthProbes:
 
     def probe(self, options: RedisOptions) -> Probe:
         timeout = min(options.startup_check_timeout, HEALTH_TIMEOUT)
-        if options.kind != "standalone":  # pyramid_redisx.sentinel / pyramid_redisx.cluster
-            topology = import_module(f"pyramid_redisx.{options.kind}")
-            result: Probe = topology.health_probe(self, options, timeout)
-            return result
+        if options.kind != "standalone":  # a probe per node (Sentinel, Cluster)
+            return topology.health_probe(self, options, timeout)
         with self._lock:
             if self._pid != os.getpid():  # forked: never reuse the parent's sockets
                 self._connections = {}
@@ -137,12 +74,16 @@ def health(clients: Any, probes: HealthProbes) -> tuple[bool, dict[str, Any]]:
     results: dict[RedisOptions, Probe] = {}
     for name, options in clients.options.items():
         result = results.get(options) or results.setdefault(options, probes.probe(options))
-        figures = pool_figures(clients.clients[name].connection_pool)
+        pool = clients.clients[name].connection_pool
+        figures = pool_figures(pool)
         entry: dict[str, Any] = {
             "ok": result.ok,
             "latency_ms": result.latency_ms,
             "role": result.role,
             "pool": {"in_use": figures.in_use, "idle": figures.idle, "max": figures.max},
+            # this process's circuit (breaker.py): closed, open, half-open, or off
+            "circuit": breaker_of(pool).state,
+            "soft_failures": soft_failures(pool),
         }
         if result.nodes is not None:
             entry["nodes"] = result.nodes
@@ -155,8 +96,6 @@ def health(clients: Any, probes: HealthProbes) -> tuple[bool, dict[str, Any]]:
 
 def health_view(request: Any) -> dict[str, Any]:
     """``redis.health_route``: 200 when every client answers, 503 otherwise."""
-    from .request import client_set
-
     registry = request.registry
     probes = getattr(registry, "pyramid_redisx_health", None)
     if probes is None:

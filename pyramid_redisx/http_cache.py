@@ -12,6 +12,10 @@ Options come from the ``redis.http_cache.*`` settings, then from the arguments:
 * ``ttl``: let Redis delete expired responses (requests-cache's default: true);
 * ``ttl_offset``: how long Redis keeps them after they expire (for revalidation).
 
+With ``redis.<name>.fail_soft = true`` an unreachable Redis (or an open circuit) is a
+cache miss: the origin is called, its response served and not stored; each such call
+is counted (``failsoft.py``).
+
 Needs the ``http-cache`` extra (requests-cache).
 """
 
@@ -25,8 +29,10 @@ from typing import Any
 from pyramid.registry import Registry
 
 from .errors import RedisSettingsError
-from .request import get_redis
+from .failsoft import soft_call
+from .request import client_set, get_redis
 from .settings import DEFAULT_CLIENT, duration, to_bool
+from .telemetry import cache_lookup
 
 SETTINGS_PREFIX = "redis.http_cache."
 NEVER = -1  # requests-cache's NEVER_EXPIRE
@@ -102,13 +108,16 @@ def http_cache_backend(
     expire_after = merged.pop("expire_after", None)
     backend = _backend_class()(namespace, connection=client, **merged)
     backend.default_expire_after = expire_after
+    if client_set(registry).options[name].fail_soft:
+        backend.soft_client = client
+    backend.redisx_registry = registry
     return backend
 
 
 @functools.cache
 def _backend_class() -> type:
     try:
-        from requests_cache.backends.redis import RedisCache
+        from requests_cache.backends.redis import RedisCache  # optional: the http-cache extra
     except ImportError:
         raise ImportError(
             "http_cache_backend needs requests-cache: pip install 'pyramid_redisx[http-cache]'"
@@ -123,6 +132,27 @@ def _backend_class() -> type:
 
         default_expire_after: float | None = None
         _redisx_settings: Any = None
+        soft_client: Any = None  # the client, when it fails soft
+        redisx_registry: Any = None
+
+        def get_response(self, key: str, default: Any = None) -> Any:
+            if self.soft_client is None:
+                response = super().get_response(key, default)
+            else:
+                response = soft_call(self.soft_client, super().get_response, default, key, default)
+            # telemetry, when on: a hit is a stored response, not the caller's default
+            cache_lookup(self.redisx_registry, "http_cache", response is not default)
+            return response
+
+        def save_response(self, *args: Any, **kwargs: Any) -> None:
+            if self.soft_client is None:
+                return super().save_response(*args, **kwargs)  # type: ignore[no-any-return]
+            return soft_call(self.soft_client, super().save_response, None, *args, **kwargs)  # type: ignore[no-any-return]
+
+        def delete(self, *args: Any, **kwargs: Any) -> None:
+            if self.soft_client is None:
+                return super().delete(*args, **kwargs)  # type: ignore[no-any-return]
+            return soft_call(self.soft_client, super().delete, None, *args, **kwargs)  # type: ignore[no-any-return]
 
         @property
         def _settings(self) -> Any:

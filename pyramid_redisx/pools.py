@@ -1,7 +1,7 @@
 """Parsed options → one connection pool per distinct option set, and its figures.
 
-The options decide the pool kind (``RedisOptions.kind``): standalone today; Sentinel
-and Cluster slot in as further builders keyed by kind. Pools are redis-py's own
+This module knows nothing of Sentinel or Cluster: their modules build on these pools,
+and ``topology`` chooses the builder from the parsed options. Pools are redis-py's own
 ``BlockingConnectionPool`` / ``ConnectionPool``; the only additions are three hooks
 that cost nothing on the common path:
 
@@ -22,7 +22,7 @@ import math
 import os
 import threading
 from queue import Empty, Full, LifoQueue
-from time import perf_counter, sleep
+from time import perf_counter
 from typing import Any, NamedTuple
 
 import redis
@@ -33,10 +33,10 @@ from redis.maint_notifications import MaintNotificationsConfig
 from redis.observability.recorder import is_enabled as observability_enabled
 from redis.retry import Retry
 
-from .errors import CommandMayHaveBeenApplied, RedisSettingsError, TimeoutNotRetried
+from .breaker import NO_BREAKER, NoBreaker
+from .errors import PoolExhausted as PoolExhausted  # public here too (moved to errors)
+from .retries import retry_pauses, retry_policy
 from .settings import RedisOptions
-
-RETRY_BACKOFF_BASE = 0.008  # seconds: first pause before jitter (redis-py's own base)
 
 
 class _WaitLog(threading.local):
@@ -110,9 +110,13 @@ class _WatchedPool:
     warn_at: int
     may_be_saturated: bool
     wait_log: _WaitLog
+    breaker: NoBreaker = NO_BREAKER
 
     def _watch(self, warn_ratio: float) -> None:
         self.warned: dict[str, tuple[float, int]] = {}  # stats: when each WARNING last went
+        # breaker: the circuit of this pool's connections (their retry policy's), if any
+        self.breaker = getattr(self.connection_kwargs.get("retry"), "breaker", NO_BREAKER)  # type: ignore[attr-defined]
+        self.breaker.attach(self)
         self.warn_at = max(1, math.ceil(self.max_connections * warn_ratio))
         self.may_be_saturated = False
         self._grown = 0
@@ -155,10 +159,6 @@ class _WatchedPool:
         raise NotImplementedError
 
 
-class PoolExhausted(RedisConnectionError):
-    """No free connection within ``pool_timeout``: names the client, not just the pool."""
-
-
 class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
     """redis-py's ``BlockingConnectionPool`` with a lean lend and give-back.
 
@@ -176,6 +176,8 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
     client_names: tuple[str, ...] = ()  # set by ClientSet.add: who shares this pool
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self.breaker.dirty:
+            self.breaker.check()  # breaker: no checkout while the circuit is open
         try:
             if self.observed:
                 return super().get_connection(*args, **kwargs)
@@ -283,71 +285,6 @@ def pool_figures(pool: Any) -> PoolFigures:
     return PoolFigures(in_use, idle, pool.max_connections)
 
 
-def retryable(error: Exception) -> bool:
-    return not isinstance(error, CommandMayHaveBeenApplied | TimeoutNotRetried)
-
-
-class WriteSafeRetry(Retry):
-    """redis-py's ``Retry``, except that it never retries ``CommandMayHaveBeenApplied``
-    (nor the Cluster client's ``TimeoutNotRetried``).
-
-    The clients raise that error for a connection error after a command that can change
-    data was sent (``client.py``); every place redis-py retries through the connection's
-    policy (commands, pipelines, WATCH) then lets it through instead of sending again.
-    """
-
-    def call_with_retry(
-        self,
-        do: Any,
-        fail: Any,
-        is_retryable: Any = None,
-        with_failure_count: bool = False,
-    ) -> Any:
-        # redis-py's loop (redis.retry.Retry.call_with_retry), run here rather than
-        # through it: on the common path, one try that succeeds, this is one frame and
-        # no closure per command, and the backoff is reset only once a try has failed.
-        failures = 0
-        while True:
-            try:
-                return do()
-            except self._supported_errors as error:
-                if not retryable(error) or (is_retryable is not None and not is_retryable(error)):
-                    raise
-                failures += 1
-                if with_failure_count:
-                    fail(error, failures)
-                else:
-                    fail(error)
-                if self._retries >= 0 and failures > self._retries:
-                    raise error
-                if failures == 1:
-                    self._backoff.reset()
-                pause = self._backoff.compute(failures)
-                if pause > 0:
-                    sleep(pause)
-
-
-def retry_arguments(options: RedisOptions) -> dict[str, Any]:
-    """Backoff, retries and retried errors for ``options`` (the sync and the asyncio
-    clients' policies are built from these): connection errors; timeouts only if asked."""
-    errors: tuple[type[Exception], ...] = (RedisConnectionError,)
-    if options.retry_on_timeout:
-        errors += (RedisTimeoutError,)
-    backoff = ExponentialWithJitterBackoff(
-        cap=options.retry_backoff_cap, base=min(RETRY_BACKOFF_BASE, options.retry_backoff_cap)
-    )
-    return {"backoff": backoff, "retries": options.retries, "supported_errors": errors}
-
-
-def retry_policy(options: RedisOptions) -> Retry:
-    """Retries after connection errors; after timeouts only if asked (may apply twice).
-
-    A connection error after a command that can change data was sent is not retried
-    unless ``retry_writes`` (the clients raise ``CommandMayHaveBeenApplied`` instead).
-    """
-    return WriteSafeRetry(**retry_arguments(options))
-
-
 def connection_kwargs(options: RedisOptions, *, for_check: bool = False) -> dict[str, Any]:
     """redis-py connection arguments for the transport in ``options`` (and only those).
 
@@ -397,19 +334,8 @@ def connection_kwargs(options: RedisOptions, *, for_check: bool = False) -> dict
 
 
 def build_pool(options: RedisOptions) -> Any:
-    """A new pool of the kind ``options`` asks for. Opens no connection."""
-    builder = POOL_BUILDERS.get(options.kind)
-    if builder is None:
-        raise RedisSettingsError(
-            f"redis.{options.kind if options.kind == 'cluster' else 'sentinels'}",
-            options.kind,
-            f"{options.kind} is not supported by this version of pyramid_redisx; "
-            f"supported: {', '.join(POOL_BUILDERS)}",
-        )
-    return builder(options)
-
-
-def _standalone_pool(options: RedisOptions) -> Any:
+    """A new standalone pool for ``options`` (Sentinel and Cluster pools are built by
+    their modules; ``topology`` chooses). Opens no connection."""
     kwargs = connection_kwargs(options)
     if options.blocking:
         return WatchedBlockingPool(
@@ -420,33 +346,6 @@ def _standalone_pool(options: RedisOptions) -> Any:
         )
     return WatchedPool(
         warn_ratio=options.pool_warn_ratio, max_connections=options.max_connections, **kwargs
-    )
-
-
-def _sentinel_pool(options: RedisOptions) -> Any:
-    from .sentinel import build_pool as build_sentinel_pool
-
-    return build_sentinel_pool(options)
-
-
-def _cluster_pools(options: RedisOptions) -> Any:
-    from .cluster import build_pools
-
-    return build_pools(options)
-
-
-POOL_BUILDERS = {
-    "standalone": _standalone_pool,
-    "sentinel": _sentinel_pool,
-    "cluster": _cluster_pools,
-}
-
-
-def retry_pauses(options: RedisOptions) -> float:
-    """Longest total of the pauses between the tries of one retried call."""
-    base = min(RETRY_BACKOFF_BASE, options.retry_backoff_cap)
-    return float(
-        sum(min(options.retry_backoff_cap, base * 2**k) for k in range(1, options.retries + 1))
     )
 
 

@@ -18,6 +18,7 @@ properties from getting such a class at all.
 
 from __future__ import annotations
 
+from threading import get_ident
 from typing import Any
 
 from pyramid.config.factories import _RequestExtensions
@@ -25,22 +26,12 @@ from pyramid.interfaces import IRequestExtensions
 from pyramid.registry import Registry
 from pyramid.util import InstancePropertyHelper
 
-from .client import BOUND, ENDED, IN_TWEEN, USAGES, AccountedRedis, ClientSet
+from .client import STATE, AccountedRedis, ClientSet, client_set
 from .settings import DEFAULT_CLIENT
 from .stats import WAIT_WARNING, report, server_timing
+from .usage import BOUND, ENDED, IN_TWEEN, USAGES
 
-STATE = "pyramid_redisx_clients"  # registry attribute holding the ClientSet
-
-
-def client_set(registry: Any) -> ClientSet:
-    """The app's ``ClientSet``; a clear error when the add-on was not included."""
-    clients = getattr(registry, STATE, None)
-    if clients is None:
-        raise RuntimeError(
-            "pyramid_redisx is not configured on this registry: "
-            'call config.include("pyramid_redisx") (or add it to pyramid.includes)'
-        )
-    return clients  # type: ignore[no-any-return]
+__all__ = ["client_set", "get_redis"]  # client_set: where tests and apps have long found it
 
 
 def get_redis(request_or_registry: Any, name: str = DEFAULT_CLIENT) -> AccountedRedis:
@@ -51,12 +42,6 @@ def get_redis(request_or_registry: Any, name: str = DEFAULT_CLIENT) -> Accounted
     if isinstance(request_or_registry, Registry):
         return client_set(request_or_registry).client(name)
     return _bound(request_or_registry, name)
-
-
-def _request_redis_tm(request: Any) -> Any:
-    from .tm import request_redis_tm  # tm imports this module
-
-    return request_redis_tm(request)
 
 
 class RedisAttribute:
@@ -129,11 +114,11 @@ class RequestAttributes:
     which cost nothing until read.
     """
 
-    def __init__(self, clients: ClientSet) -> None:
+    def __init__(self, clients: ClientSet, redis_tm: Any) -> None:
+        """``redis_tm``: the body of ``request.redis_tm`` (``tm.request_redis_tm``, given by
+        ``config``: the integration sits above this module)."""
         self.redis = RedisAttribute(clients)
-        self.redis_tm = InstancePropertyHelper.make_property(
-            _request_redis_tm, "redis_tm", reify=True
-        )[1]
+        self.redis_tm = InstancePropertyHelper.make_property(redis_tm, "redis_tm", reify=True)[1]
         self.methods = {"redis": RedisMethod(clients), "redis_tm": _WithoutPyramidTmAttribute()}
 
     def register(self, config: Any) -> None:
@@ -211,6 +196,8 @@ def _finish(state: dict[str, Any], response: Any) -> None:
         elif usage.connection is not None:  # usage.finish(), in short: the common case
             connection, usage.connection = usage.connection, None
             usage.pool.release(connection)
+        if usage.observer is not None:  # telemetry: None when off
+            usage.observer.request_done(usage)
     if timing and response is not None:
         header = server_timing(usages)
         if header:
@@ -240,7 +227,9 @@ def redis_tween_factory(handler: Any, registry: Any) -> Any:
 
     def redis_tween(request: Any) -> Any:
         state = request.__dict__
-        state[IN_TWEEN] = True  # so no finished callback is needed (client.Usage)
+        # The request's thread, which alone may use its connection (usage.Usage); also
+        # says no finished callback is needed: NewResponse or this tween end the request.
+        state[IN_TWEEN] = get_ident()
         try:
             return handler(request)
         except BaseException:

@@ -15,7 +15,8 @@ thread per process, started at the first checkout, so a ``--preload`` parent tha
 only configured the app runs none; restarted in a forked child at its first checkout)
 subscribes to ``+switch-master`` on every Sentinel and moves the pool as soon as one
 announces the new master: idle connections are closed, busy ones are dropped when
-given back. ``redis.sentinel_listener = false`` turns it off.
+given back, and the pool's circuit closes (``breaker.py``: the new master has not
+failed). ``redis.sentinel_listener = false`` turns it off.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ from redis.sentinel import (
     SentinelManagedSSLConnection,
 )
 
+from .diagnose import classify, diagnose
+from .errors import RedisUnavailable
 from .pools import WatchedBlockingPool, WatchedPool, connection_kwargs
+from .probe import Probe, ping
 from .settings import RedisOptions
 
 log = logging.getLogger("pyramid_redisx.sentinel")
@@ -127,6 +131,14 @@ class _SentinelPool:
     listener_kwargs: dict[str, Any] | None = None
     listen = False
     _listening_pid: int | None = None
+    failovers = 0  # master changes seen (telemetry): announced, or found at a connect
+
+    def get_master_address(self) -> Any:
+        before = self.proxy.master_address
+        address = super().get_master_address()  # type: ignore[misc]
+        if before is not None and address != before:  # redis-py moved the pool itself
+            self.failovers += 1
+        return address
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if self.listen and self._listening_pid != os.getpid():
@@ -137,6 +149,8 @@ class _SentinelPool:
     def switch_master(self, address: tuple[str, int]) -> None:
         """Sentinel announced ``address`` as the master: move there now."""
         if self.is_master:
+            if self.proxy.master_address not in (None, address):
+                self.failovers += 1
             self.proxy.master_address = address
         # Idle connections reconnect (asking the Sentinels) at their next use; busy ones
         # no longer match the master's address and are dropped when given back.
@@ -155,6 +169,10 @@ class _SentinelPool:
         if inuse_connections:  # closing the pool (ClientSet.close): stop listening for it
             self._listening_pid = None
             LISTENER.unwatch(self)
+        else:  # the master moved (switch_master, or redis-py's proxy saw a new address):
+            # a new server, so the circuit closes (breaker.py)
+            address = getattr(self.proxy, "master_address", None) if self.is_master else None
+            self.breaker.failover(f"{address[0]}:{address[1]}" if address else "a new master")  # type: ignore[attr-defined]
         super().disconnect(inuse_connections)  # type: ignore[misc]
 
 
@@ -401,9 +419,6 @@ def resolve(
 
 def check(name: str, options: RedisOptions) -> float:
     """Startup check: a Sentinel names the server, and it answers PING."""
-    from .errors import RedisUnavailable
-    from .startup import classify, diagnose, ping
-
     try:
         server = resolve(options, options.startup_check_timeout)
     except Exception as exc:
@@ -417,10 +432,9 @@ def check(name: str, options: RedisOptions) -> float:
     return seconds
 
 
-def health_probe(probes: Any, options: RedisOptions, timeout: float) -> Any:
-    """Health view and ``check``: probe the server the Sentinels name now."""
-    from .health import Probe
-
+def health_probe(probes: Any, options: RedisOptions, timeout: float) -> Probe:
+    """Health view and ``check``: probe the server the Sentinels name now (``probes``:
+    the health view's ``HealthProbes``, which keeps connections between calls)."""
     managers = getattr(probes, "sentinel_managers", None)
     if managers is None:  # kept beside the health view's probe connections (fork-aware pools)
         managers = probes.sentinel_managers = {}
@@ -430,7 +444,7 @@ def health_probe(probes: Any, options: RedisOptions, timeout: float) -> Any:
         server = resolve(options, timeout, managers[options])
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         return Probe(False, 0.0, "", "", f"no master: {exc}", nodes={})
-    result = probes.probe(server)
+    result: Probe = probes.probe(server)
     node = {"ok": result.ok, "role": result.role, "latency_ms": result.latency_ms}
     if not result.ok:
         node["error"] = result.error

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .request import client_set, get_redis
+from .client import client_set
+from .request import get_redis
 
 log = logging.getLogger("pyramid_redisx.sessions")
 

@@ -240,6 +240,18 @@ def balancing(value: object) -> str:
     return word
 
 
+STATEMENT_LEVELS = ("keys", "command", "none")
+
+
+def statement_level(value: object) -> str:
+    word = text(value).lower()
+    if word not in STATEMENT_LEVELS:
+        raise ValueError(
+            "expected keys (command names and first keys), command (names only) or none"
+        )
+    return word
+
+
 def url(value: object) -> str:
     """Validate a Redis URL; it is taken apart by ``split_url``."""
     if not isinstance(value, str):
@@ -303,6 +315,9 @@ CLIENT_SETTINGS: tuple[Setting, ...] = (
     Setting("cluster_nodes", optional(host_port_list), None, "Cluster: further seed nodes (host:port list) besides redis.url's"),
     Setting("load_balancing_strategy", optional(balancing), None, "Cluster reads: round_robin, round_robin_replicas, random or random_replica (unset: masters only)"),
     Setting("require_full_coverage", to_bool, True, "Cluster: refuse to start unless every hash slot is served"),
+    Setting("breaker_failures", integer(0, 10_000), 5, "failures to reach the server in a row that open the circuit: commands then fail at once with RedisCircuitOpen (0 = no breaker)"),
+    Setting("breaker_cooldown", duration(allow_zero=False), 1.0, "how long the circuit stays open before one request probes the server"),
+    Setting("fail_soft", to_bool, False, "the HTTP cache and dogpile.cache on this client treat an unreachable Redis (or an open circuit) as a miss and skip the write; sessions never do"),
 )  # fmt: skip
 
 APP_SETTINGS: tuple[Setting, ...] = (
@@ -310,6 +325,10 @@ APP_SETTINGS: tuple[Setting, ...] = (
     Setting("server_timing", to_bool, False, "add a Server-Timing header to responses of requests that used Redis"),
     Setting("health_route", optional(text), None, "path of a JSON health view (off when unset)"),
     Setting("sessions_client", client_name, DEFAULT_CLIENT, "client used by the session integration"),
+    Setting("tracing", to_bool, False, "OpenTelemetry: a span per command and pipeline under the request's span, or our attributes on opentelemetry-instrumentation-redis's spans (otel extra)"),
+    Setting("tracing_statement", statement_level, "keys", "what a span's db.query.text shows: keys (command names and first keys), command (names only) or none (no statement)"),
+    Setting("metrics", to_bool, False, "OpenTelemetry metrics through the app's meter provider (otel extra)"),
+    Setting("metrics_route", optional(text), None, "path of a Prometheus exposition of the add-on's metrics (prometheus extra; off when unset)"),
 )  # fmt: skip
 
 CLIENT_KEYS = {s.name: s for s in CLIENT_SETTINGS}
@@ -366,6 +385,9 @@ class RedisOptions:
     cluster_nodes: tuple[tuple[str, int], ...] | None
     load_balancing_strategy: str | None
     require_full_coverage: bool
+    breaker_failures: int
+    breaker_cooldown: float
+    fail_soft: bool
 
     @property
     def kind(self) -> str:
@@ -399,6 +421,15 @@ class AppOptions:
     server_timing: bool
     health_route: str | None
     sessions_client: str
+    tracing: bool = False
+    tracing_statement: str = "keys"
+    metrics: bool = False
+    metrics_route: str | None = None
+
+    @property
+    def telemetry(self) -> bool:
+        """Any of tracing, OpenTelemetry metrics or the Prometheus endpoint is on."""
+        return self.tracing or self.metrics or self.metrics_route is not None
 
 
 # ---------------------------------------------------------------- parsing
@@ -688,9 +719,10 @@ def parse_app(settings: Mapping[str, Any]) -> AppOptions:
             raise RedisSettingsError(PREFIX + "clients", settings[PREFIX + "clients"],
                                      f"client {client!r} is named twice")  # fmt: skip
         seen.add(client)
-    route = values["health_route"]
-    if route is not None and not route.startswith("/"):
-        raise RedisSettingsError(PREFIX + "health_route", route, "expected a path starting with /")
+    for key in ("health_route", "metrics_route"):
+        route = values[key]
+        if route is not None and not route.startswith("/"):
+            raise RedisSettingsError(PREFIX + key, route, "expected a path starting with /")
     return AppOptions(**values)
 
 

@@ -1,4 +1,4 @@
-"""The per-request line, pool warnings, slow-command warnings and Server-Timing.
+"""The per-request line, pool warnings and Server-Timing (slow commands: ``usage``).
 
 Formatting is pure (``stats_line``, ``server_timing``); ``report`` decides what to log
 for one client at the end of a request and reads the pool's figures (~0.5 µs, public
@@ -10,39 +10,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .breaker import CLOSED, OFF, breaker_of
 from .pools import PoolFigures, pool_figures
-
-if TYPE_CHECKING:
-    from .client import Usage
+from .usage import Usage, command_name
 
 stats_log = logging.getLogger("pyramid_redisx.stats")
 pool_log = logging.getLogger("pyramid_redisx.pool")
-slow_log = logging.getLogger("pyramid_redisx.slow")
 
 WAIT_WARNING = 0.010  # seconds waited for a free connection that deserve a WARNING
 WARN_EVERY = 1.0  # seconds: at most one pool WARNING of each kind per pool this often
-KEY_SHOWN = 64  # characters of a key shown in a slow-command warning
-
-
-_NAMES: dict[Any, str] = {}  # command name → token, for the few names an app uses
-
-
-def command_name(name: Any) -> str:
-    """``GET``, ``CLIENT_LIST``: a command name as one greppable token."""
-    token = _NAMES.get(name)
-    if token is None:
-        token = _command_name(name)
-        if len(_NAMES) < 1000 and isinstance(name, str | bytes | None):
-            _NAMES[name] = token
-    return token
-
-
-def _command_name(name: Any) -> str:
-    if isinstance(name, bytes):
-        name = name.decode("latin-1")
-    return str(name).upper().replace(" ", "_") if name is not None else "-"
 
 
 def _ms(seconds: float) -> str:
@@ -73,6 +51,19 @@ def stats_line(
     return args, fields
 
 
+def outage_fields(usage: Usage) -> dict[str, Any]:
+    """``circuit`` when the client's circuit is not closed, ``soft_failures`` when the
+    request's fail-soft calls got a default instead of an answer (breaker.py, failsoft.py)."""
+    fields: dict[str, Any] = {}
+    state = breaker_of(usage.pool).state
+    if state not in (CLOSED, OFF):
+        fields["circuit"] = state
+    soft = getattr(usage, "soft_failures", 0)
+    if soft:
+        fields["soft_failures"] = soft
+    return fields
+
+
 def report(usage: Usage) -> None:
     """Log the line (if enabled) and any pool warning for one client of one request."""
     options = usage.options
@@ -84,11 +75,17 @@ def report(usage: Usage) -> None:
     figures = pool_figures(pool)
     if write_line:
         args, fields = stats_line(usage, figures, waited)
+        line = LINE
+        outage = outage_fields(usage)
+        if outage:  # only during an outage: the healthy line stays as documented
+            line += "".join(f" {key}=%s" for key in outage)
+            args += tuple(outage.values())
+            fields.update({f"redis_{key}": value for key, value in outage.items()})
         # makeRecord + handle: what Logger.log does, less the stack walk of findCaller
         # (the caller is always this function) and the per-key checks of ``extra``
         # (these keys are ours and known not to clash): most of a log call's cost.
         record = stats_log.makeRecord(
-            stats_log.name, options.stats_level, __file__, 0, LINE, args, None, "report"
+            stats_log.name, options.stats_level, __file__, 0, line, args, None, "report"
         )
         record.__dict__.update(fields)
         stats_log.handle(record)
@@ -126,27 +123,6 @@ def _may_warn(pool: Any, kind: str) -> int | None:
 
 def _held_back(held: int) -> str:
     return f"; {held} more like this in the last {WARN_EVERY:g} s not logged" if held else ""
-
-
-def _key(args: tuple[Any, ...]) -> str:
-    """First argument of a command (its key, usually), truncated; never a credential."""
-    if len(args) < 2 or command_name(args[0]) in ("AUTH", "HELLO", "MIGRATE"):
-        return "-"
-    key = args[1]
-    if isinstance(key, bytes):
-        key = key.decode("utf-8", "replace")
-    key = str(key)
-    return key if len(key) <= KEY_SHOWN else key[:KEY_SHOWN] + "…"
-
-
-def warn_slow_command(usage: Usage, name: Any, args: tuple[Any, ...], seconds: float) -> None:
-    environ = usage.environ or {}
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "") or "-"
-    slow_log.warning(
-        "redis client=%s slow command %s key=%s took %.2f ms (slow_command %.2f ms) path=%s",
-        usage.name, command_name(name), _key(args), seconds * 1000,
-        (usage.slow_threshold or 0) * 1000, path,
-    )  # fmt: skip
 
 
 def server_timing(usages: Iterable[Usage]) -> str | None:

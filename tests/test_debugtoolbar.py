@@ -140,11 +140,12 @@ def test_panel_lists_the_commands_redacted_with_pools(
     # the toolbar renders, before NewResponse gives it back
     pool = re.search(
         r"<tr><td>default</td><td>(\d+)</td><td>[\d.]+</td><td>(\d+)</td><td>(\d+)</td>"
-        r"<td>(\d+)</td><td>([\d.]+)</td></tr>",
+        r"<td>(\d+)</td><td>([\d.]+)</td>"
+        r'<td class="redisx-circuit">([a-z-]+)</td><td>(\d+)</td></tr>',
         panel,
     )
     assert pool, panel
-    assert pool.groups() == ("9", "1", "0", "7", "0.00")
+    assert pool.groups() == ("9", "1", "0", "7", "0.00", "closed", "0")
 
     # never the password, never the whole value: not in the panel, nor elsewhere on the
     # toolbar page (its Settings panel shows redis.url, redacted)

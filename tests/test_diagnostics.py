@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from pyramid_redisx import RedisUnavailable
+from pyramid_redisx.diagnose import classify
 from pyramid_redisx.health import HealthProbes, close_probes
 from pyramid_redisx.request import client_set
 from pyramid_redisx.settings import parse_client
-from pyramid_redisx.startup import classify
 from pyramid_redisx.testing import RedisServer, TLSFiles
 from tests.conftest import build_app
 from tests.test_cli_hardening import ini, run

@@ -1,0 +1,660 @@
+"""Telemetry (issue 28): spans and metrics through the OpenTelemetry SDK's in-memory
+exporter and reader, the Prometheus endpoint in one process, Sentry through a local
+transport; a real server throughout. The endpoint under gunicorn's workers is in
+tests/reliability/test_prometheus_gunicorn.py, Cluster and Sentinel in tests/topology."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client.parser import text_string_to_metric_families
+
+from pyramid_redisx import RedisSettingsError, get_async_redis, get_redis
+from pyramid_redisx.aio import close_async_redis
+from pyramid_redisx.request import client_set
+from pyramid_redisx.settings import parse_app
+from pyramid_redisx.telemetry import CONTAINERS, NO_KEY_FIRST, STATE, error_kind, statement
+from tests.telemetry_support import Otel, otel
+from tests.test_http_cache import Origin
+from tests.test_write_safety import ResetAfterReplyProxy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def telemetry() -> Otel:
+    return otel()
+
+
+@pytest.fixture
+def instrumentor() -> Any:
+    """opentelemetry-instrumentation-redis, instrumenting for the test only."""
+    instrumentor = RedisInstrumentor()
+    instrumentor.instrument(tracer_provider=otel().tracer_provider)
+    try:
+        yield instrumentor
+    finally:
+        instrumentor.uninstrument()
+
+
+def views(tracer: Any = None) -> dict[str, Any]:
+    def commands(request: Any) -> str:
+        request.redis.set("t:key", "secret-value")
+        return str(request.redis.get("t:key"))
+
+    def pipeline(request: Any) -> str:
+        pipe = request.redis.pipeline(transaction=False)
+        pipe.set("t:a", "secret-a")
+        pipe.incr("t:n")
+        pipe.execute()
+        return "ok"
+
+    def transaction(request: Any) -> str:
+        pipe = request.redis.pipeline()
+        pipe.set("t:a", "secret-a")
+        pipe.get("t:a")
+        pipe.execute()
+        return "ok"
+
+    def own_span(request: Any) -> str:
+        with tracer.start_as_current_span("view work"):
+            request.redis.incr("t:n")
+            request.redis.get("t:n")
+        return "ok"
+
+    return {"/commands": commands, "/pipeline": pipeline, "/transaction": transaction,
+            "/own": own_span}  # fmt: skip
+
+
+# ------------------------------------------------------------------ settings, off
+def test_telemetry_is_off_by_default(make_app: Any) -> None:
+    app = make_app(views())
+    registry = app.app.registry
+    assert getattr(registry, STATE, None) is None
+    assert get_redis(registry)._redisx_observer is None
+    app.get("/commands")
+    usage_class = client_set(registry)._starters["default"].usage_class
+    assert usage_class.observer is None
+
+
+def test_bad_telemetry_settings_name_the_key() -> None:
+    with pytest.raises(RedisSettingsError, match=r"redis\.tracing.*ture.*boolean"):
+        parse_app({"redis.tracing": "ture"})
+    with pytest.raises(RedisSettingsError, match=r"redis\.tracing_statement.*values.*keys"):
+        parse_app({"redis.tracing_statement": "values"})
+    with pytest.raises(RedisSettingsError, match=r"redis\.metrics_route.*starting with /"):
+        parse_app({"redis.metrics_route": "metrics"})
+    app = parse_app({"redis.metrics": "on", "redis.metrics_route": "/metrics"})
+    assert app.metrics and app.metrics_route == "/metrics" and app.telemetry
+
+
+# ------------------------------------------------------------------ statements
+def test_statements_show_names_and_first_keys_only() -> None:
+    assert statement(("SET", "user:1", "secret"), "keys") == "SET user:1 ?"
+    assert statement((b"GET", b"user:1"), "keys") == "GET user:1"
+    assert statement(("MSET", "a", "1", "b", "2"), "keys") == "MSET a ? ? ?"
+    assert statement(("AUTH", "user", "pass"), "keys") == "AUTH ? ?"
+    assert statement(("HELLO", 3, "AUTH", "user", "pass"), "keys") == "HELLO ? ? ? ?"
+    assert statement(("ECHO", "secret"), "keys") == "ECHO ?"
+    assert statement(("EVAL", "return 1", 1, "k"), "keys") == "EVAL ? ? ?"
+    assert statement(("CONFIG SET", "requirepass", "pw"), "keys") == "CONFIG SET ? ?"
+    assert statement(("OBJECT", "ENCODING", "k"), "keys") == "OBJECT ENCODING ?"
+    assert statement(("CLIENT", "SETNAME", "x"), "keys") == "CLIENT SETNAME ?"
+    assert statement(("SET", "user:1", "secret"), "command") == "SET ? ?"
+    assert statement(("SET", "user:1", "secret"), "none") is None
+    assert statement(("GET", "k" * 100), "keys") == "GET " + "k" * 64 + "…"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(["SET", "GET", "HSET", "LPUSH", "AUTH", "HELLO", "ECHO", "EVAL",
+                          "CONFIG", "ACL", "PUBLISH", "MIGRATE", "ZADD", "XADD", "FOO.BAR"]),
+    key=st.text(alphabet="abcdefghij:", min_size=1, max_size=10),
+    values=st.lists(st.binary(min_size=1, max_size=20), max_size=6),
+    level=st.sampled_from(["keys", "command"]),
+)  # fmt: skip
+def test_no_value_is_ever_shown(name: str, key: str, values: list[bytes], level: str) -> None:
+    """Whatever the arguments, a statement holds the command's name, at most its first
+    argument (and only where that is a key, at the ``keys`` level), and ``?``s."""
+    marked = [b"V" + value.hex().encode() for value in values]  # recognisable values
+    text = statement((name, key, *marked), level)
+    assert text is not None
+    for value in marked:
+        assert value.decode() not in text
+    words = text.split(" ")
+    assert words[0] == name
+    shown = [w for w in words[1:] if w != "?"]
+    if level == "command" or name in NO_KEY_FIRST:
+        assert shown == []
+    elif name in ("CONFIG", "ACL"):
+        assert shown in ([], [key.upper()]) or (shown == [key.upper()] and key.isalpha())
+    else:
+        assert shown == [key]
+
+
+def test_commands_without_a_first_key_match_the_servers_table(redis_server: Any) -> None:
+    """``NO_KEY_FIRST`` is exactly the commands the server says take arguments whose first
+    is not a key (first key position other than 1), less those with subcommands."""
+    client = redis_server.client()
+    table = client.execute_command("COMMAND")
+    rows = table.items() if isinstance(table, dict) else [(row[0], row) for row in table]
+    not_first: set[str] = set()
+    names: set[str] = set()
+    for name, row in rows:
+        name = (name.decode() if isinstance(name, bytes) else str(name)).upper()
+        if isinstance(row, dict):
+            arity, first, subcommands = row["arity"], row["first_key_pos"], row.get("subcommands")
+        else:
+            arity, first, subcommands = row[1], row[3], row[9] if len(row) > 9 else None
+        takes_arguments = arity < 0 or arity > 1
+        if takes_arguments and first != 1 and not subcommands and name not in CONTAINERS:
+            not_first.add(name)
+        names.add(name)
+    missing = sorted(not_first - NO_KEY_FIRST)
+    assert missing == [], f"first argument not a key on this server: {missing}"
+    wrongly = sorted(name for name in NO_KEY_FIRST - not_first if name in names)
+    assert wrongly == [], f"listed, but the server says their first argument is a key: {wrongly}"
+
+
+# ------------------------------------------------------------------ our own spans
+def test_each_command_and_pipeline_is_one_span_under_the_request_span(
+    make_app: Any, telemetry: Otel
+) -> None:
+    app = make_app(views(telemetry.tracer), tracing="true")
+    for path in ("/commands", "/pipeline", "/transaction", "/own"):
+        telemetry.exporter.clear()
+        with telemetry.tracer.start_as_current_span("request") as request_span:
+            app.get(path)
+        spans = telemetry.redis_spans()
+        expected = {"/commands": ["SET", "GET"], "/pipeline": ["PIPELINE"],
+                    "/transaction": ["MULTI"], "/own": ["INCRBY", "GET"]}[path]  # fmt: skip
+        assert [s.name for s in spans] == expected, path
+        parent = request_span.get_span_context().span_id
+        if path == "/own":  # the app's own span in the view
+            (work,) = [s for s in telemetry.spans() if s.name == "view work"]
+            parent = work.context.span_id
+        for span in spans:
+            assert span.kind is SpanKind.CLIENT
+            assert span.parent is not None and span.parent.span_id == parent
+            attributes = dict(span.attributes or {})
+            assert attributes["db.system.name"] == "redis"
+            assert attributes["db.operation.name"] == span.name
+            assert attributes["server.address"] == "127.0.0.1"
+            assert isinstance(attributes["server.port"], int)
+            assert attributes["pyramid_redisx.client.name"] == "default"
+            assert attributes["pyramid_redisx.connection.wait_time"] >= 0
+            assert "secret" not in str(attributes)
+    telemetry.exporter.clear()
+    app.get("/pipeline")
+    (span,) = telemetry.redis_spans()
+    assert span.attributes["db.query.text"] == "SET t:a ?\nINCRBY t:n ?"
+    assert span.attributes["db.operation.batch.size"] == 2
+
+
+def test_spans_under_opentelemetry_instrumentation_pyramid(make_app: Any, telemetry: Otel) -> None:
+    from opentelemetry.instrumentation.pyramid import PyramidInstrumentor
+
+    def setup(config: Any) -> None:
+        PyramidInstrumentor().instrument_config(config)
+
+    app = make_app(views(), setup=setup, tracing="true")
+    app.get("/commands")
+    spans = telemetry.spans()
+    (request_span,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    redis_spans = telemetry.redis_spans()
+    assert [s.name for s in redis_spans] == ["SET", "GET"]
+    for span in redis_spans:
+        assert span.parent.span_id == request_span.context.span_id
+        assert span.context.trace_id == request_span.context.trace_id
+
+
+@pytest.mark.parametrize("level", ["command", "none"])
+def test_statement_level(make_app: Any, telemetry: Otel, level: str) -> None:
+    app = make_app(views(), tracing="true", tracing_statement=level)
+    app.get("/commands")
+    texts = [s.attributes.get("db.query.text") for s in telemetry.redis_spans()]
+    assert texts == (["SET ? ?", "GET ?"] if level == "command" else [None, None])
+
+
+def test_a_failed_command_span_has_the_error(make_app: Any, telemetry: Otel) -> None:
+    def wrongtype(request: Any) -> str:
+        request.redis.set("t:s", "v")
+        try:
+            request.redis.lpush("t:s", "x")
+        except Exception as exc:  # noqa: BLE001
+            return type(exc).__name__
+        return "no error"
+
+    app = make_app({"/": wrongtype}, tracing="true")
+    assert app.get("/").text == "ResponseError"
+    span = telemetry.redis_spans()[-1]
+    assert span.name == "LPUSH"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "redis.exceptions.ResponseError"
+    assert span.attributes["db.response.status_code"] == "WRONGTYPE"
+
+
+# ------------------------------------------------------------------ the instrumentation's spans, once
+def test_instrumentation_spans_appear_exactly_once_with_our_attributes(
+    make_app: Any, telemetry: Otel, instrumentor: Any
+) -> None:
+    app = make_app(views(telemetry.tracer), tracing="true")
+    for path, expected in (("/commands", ["SET", "GET"]), ("/pipeline", ["SET INCRBY"]),
+                           ("/transaction", ["SET GET"]), ("/own", ["INCRBY", "GET"])):  # fmt: skip
+        telemetry.exporter.clear()
+        with telemetry.tracer.start_as_current_span("request") as request_span:
+            app.get(path)
+        spans = telemetry.redis_spans()
+        assert [s.name for s in spans] == expected, path
+        assert {s.instrumentation_scope.name for s in spans} == {
+            "opentelemetry.instrumentation.redis"
+        }
+        parent = request_span.get_span_context().span_id
+        if path == "/own":
+            parent = next(s for s in telemetry.spans() if s.name == "view work").context.span_id
+        for span in spans:
+            assert span.parent.span_id == parent
+            assert span.attributes["pyramid_redisx.client.name"] == "default"
+            assert span.attributes["pyramid_redisx.connection.wait_time"] >= 0
+
+
+def test_instrumentation_alone_still_sees_every_command(
+    make_app: Any, telemetry: Otel, instrumentor: Any
+) -> None:
+    """Telemetry off: the instrumentation's spans as on plain redis-py, without ours."""
+    app = make_app(views())
+    app.get("/commands")
+    app.get("/pipeline")
+    spans = telemetry.redis_spans()
+    assert [s.name for s in spans] == ["SET", "GET", "SET INCRBY"]
+    assert all("pyramid_redisx.client.name" not in s.attributes for s in spans)
+
+
+def test_asyncio_client_commands_are_one_instrumentation_span_each(
+    make_app: Any, telemetry: Otel, instrumentor: Any
+) -> None:
+    app = make_app(tracing="true")
+    registry = app.app.registry
+
+    async def run() -> None:
+        client = get_async_redis(registry)
+        with telemetry.tracer.start_as_current_span("task"):
+            await client.set("t:async", "secret")
+            await client.get("t:async")
+            pipe = client.pipeline(transaction=False)
+            pipe.incr("t:n")
+            pipe.get("t:async")
+            await pipe.execute()
+        await close_async_redis(registry)
+
+    asyncio.run(run())
+    spans = telemetry.redis_spans()
+    (task,) = [s for s in telemetry.spans() if s.name == "task"]
+    assert [s.name for s in spans] == ["SET", "GET", "INCRBY GET"]
+    assert all(s.parent.span_id == task.context.span_id for s in spans)
+
+
+# ------------------------------------------------------------------ metrics
+def test_command_and_request_metrics(make_app: Any, telemetry: Otel) -> None:
+    name = "m" + uuid.uuid4().hex[:8]
+
+    def view(request: Any) -> str:
+        client = get_redis(request, name)
+        for _ in range(3):
+            client.get("t:x")
+        pipe = client.pipeline()
+        pipe.incr("t:n")
+        pipe.execute()
+        return "ok"
+
+    app = make_app({"/": view}, metrics="true", clients=name, **{f"{name}.max_connections": "7"})
+    for _ in range(2):
+        app.get("/")
+    duration = "db.client.operation.duration"
+    assert (
+        telemetry.value(duration, pyramid_redisx__client__name=name, db__operation__name="GET") == 6
+    )
+    assert (
+        telemetry.value(duration, pyramid_redisx__client__name=name, db__operation__name="MULTI")
+        == 2
+    )
+    points = [p for a, p in telemetry.points("pyramid_redisx.request.commands")
+              if a.get("pyramid_redisx.client.name") == name]  # fmt: skip
+    assert (
+        len(points) == 1 and points[0].count == 2 and points[0].sum == 8
+    )  # 3 GETs + 1 pipeline of 1
+    assert (
+        telemetry.value("db.client.connection.wait_time", db__client__connection__pool__name=name)
+        == 2
+    )
+    pool = {"db__client__connection__pool__name": name}
+    assert (
+        telemetry.value("db.client.connection.count", db__client__connection__state="idle", **pool)
+        == 1
+    )
+    assert (
+        telemetry.value("db.client.connection.count", db__client__connection__state="used", **pool)
+        == 0
+    )
+    assert telemetry.value("db.client.connection.max", **pool) == 7
+    assert telemetry.value("db.client.connection.pending_requests", **pool) == 0
+
+
+def errors(telemetry: Otel, client: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for attributes, point in telemetry.points("pyramid_redisx.errors"):
+        if attributes.get("pyramid_redisx.client.name") == client:
+            kind = attributes["pyramid_redisx.error.kind"]
+            found[kind] = found.get(kind, 0) + point.value
+    return found
+
+
+def test_errors_by_kind(
+    make_app: Any, telemetry: Otel, redis_server: Any, silent_listener: int
+) -> None:
+    from tests.conftest import build_app
+
+    names = {k: k[:4] + uuid.uuid4().hex[:6] for k in
+             ("reply", "refused", "timeout", "applied", "pool")}  # fmt: skip
+    proxy = ResetAfterReplyProxy(redis_server.port)
+    closed = redis_server.port + 0  # replaced below by a port nobody listens on
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    settings_ = {
+        "redis.url": redis_server.url, "redis.metrics": "true", "redis.startup_check": "false",
+        "redis.clients": " ".join(names.values()),
+        f"redis.{names['refused']}.url": f"redis://127.0.0.1:{closed}/0",
+        f"redis.{names['refused']}.retries": "0",
+        f"redis.{names['timeout']}.url": f"redis://127.0.0.1:{silent_listener}/0",
+        f"redis.{names['timeout']}.socket_timeout": "0.2",
+        f"redis.{names['timeout']}.socket_connect_timeout": "0.2",
+        f"redis.{names['timeout']}.retries": "0",
+        f"redis.{names['applied']}.url": f"redis://127.0.0.1:{proxy.port}/0",
+        f"redis.{names['pool']}.max_connections": "1",
+        f"redis.{names['pool']}.pool_timeout": "0.05",
+    }  # fmt: skip
+
+    def view(request: Any) -> str:
+        kind = request.matchdict["kind"]
+        client = get_redis(request, names[kind])
+        if kind == "reply":
+            client.set("t:s", "v")
+            command: Any = lambda: client.lpush("t:s", "x")  # noqa: E731
+        elif kind == "applied":
+            proxy.arm(b"INCR")
+            command = lambda: client.incr("t:n")  # noqa: E731
+        else:
+            command = lambda: client.get("t:x")  # noqa: E731
+        try:
+            command()
+        except Exception as exc:  # noqa: BLE001
+            return error_kind(exc)
+        return "none"
+
+    def setup(config: Any) -> None:
+        config.add_route("kind", "/{kind}")
+        config.add_view(lambda request: __import__("pyramid.response").response.Response(view(request)),
+                        route_name="kind")  # fmt: skip
+
+    app = build_app(settings_, None, setup)
+    try:
+        registry = app.app.registry
+        pool = get_redis(registry, names["pool"]).connection_pool
+        held = pool.get_connection()  # the only connection: the request waits, then fails
+        try:
+            results = {kind: app.get(f"/{kind}").text for kind in names}
+        finally:
+            pool.release(held)
+        assert results == {"reply": "error_reply", "refused": "connection", "timeout": "timeout",
+                           "applied": "may_have_been_applied", "pool": "pool_exhausted"}  # fmt: skip
+        for kind, name in names.items():
+            assert errors(telemetry, name) == {results[kind]: 1}, kind
+    finally:
+        client_set(app.app.registry).close()
+
+
+def test_pending_requests_while_a_thread_waits(make_app: Any, telemetry: Otel) -> None:
+    name = "w" + uuid.uuid4().hex[:8]
+    app = make_app(metrics="true", clients=name, **{f"{name}.max_connections": "1"})
+    pool = get_redis(app.app.registry, name).connection_pool
+    held = pool.get_connection()
+    waiter = threading.Thread(target=lambda: get_redis(app.app.registry, name).get("t:x"))
+    waiter.start()
+    try:
+        deadline = time.monotonic() + 5
+        seen = 0.0
+        while time.monotonic() < deadline and not seen:
+            seen = telemetry.value(
+                "db.client.connection.pending_requests", db__client__connection__pool__name=name
+            )
+            time.sleep(0.01)
+        assert seen == 1
+    finally:
+        pool.release(held)
+        waiter.join(5)
+    assert (
+        telemetry.value(
+            "db.client.connection.pending_requests", db__client__connection__pool__name=name
+        )
+        == 0
+    )
+
+
+def test_cache_hits_and_misses(make_app: Any, telemetry: Otel) -> None:
+    from dogpile.cache import make_region
+
+    from pyramid_redisx.dogpile_cache import region_arguments
+
+    app = make_app(metrics="true")
+    region = make_region().configure("pyramid_redisx", arguments=region_arguments(app.app.registry))
+    before = {r: telemetry.value("pyramid_redisx.cache.lookups",
+                                 pyramid_redisx__cache__name="dogpile",
+                                 pyramid_redisx__cache__result=r) for r in ("hit", "miss")}  # fmt: skip
+    key = "t:" + uuid.uuid4().hex
+    region.get_or_create(key, lambda: "value")  # miss, then stored
+    region.get_or_create(key, lambda: "value")  # hit
+    region.get(key)  # hit
+    after = {r: telemetry.value("pyramid_redisx.cache.lookups",
+                                pyramid_redisx__cache__name="dogpile",
+                                pyramid_redisx__cache__result=r) for r in ("hit", "miss")}  # fmt: skip
+    assert after["hit"] - before["hit"] == 2
+    assert after["miss"] - before["miss"] >= 1  # dogpile looks again under its lock
+
+
+@pytest.fixture
+def origin() -> Any:
+    server = Origin()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_http_cache_hits_and_misses(make_app: Any, telemetry: Otel, origin: Origin) -> None:
+    from requests_cache import CachedSession
+
+    from pyramid_redisx import http_cache_backend
+
+    app = make_app(metrics="true")
+    session = CachedSession(
+        backend=http_cache_backend(app.app.registry, namespace=uuid.uuid4().hex)
+    )
+
+    def lookups() -> list[float]:
+        return [telemetry.value("pyramid_redisx.cache.lookups", pyramid_redisx__cache__result=r,
+                                pyramid_redisx__cache__name="http_cache") for r in ("hit", "miss")]  # fmt: skip
+
+    before = lookups()
+    session.get(origin.url)
+    assert session.get(origin.url).from_cache
+    after = lookups()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
+
+
+# ------------------------------------------------------------------ Prometheus, one process
+def scrape(app: Any, path: str = "/metrics") -> dict[str, list[Any]]:
+    response = app.get(path)
+    assert response.content_type == "text/plain"
+    families: dict[str, list[Any]] = {}
+    for family in text_string_to_metric_families(response.text):
+        families[family.name] = list(family.samples)
+    return families
+
+
+def sample(families: dict[str, list[Any]], name: str, **labels: str) -> float:
+    total = 0.0
+    for samples in families.values():
+        for s in samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+def test_prometheus_endpoint(make_app: Any) -> None:
+    def view(request: Any) -> str:
+        request.redis.set("t:p", "v")
+        request.redis.get("t:p")
+        return "ok"
+
+    app = make_app({"/": view}, metrics_route="/metrics")
+    for _ in range(3):
+        app.get("/")
+    families = scrape(app)
+    pool = {"db_client_connection_pool_name": "default"}
+    assert (
+        sample(families, "db_client_connection_count", db_client_connection_state="idle", **pool)
+        == 1
+    )
+    assert (
+        sample(families, "db_client_connection_count", db_client_connection_state="used", **pool)
+        == 0
+    )
+    assert sample(families, "db_client_connection_max", **pool) == 32
+    assert (
+        sample(families, "db_client_operation_duration_seconds_count", db_operation_name="GET") == 3
+    )
+    assert sample(families, "pyramid_redisx_request_commands_count") == 3
+    assert sample(families, "pyramid_redisx_request_commands_sum") == 6
+    assert sample(families, "db_client_connection_wait_time_seconds_count", **pool) == 3
+    # the endpoint shows the add-on's metrics only, and is not a Redis request itself
+    assert all(name.startswith(("db_client_", "pyramid_redisx_")) for name in families)
+    assert sample(scrape(app), "pyramid_redisx_request_commands_count") == 3
+
+
+def test_prometheus_collector_for_the_apps_own_registry(make_app: Any) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pyramid_redisx.prometheus import collector
+
+    app = make_app(views(), metrics_route="/redis-metrics")
+    app.get("/commands")
+    own = CollectorRegistry()
+    own.register(collector(app.app.registry))  # type: ignore[arg-type]
+    text = generate_latest(own).decode()
+    assert 'db_client_operation_duration_seconds_count{db_operation_name="SET"' in text
+
+
+# ------------------------------------------------------------------ Sentry
+SENTRY_SCRIPT = r"""
+import json, sys
+import sentry_sdk
+from sentry_sdk.transport import Transport
+from sentry_sdk.integrations.redis import RedisIntegration
+import redis
+
+events = []
+
+class Local(Transport):  # keeps the envelopes: never the network
+    def capture_envelope(self, envelope):
+        for item in envelope.items:
+            if item.type == "transaction":
+                events.append(item.payload.json)
+
+sentry_sdk.init(dsn="http://key@127.0.0.1:1/1", transport=Local, traces_sample_rate=1.0,
+                integrations=[RedisIntegration()], default_integrations=False)
+
+from tests.conftest import build_app
+
+url = sys.argv[1]
+def view(request):
+    request.redis.set("s:key", "secret-value")
+    request.redis.get("s:key")
+    pipe = request.redis.pipeline(transaction=False)
+    pipe.set("s:a", "secret-a")
+    pipe.incr("s:n")
+    pipe.execute()
+    return "ok"
+
+plain = redis.Redis.from_url(url)
+app = build_app({"redis.url": url, "redis.tracing": sys.argv[2]}, {"/": view})
+for label in ("redisx", "plain"):
+    with sentry_sdk.start_transaction(name=label):
+        if label == "redisx":
+            app.get("/")
+        else:
+            plain.set("s:key", "secret-value")
+            plain.get("s:key")
+            pipe = plain.pipeline(transaction=False)
+            pipe.set("s:a", "secret-a")
+            pipe.incr("s:n")
+            pipe.execute()
+sentry_sdk.flush()
+out = {e["transaction"]: [(s["op"], s["description"]) for s in e["spans"] if s["op"].startswith("db")]
+       for e in events}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("tracing", ["false", "true"])
+def test_sentry_sees_request_redis_as_plain_redis_py(redis_url: str, tracing: str) -> None:
+    """In a child process (Sentry patches redis-py's classes for good), through a
+    transport that keeps the events in memory."""
+    result = subprocess.run(
+        [sys.executable, "-c", SENTRY_SCRIPT, redis_url, tracing],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SENTRY_DSN": ""},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    spans = json.loads(result.stdout.strip().splitlines()[-1])
+    assert spans["redisx"] == spans["plain"]
+    assert [op for op, _ in spans["plain"]] == ["db.redis", "db.redis", "db.redis"]
+    assert "secret" not in json.dumps(spans)
+
+
+def test_grafana_dashboard_reads_only_metrics_the_endpoint_exposes(make_app: Any) -> None:
+    """Every series the committed dashboard queries is one the endpoint can expose."""
+    app = make_app(views(), metrics_route="/metrics")
+    app.get("/commands")
+    exposed: set[str] = set()
+    for family in text_string_to_metric_families(app.get("/metrics").text):
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+        exposed |= {family.name + s for s in suffixes.get(family.type, ("",))}
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "pyramid_redisx.json").read_text())
+    queried: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            queried |= set(
+                re.findall(r"\b((?:db_client|pyramid_redisx)_[a-z_]+)\{", target["expr"])
+            )
+            queried |= set(
+                re.findall(r"\b((?:db_client|pyramid_redisx)_[a-z_]+)\[", target["expr"])
+            )
+    assert queried and queried <= exposed, sorted(queried - exposed)

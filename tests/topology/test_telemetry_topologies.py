@@ -1,0 +1,108 @@
+"""Telemetry on Cluster and Sentinel clients (issue 28): one span per command and
+pipeline, with or without opentelemetry-instrumentation-redis; Cluster redirections and
+Sentinel failovers counted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+from pyramid_redisx import get_redis
+from pyramid_redisx.testing import RedisClusterSet, SentinelSet
+from tests.telemetry_support import Otel, otel
+
+from .conftest import cluster_settings, sentinel_settings
+
+KEYS = [f"key:{n}" for n in range(6)]  # over the three masters' slots
+
+
+@pytest.fixture
+def instrumentor() -> Iterator[Any]:
+    instrumentor = RedisInstrumentor()
+    instrumentor.instrument(tracer_provider=otel().tracer_provider)
+    try:
+        yield instrumentor
+    finally:
+        instrumentor.uninstrument()
+
+
+def cluster_view(request: Any) -> str:
+    for key in KEYS:
+        request.redis.set(key, "secret-value")
+    pipe = request.redis.pipeline()
+    for key in KEYS:
+        pipe.get(key)
+    pipe.execute()
+    return "ok"
+
+
+def check_cluster_spans(telemetry: Otel, app: Any, names: list[str], scope: str) -> None:
+    telemetry.exporter.clear()
+    with telemetry.tracer.start_as_current_span("request") as request_span:
+        app.get("/")
+    spans = telemetry.redis_spans()
+    assert [s.name for s in spans] == names
+    assert {s.instrumentation_scope.name for s in spans} == {scope}
+    for span in spans:
+        assert span.parent.span_id == request_span.get_span_context().span_id
+        assert span.attributes["pyramid_redisx.client.name"] == "default"
+        assert "secret" not in str(dict(span.attributes))
+
+
+def test_cluster_commands_and_pipelines_are_one_span_each(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    telemetry = otel()
+    app = apps(cluster_settings(cluster_set, tracing="true"), {"/": cluster_view})
+    check_cluster_spans(telemetry, app, ["SET"] * len(KEYS) + ["PIPELINE"], "pyramid_redisx")
+
+
+def test_cluster_instrumentation_spans_appear_once_with_our_attributes(
+    cluster_set: RedisClusterSet, apps: Any, instrumentor: Any
+) -> None:
+    telemetry = otel()
+    app = apps(cluster_settings(cluster_set, tracing="true"), {"/": cluster_view})
+    names = ["SET"] * len(KEYS) + [" ".join(["GET"] * len(KEYS))]
+    check_cluster_spans(telemetry, app, names, "opentelemetry.instrumentation.redis")
+
+
+def test_cluster_redirections_are_counted(cluster_set: RedisClusterSet, apps: Any) -> None:
+    telemetry = otel()
+    app = apps(cluster_settings(cluster_set, metrics="true"), {"/": cluster_view})
+    app.get("/")
+    client = get_redis(app.app.registry)
+    manager = client.nodes_manager
+    slot = client.keyslot(KEYS[0])
+    right = manager.slots_cache[slot][0]
+    wrong = next(n for n in manager.nodes_cache.values() if n.name != right.name
+                 and n.server_type == "primary")  # fmt: skip
+    before = telemetry.value("pyramid_redisx.cluster.redirections",
+                             pyramid_redisx__redirection__kind="moved")  # fmt: skip
+    manager.slots_cache[slot] = [wrong]  # a stale map: the wrong master answers MOVED
+    assert get_redis(app.app.registry).get(KEYS[0]) == b"secret-value"
+    after = telemetry.value("pyramid_redisx.cluster.redirections",
+                            pyramid_redisx__redirection__kind="moved")  # fmt: skip
+    assert after - before == 1
+
+
+def test_sentinel_failover_is_counted(sentinel_set: SentinelSet, apps: Any) -> None:
+    telemetry = otel()
+    app = apps(sentinel_settings(sentinel_set, metrics="true", tracing="true"),
+               {"/": lambda request: request.redis.set("k", "v")})  # fmt: skip
+    app.get("/")
+    spans = telemetry.redis_spans()
+    assert [s.name for s in spans] == ["SET"]
+    master = sentinel_set.master()
+    assert (spans[0].attributes["server.address"], spans[0].attributes["server.port"]) == (
+        "127.0.0.1", master.port)  # the master the Sentinels named, not the URL's host  # fmt: skip
+    pool_name = {"db__client__connection__pool__name": "default"}
+    before = telemetry.value("pyramid_redisx.sentinel.failovers", **pool_name)
+    watcher = sentinel_set.watch_switch()
+    with sentinel_set.sentinel_client() as sentinel:
+        sentinel.sentinel_failover(sentinel_set.service)
+    assert watcher.wait(15) is not None
+    app.get("/")
+    assert telemetry.value("pyramid_redisx.sentinel.failovers", **pool_name) - before == 1
