@@ -18,6 +18,8 @@ test_d1_multi_exec_inside_watch_block[*]               24.1 pipeline / dogpile s
                                                        redis_tm commit / client()'s pipeline
 test_rule_client_and_its_pipeline_own_their_connection 24.1 client() does not escape
 test_d2_kill_while_watching_raises_watch_error[*]      24.2 CLIENT KILL, then nothing/GET/SET
+test_d2_kill_while_watching_then_immediate_command[*]  24.2 CLIENT KILL, then the pipeline's
+                                                       GET/SET/DEL/WATCH before MULTI
 test_d2_caught_blpop_timeout_while_watching            24.2 BLPOP past socket_timeout
 test_d3_thread_reply_never_reaches_next_request[*]     24.3 thread's BLPOP, next request's GET
 test_rule_request_thread_fixed_at_request_start        24.3 the first caller does not own it
@@ -349,6 +351,35 @@ def test_d2_kill_while_watching_raises_watch_error(both: Any, between: str) -> N
     expected = (meanwhile, "WatchError", b"concurrent")
     assert theirs == expected
     assert ours == expected
+
+
+IMMEDIATE: dict[str, Callable[[Any], Any]] = {
+    "get": lambda pipe: pipe.get("c"),
+    "set": lambda pipe: pipe.set("c", "1"),
+    "delete": lambda pipe: pipe.delete("c"),
+    "watch": lambda pipe: pipe.watch("c"),
+}
+
+
+@pytest.mark.parametrize("command", list(IMMEDIATE))
+def test_d2_kill_while_watching_then_immediate_command(both: Any, command: str) -> None:
+    """Before MULTI a watching pipeline runs its commands at once, on its own connection.
+    The server closed that connection while it idled: the next command (a read or a
+    write, which never reached a live server) raises ``WatchError`` as redis-py does,
+    never ``CommandMayHaveBeenApplied``, and the key is untouched. Found by the oracle
+    (tests/test_ownership_oracle.py) on the first fix."""
+
+    def scenario(ctx: Ctx) -> Any:
+        r, admin = ctx.redis, ctx.admin
+        admin.set("c", "before")
+        watching = r.pipeline()
+        watching.watch("a")
+        kill(admin, watching.client_id())
+        return attempt(lambda: IMMEDIATE[command](watching)), admin.get("c")
+
+    ours, theirs = both(scenario)
+    assert theirs == ("WatchError", b"before")
+    assert ours == ("WatchError", b"before")
 
 
 def test_d2_caught_blpop_timeout_while_watching(both: Any) -> None:
