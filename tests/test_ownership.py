@@ -53,10 +53,13 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from dogpile.cache import make_region
 from pyramid.config import Configurator
+from pyramid.scripting import prepare
 
 from pyramid_redisx import get_redis
 from pyramid_redisx.aio import get_async_redis
+from pyramid_redisx.dogpile_cache import region_arguments
 from pyramid_redisx.pools import pool_figures
 from pyramid_redisx.testing import RedisServer
 from tests.ownership_helpers import (
@@ -92,8 +95,9 @@ def admin(redis_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture
 def both(make_app: Any, redis_url: str, admin: redis.Redis) -> Iterator[Any]:
     """``both(scenario, setup=None, plain=None, ours_extra=None, theirs_extra=None,
-    **settings)`` → (outcome through ``request.redis`` in a request, outcome with plain
-    redis-py). The keyspace is flushed before each run."""
+    server_admin=None, **settings)`` → (outcome through ``request.redis`` in a request of
+    an app with ``app_settings(**settings)``, outcome with plain redis-py configured alike,
+    or ``plain``). The keyspace is flushed before each run."""
     plains: list[redis.Redis] = []
 
     def run(
@@ -254,17 +258,11 @@ INNER = {
 
 
 @pytest.mark.parametrize("inner", list(INNER))
-def test_d1_multi_exec_inside_watch_block(
-    both: Any, inner: str, redis_url: str, make_app: Any
-) -> None:
+def test_d1_multi_exec_inside_watch_block(both: Any, inner: str, redis_url: str) -> None:
     """Any MULTI/EXEC run while a WATCH pipeline is open — an ordinary transaction
     pipeline, a dogpile.cache region's ``set_multi`` (its Redis backend pipelines
     SETEX), ``request.redis_tm`` committed, ``client()``'s pipeline — must leave the
     WATCH in force: the watching transaction aborts on a concurrent change."""
-    from dogpile.cache import make_region
-
-    from pyramid_redisx.dogpile_cache import region_arguments
-
     ours_region = make_region()
     plain = plain_client(redis_url)
     theirs_region = make_region().configure(
@@ -814,8 +812,6 @@ def test_i25_watch_connection_not_lent_to_waiting_request(
 def test_i25_script_request_gives_back_at_closer(make_app: Any) -> None:
     """A script's request (``pyramid.scripting.prepare``) gives every connection back at
     ``closer()``: its own and a WATCH pipeline's it still references."""
-    from pyramid.scripting import prepare
-
     app = make_app(**app_settings())
     pool = get_redis(app.app.registry).connection_pool
     env = prepare(registry=app.app.registry)
