@@ -66,6 +66,7 @@ from tests.ownership_helpers import (
     CuttingProxy,
     app_settings,
     attempt,
+    frozen_heap,
     outcome,
     plain_client,
 )
@@ -597,7 +598,8 @@ def test_d5_collected_watch_pipeline_shifts_no_reply(both: Any) -> None:
             gc.collect()
         return wrong[:5], len(wrong)
 
-    ours, theirs = both(scenario, max_connections="64")
+    with frozen_heap():
+        ours, theirs = both(scenario, max_connections="64")
     assert theirs == ([], 0)
     assert ours == ([], 0)
 

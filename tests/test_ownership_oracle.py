@@ -60,7 +60,7 @@ from pyramid.response import Response
 
 from pyramid_redisx.request import client_set
 from pyramid_redisx.testing import RedisServer
-from tests.ownership_helpers import app_settings, attempt, outcome, plain_client
+from tests.ownership_helpers import app_settings, attempt, frozen_heap, outcome, plain_client
 
 EXAMPLES = int(os.environ.get("OWNERSHIP_ORACLE_EXAMPLES", "100"))
 STEPS = 30  # steps per program at most
@@ -693,15 +693,10 @@ def with_tm(config: Configurator) -> None:
 
 
 @pytest.fixture(autouse=True)
-def frozen_heap() -> Iterator[None]:
-    """Move everything alive now out of the collector's reach (``gc.freeze``): the
-    programs' ``gc.collect()`` then scan only what they made (milliseconds, not 0.2 s)."""
-    gc.collect()
-    gc.freeze()
-    try:
+def frozen() -> Iterator[None]:
+    """The programs' ``gc.collect()`` scan only what they made (``frozen_heap``)."""
+    with frozen_heap():
         yield
-    finally:
-        gc.unfreeze()
 
 
 @pytest.fixture
