@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 VENV110 ?= .venv-pyramid110
 BIN110 := $(VENV110)/bin
 
-.PHONY: test test-pyramid2 test-pyramid110 test-topologies test-outages lint demo bench bench-outages clean system-deps docs dist
+.PHONY: test test-pyramid2 test-pyramid110 test-topologies test-outages lint demo bench bench-outages clean system-deps docs dist mutation mutation-blind-spots
 
 # demo_app/ is not part of the package (the wheel holds pyramid_redisx only): a .pth
 # file puts the repository on the venv's path so that pserve, pshell and pyramid-redisx
@@ -20,9 +20,11 @@ $(BIN)/.installed: pyproject.toml
 	echo '$(REPO_PTH)' > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/pyramid_redisx_repo.pth"
 	touch $@
 
+# setuptools: Pyramid 1.10 loads pshell's shells through pkg_resources (gone in 81), whose
+# older versions (the venv's 65) cannot find zope.interface 8 by name: pshell then fails.
 $(BIN110)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV110)
-	$(BIN110)/pip install -q 'pyramid==1.10.8' 'setuptools<81' 'pyramid_redis_sessions==1.0.1' -e '.[test]'
+	$(BIN110)/pip install -q 'pyramid==1.10.8' 'setuptools>=80,<81' 'pyramid_redis_sessions==1.0.1' -e '.[test]'
 	echo '$(REPO_PTH)' > "$$($(BIN110)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/pyramid_redisx_repo.pth"
 	touch $@
 
@@ -59,8 +61,8 @@ test-outages: system-deps $(BIN)/.installed
 	$(BIN)/pytest -q -m outages tests/reliability
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check pyramid_redisx tests bench demo_app docs
-	$(BIN)/ruff format --check pyramid_redisx tests bench demo_app docs
+	$(BIN)/ruff check pyramid_redisx tests bench demo_app docs mutation
+	$(BIN)/ruff format --check pyramid_redisx tests bench demo_app docs mutation
 	$(BIN)/mypy
 
 ## demo: the demo app against an embedded Redis server started for it
@@ -84,5 +86,19 @@ bench-outages: system-deps $(BIN)/.bench-installed
 	$(BIN)/python bench/bench_outages.py
 	$(BIN)/python bench/plot_outages.py
 
+$(BIN)/.mutation-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[mutation]'
+	touch $@
+
+# MODULES="redact pools": only these (names in mutation/tests_for_modules.toml)
+MODULES ?=
+## mutation: mutmut on pyramid_redisx/, module by module, each against its mapped tests; report in docs/mutation-report.md (long: see docs/mutation.rst)
+mutation: $(BIN)/.mutation-installed
+	$(BIN)/python mutation/run.py $(MODULES)
+
+## mutation-blind-spots: each bug of mutation/blind_spots.toml put in by hand must fail its test (add ARGS=--topology for Sentinel/Cluster)
+mutation-blind-spots: $(BIN)/.installed
+	$(BIN)/python mutation/blind_spots.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) $(VENV110) *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build dist build artifacts
+	rm -rf $(VENV) $(VENV110) *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build dist build artifacts mutation/work

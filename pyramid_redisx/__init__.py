@@ -19,7 +19,7 @@ from .errors import (
     RedisUnavailable,
 )
 from .failsoft import fail_soft
-from .http_cache import http_cache_backend
+from .http_cache import http_cache_backend, http_cache_session
 from .queue import MessageQueue, QueueEmpty, QueueFull
 from .request import get_redis
 from .tm import RedisTransactionError
@@ -50,6 +50,7 @@ __all__ = [
     "get_async_redis",
     "get_redis",
     "http_cache_backend",
+    "http_cache_session",
     "includeme",
 ]
 __version__ = "0.1.0"

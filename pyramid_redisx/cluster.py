@@ -28,6 +28,7 @@ from threading import get_ident
 from time import perf_counter
 from typing import Any
 
+import redis.cluster
 from redis.cluster import (
     ClusterNode,
     ClusterPipeline,
@@ -76,6 +77,9 @@ _USED = "used"
 SENDING = "sending"
 READING = "reading"
 _SENT_ERRORS = (RedisConnectionError, RedisTimeoutError)
+# A pipeline command's result before a node answered it: None on redis-py 8.1, a sentinel
+# on 8.2 (where None is a nil reply, an answer).
+_UNANSWERED = getattr(redis.cluster, "_UNANSWERED", None)
 # MOVED and ASK replies received by this process's node connections (sync and asyncio),
 # for telemetry: redis-py follows them inside its loops, where nothing else sees them.
 REDIRECTIONS: Counter[str] = Counter()
@@ -172,7 +176,7 @@ def pipeline_not_sent_again(client: Any, stack: Any, error: Exception) -> Except
         return error
     if isinstance(error, RedisTimeoutError):  # sent or not, as with a standalone server
         return _instead_of_sending_again(client, [], error)
-    if not getattr(error, "redisx_stage", None) and all(c.result is None for c in stack):
+    if not getattr(error, "redisx_stage", None) and all(c.result is _UNANSWERED for c in stack):
         return None
     instead = _instead_of_sending_again(client, [c.args[0] for c in stack], error)
     if instead is None or isinstance(error, _SENT_ERRORS):

@@ -147,9 +147,20 @@ def _command_html(command: Command) -> str:
     return f"<code>{escape(command.name)}</code> {escape(command.key)} <code>{args}</code>"
 
 
+# The toolbar floats its tabs in rows: with its eight panels and ours, a 1280 px window
+# put the Redis tab alone on a second row. Every panel's content is on the toolbar page
+# (hidden until its tab is chosen), so this style keeps the tabs in one row, a little
+# tighter, whichever tab is shown; a window too narrow for them scrolls the row.
+TABS_IN_ONE_ROW = (
+    "<style>.pDebugPanels .nav-tabs{display:flex;flex-wrap:nowrap;overflow-x:auto;"
+    "overflow-y:hidden}.pDebugPanels .nav-tabs>li{flex:none}"
+    ".pDebugPanels .nav-tabs>li>a{padding-left:6px;padding-right:6px}</style>"
+)
+
+
 def render(summary: Summary) -> str:
     """The panel's HTML; every value is escaped."""
-    return f'<div class="redisx-panel">{_body(summary)}</div>'
+    return f'{TABS_IN_ONE_ROW}<div class="redisx-panel">{_body(summary)}</div>'
 
 
 def _body(summary: Summary) -> str:
@@ -218,11 +229,10 @@ class RedisPanel(DebugPanel):
         request, self.request = self.request, None  # the history must not keep the request
         self.summary = summarize(list(request.__dict__.get(USAGES) or ()))
         if self.summary.commands:
-            self.nav_subtitle = (
-                f"{_count(self.summary.commands, 'command')}, {self.summary.ms:.2f} ms"
-            )
+            # short, as the toolbar's own ("28.09ms"): the tab has to fit its row
+            self.nav_subtitle = f"{self.summary.commands} · {self.summary.ms:.1f}ms"
             if any(c.circuit in ("open", "half-open") for c in self.summary.clients):
-                self.nav_subtitle += ", circuit open"
+                self.nav_subtitle += " · circuit open"
 
     def render_content(self, request: Any) -> str:
         return render(self.summary)

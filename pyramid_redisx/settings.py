@@ -67,14 +67,17 @@ _UNITS = {
     "ms": 0.001, "msec": 0.001, "msecs": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
     "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
     "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hr": 3600.0, "hrs": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+    "w": 604800.0, "week": 604800.0, "weeks": 604800.0,
 }  # fmt: skip
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.I)
 _DURATION_WORDS = "seconds (0.2) or a span (200 milliseconds, 3 seconds, 250ms)"
 
 
-def _seconds(value: object) -> float:
+def _seconds(value: object, words: str = _DURATION_WORDS) -> float:
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration: {_DURATION_WORDS}")
+        raise ValueError(f"expected a duration: {words}")
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, (int, float)):
@@ -85,22 +88,35 @@ def _seconds(value: object) -> float:
             unit = match.group(2).lower() or "s"
             if unit in _UNITS:
                 return float(match.group(1)) * _UNITS[unit]
-    raise ValueError(f"expected a duration: {_DURATION_WORDS}")
+    raise ValueError(f"expected a duration: {words}")
 
 
-# Longest duration accepted: the socket layer refuses timeouts past ~9.2e9 s (OverflowError
-# at the first request), and no Redis wait should come near a day.
+# Longest duration accepted by default: the socket layer refuses timeouts past ~9.2e9 s
+# (OverflowError at the first request), and no Redis wait should come near a day. Keys
+# that are not waits (an HTTP cache's expiry) pass a longer ``limit``.
 MAX_SECONDS = 86_400.0
 
 
-def duration(minimum: float = 0.0, *, allow_zero: bool = True) -> Callable[[object], float]:
+def duration(
+    minimum: float = 0.0,
+    *,
+    allow_zero: bool = True,
+    limit: tuple[float, str] = (MAX_SECONDS, "one day"),
+    words: str = _DURATION_WORDS,
+) -> Callable[[object], float]:
+    """A converter to seconds. ``limit`` is (the longest accepted, in seconds, as a span in
+    words); ``words`` says what is accepted, and every example it gives must convert."""
+    longest, longest_words = limit
+
     def convert(value: object) -> float:
-        seconds = _seconds(value)
+        seconds = _seconds(value, words)
         if seconds < minimum or (seconds == 0 and not allow_zero) or seconds != seconds:
             more = "greater than 0" if not allow_zero else f"at least {minimum:g}"
-            raise ValueError(f"expected a duration {more}: {_DURATION_WORDS}")
-        if seconds > MAX_SECONDS:
-            raise ValueError(f"expected a duration of at most {MAX_SECONDS:.0f} seconds (one day)")
+            raise ValueError(f"expected a duration {more}: {words}")
+        if seconds > longest:
+            raise ValueError(
+                f"expected a duration of at most {longest:.0f} seconds ({longest_words})"
+            )
         return seconds
 
     return convert

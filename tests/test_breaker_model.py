@@ -18,6 +18,7 @@ import redis
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from redis._parsers.base import BaseParser
 
 from pyramid_redisx import RedisCircuitOpen
 from pyramid_redisx import breaker as module
@@ -27,9 +28,10 @@ THRESHOLD = 3
 COOLDOWN = 1.0
 UNREACHABLE = [redis.ConnectionError("Error 111 connecting. Connection refused."),
                redis.TimeoutError("Timeout reading from socket")]  # fmt: skip
-REPLIES = [redis.BusyLoadingError("Redis is loading the dataset in memory"),
-           redis.AuthenticationError("invalid username-password pair"),
-           redis.ResponseError("WRONGTYPE Operation against a key")]  # fmt: skip
+# Error replies as redis-py's parser makes them (each carries its reply's code).
+REPLIES = [BaseParser.parse_error("LOADING Redis is loading the dataset in memory"),
+           BaseParser.parse_error("WRONGPASS invalid username-password pair"),
+           BaseParser.parse_error("WRONGTYPE Operation against a key")]  # fmt: skip
 
 
 class BreakerModel(RuleBasedStateMachine):
@@ -74,7 +76,8 @@ class BreakerModel(RuleBasedStateMachine):
         assert probe == expected
         if probe is None:
             return
-        error = type(error)(*error.args)  # a new exception each time, as raised
+        # a new exception each time, as raised (a reply keeps its code, as parsed)
+        error = type(error)(*error.args, status_code=getattr(error, "status_code", None))
         self.breaker.failed(error, probe)
         unreachable = isinstance(error, redis.TimeoutError) or type(error) is redis.ConnectionError
         if probe:

@@ -34,7 +34,7 @@ class Layer:
 LAYERS: tuple[Layer, ...] = (
     Layer("pure", ("errors", "redact", "settings"), note="no I/O: exceptions, redaction, settings → options"),
     Layer("circuit", ("breaker",), note="when a client stops trying: the circuit breaker of a pool"),
-    Layer("rules", ("diagnose", "retries", "failsoft", "workers"), independent=True, note="why a connection failed; what may be sent again; what a fail-soft caller may swallow; whether a worker replaces another"),
+    Layer("rules", ("diagnose", "retries", "failsoft", "workers", "pubsub"), independent=True, note="why a connection failed; what may be sent again; what a fail-soft caller may swallow; whether a worker replaces another; a subscription is never resumed silently"),
     Layer("pools", ("pools",), note="the standalone pool, its queue and wait log, connection arguments"),
     Layer("probes and accounting", ("probe", "usage"), independent=True, note="a lone connection to a server; what one request did"),
     Layer("topologies", ("sentinel", "cluster"), independent=True, note="each builds its pools (and Cluster its client) from the layers below"),
