@@ -232,11 +232,7 @@ class RedisServer:
         if self.password:
             command += ["--requirepass", self.password]
         command += list(self.args)
-        log_path = Path(self.directory) / "server.log"
-        with open(log_path, "ab") as log:  # a file, not a pipe: nothing can fill up and block
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self.process = _spawn(command, self.directory, shared=self.shared)
         if not self.shared:
             _STARTED.add(self)
         deadline = time.monotonic() + timeout
@@ -249,7 +245,8 @@ class RedisServer:
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
                 exit_code = self.process.poll()
                 if exit_code is not None or time.monotonic() > deadline:
-                    output = log_path.read_text(errors="replace")[-2000:]
+                    log = Path(self.directory) / "server.log"
+                    output = log.read_text(errors="replace")[-2000:]
                     self.stop()
                     raise RuntimeError(
                         f"redis server on port {self.port} did not start: "
@@ -261,10 +258,15 @@ class RedisServer:
         """Kill the server (SIGKILL: the way servers die) and reap it."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            if process.pid:
-                os.kill(process.pid, signal.SIGCONT)  # a paused server cannot die cleanly
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):  # (a shared one that just ended)
+                pid = process.pid
+                # SIGKILL first: a paused server must not run a command it holds before it
+                # dies (fault tests rely on it); SIGCONT then lets a stopped one go at once.
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
             process.wait(10)
+        if self.shared:  # its process lives on as this server's until it is started again
+            self.process = SharedProcess(self.directory)
         _STARTED.discard(self)
 
     def restart(self) -> RedisServer:
@@ -285,6 +287,22 @@ class RedisServer:
             return
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _spawn(command: list[str], directory: str, *, shared: bool) -> Any:
+    """Start a server process, its output to ``server.log`` in ``directory`` (a file, not a
+    pipe: nothing can fill up and block). A server of a shared topology is started as a
+    grandchild whose parent exits at once: it is no child of this process, which may be
+    a test runner that waits for children of its own (mutmut's main process does) and
+    must not outlive its session either."""
+    with open(Path(directory) / "server.log", "ab") as log:
+        if not shared:
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+        Path(directory, "server.pid").unlink(missing_ok=True)
+        subprocess.run(["/bin/sh", "-c", '"$@" </dev/null &', "sh", *command], stdout=log,
+                       stderr=subprocess.STDOUT, start_new_session=True, check=True)  # fmt: skip
+    return SharedProcess(directory)
 
 
 class SharedProcess:
@@ -313,6 +331,8 @@ class SharedProcess:
         return pid if works_in == os.path.realpath(self.directory) and state != "Z" else None
 
     def poll(self) -> int | None:
+        if not Path(self.directory, "server.pid").exists():
+            return None  # just started: no pid file yet (start() waits for its PING)
         return None if self._live_pid() is not None else 0
 
     def kill(self) -> None:
@@ -614,13 +634,9 @@ class SentinelSet:
 
 def _start_sentinel(sentinel: RedisServer, config: str, password: str | None) -> None:
     """Start ``redis-server <config> --sentinel`` as ``sentinel``'s process."""
-    log_path = Path(sentinel.directory) / "server.log"
-    with open(log_path, "ab") as log:
-        sentinel.process = subprocess.Popen(
-            [server_binary(), config, "--sentinel", "--loglevel", "warning",
-             "--pidfile", os.path.join(sentinel.directory, "server.pid")],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    command = [server_binary(), config, "--sentinel", "--loglevel", "warning",
+               "--pidfile", os.path.join(sentinel.directory, "server.pid")]  # fmt: skip
+    sentinel.process = _spawn(command, sentinel.directory, shared=sentinel.shared)
     if not sentinel.shared:
         _STARTED.add(sentinel)
     client = redis.Redis(
