@@ -6,6 +6,7 @@ A one-line bug that drops an option on its way from settings to the pool (issue 
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -47,6 +48,20 @@ def test_unix_socket_url_with_keepalive_default(redis_server_factory: Any, apps:
     client.set("k", "v")
     assert client.get("k") == b"v"
     assert "U" in client.client_info()["flags"]  # the server sees a unix-socket client
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, 1), ("true", 1), ("false", 0)])
+def test_socket_keepalive_reaches_the_socket(
+    redis_url: str, apps: Any, setting: str | None, expected: int
+) -> None:
+    client = apps(url=redis_url, **({"socket_keepalive": setting} if setting else {}))
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        sock = connection._sock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == expected
+    finally:
+        pool.release(connection)
 
 
 def test_decode_responses(redis_url: str, apps: Any) -> None:
