@@ -118,8 +118,6 @@ class _WatchedPool:
         self.breaker = getattr(self.connection_kwargs.get("retry"), "breaker", NO_BREAKER)  # type: ignore[attr-defined]
         self.breaker.attach(self)
         self.warn_at = max(1, math.ceil(self.max_connections * warn_ratio))
-        self.may_be_saturated = False
-        self._grown = 0
 
     def make_connection(self) -> Any:
         connection = super().make_connection()  # type: ignore[misc]
@@ -129,6 +127,7 @@ class _WatchedPool:
         return connection
 
     def reset(self) -> None:
+        """redis-py calls it as the pool is built and in a child process after fork()."""
         super().reset()  # type: ignore[misc]
         self._grown = 0
         self.may_be_saturated = False
@@ -246,9 +245,6 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
         self.wait_log = _WaitLog()
         self.observed = observability_enabled()
         kwargs["queue_class"] = functools.partial(_TimedLifoQueue, self.wait_log, self._note_wait)
-        self._grown = 0
-        self.warn_at = 1
-        self.may_be_saturated = False
         super().__init__(**kwargs)
         self._watch(warn_ratio)
 
@@ -260,9 +256,6 @@ class WatchedPool(_WatchedPool, redis.ConnectionPool):
 
     def __init__(self, *, warn_ratio: float, **kwargs: Any) -> None:
         self.wait_log = _WaitLog()  # never waits: fails with "Too many connections"
-        self._grown = 0
-        self.warn_at = 1
-        self.may_be_saturated = False
         super().__init__(**kwargs)
         self._watch(warn_ratio)
 

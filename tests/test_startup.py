@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 from typing import Any
 
@@ -61,6 +63,32 @@ def test_timeout_within_startup_check_timeout_plus_margin(silent_listener: int) 
     started = time.monotonic()
     check_fails(settings, "timeout", 0.5 + 1.0)
     assert time.monotonic() - started >= 0.45  # it did wait for the answer
+
+
+def test_the_check_tries_once() -> None:
+    """No retry (docs/retries.rst: the startup check uses none): against a server that
+    closes every connection at once, the check connects once, and once more only to
+    look for a TLS server behind it (the hint of its message)."""
+    accepted: list[float] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+
+        def serve() -> None:
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    return
+                accepted.append(time.monotonic())
+                connection.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        port = listener.getsockname()[1]
+        check_fails(
+            {"redis.url": f"redis://127.0.0.1:{port}/0"}, "connection closed by server", 1.5
+        )
+    assert len(accepted) == 2
 
 
 def test_auth_failures(redis_server_factory: Any) -> None:

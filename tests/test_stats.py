@@ -169,6 +169,30 @@ def test_saturation_warning_from_in_use_ratio(make_app: Any, all_logs: Any) -> N
     ]
 
 
+def test_saturation_warning_as_soon_as_in_use_reaches_the_share(
+    make_app: Any, all_logs: Any
+) -> None:
+    """``pool_warn_ratio`` 0.5 of 4 connections: the request whose own connection is the
+    second in use is warned about (in use *reaches* the share), the first is not; with
+    the stats line off too, where only the pool's note that it grew that far (no figures
+    read per request) brings the check on."""
+    app = make_app(
+        {"/": lambda request: request.redis.ping()}, max_connections="4", pool_warn_ratio="0.5",
+        stats="false",
+    )  # fmt: skip
+    pool = get_redis(app.app.registry).connection_pool
+    app.get("/")  # one connection made, and in use by the request alone: no warning
+    held = pool.get_connection()  # the request's connection, given back: now the other's
+    try:
+        app.get("/")  # a second one made: 2 in use
+    finally:
+        pool.release(held)
+    warnings = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.pool"]
+    assert warnings == [
+        "redis client=default pool nearly full: in_use=2 idle=0 max=4 (pool_warn_ratio 0.5)"
+    ]
+
+
 def test_pool_warnings_at_most_once_a_second_with_a_count(make_app: Any, all_logs: Any) -> None:
     with half_full_pool(make_app) as (app, pool):
         for _ in range(5):
@@ -248,6 +272,22 @@ def test_time_excludes_the_wait_for_a_connection(
         r"\(in_use=1 max=1\)",
         waited,
     ), waited
+
+
+def test_each_of_two_requests_that_waited_reports_its_own_wait(
+    make_app: Any, all_logs: Any
+) -> None:
+    """Two requests in a row on one thread, each waiting for the only connection (0.3 s,
+    then 0.15 s): each line's waited_ms is that request's own wait, the second's too."""
+    app = make_app({"/": lambda request: request.redis.ping()}, max_connections="1")
+    pool = get_redis(app.app.registry).connection_pool
+    for delay in (0.3, 0.15):
+        other = pool.get_connection()
+        threading.Timer(delay, pool.release, args=(other,)).start()
+        app.get("/")
+    first, second = stats_records(all_logs)
+    assert first.redis_waited_ms >= 280, first.getMessage()  # type: ignore[attr-defined]
+    assert second.redis_waited_ms >= 130, second.getMessage()  # type: ignore[attr-defined]
 
 
 def test_slowest_is_the_slowest_command_not_the_total(make_app: Any, all_logs: Any) -> None:
