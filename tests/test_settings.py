@@ -167,6 +167,7 @@ def test_slow_command_unset_when_empty() -> None:
 BOOL_KEYS = [
     "blocking", "socket_keepalive", "retry_on_timeout", "decode_responses", "stats",
     "cluster", "ssl_check_hostname", "sentinel_listener", "require_full_coverage",
+    "client_cache",
 ]  # fmt: skip
 TRUE_WORDS = [
     "true",
@@ -657,6 +658,11 @@ CHANGES: list[tuple[str, object]] = [
     ("cluster_nodes", "n1:7000 n2:7001"),
     ("load_balancing_strategy", "round_robin_replicas"),
     ("require_full_coverage", "false"),
+    ("client_cache", "true"),
+    ("client_cache_max_keys", "500"),
+    ("client_cache_max_bytes", "1 MB"),
+    ("client_cache_ttl", "30 seconds"),
+    ("client_cache_commands", "GET HGETALL"),
 ]
 IDENTITY_BASE = {"redis.sentinel_service": "mymaster"}
 
