@@ -30,6 +30,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 from redis.observability.recorder import is_enabled as observability_enabled
 
+from . import client_cache
+from .client_cache import CachedUsage, ClientCache
 from .pools import NoQueue
 from .retries import is_error_reply, may_have_been_applied, reads_only
 from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
@@ -164,6 +166,9 @@ def _sent_safely(run: Any, what: str) -> Any:
                 connection.health_check_interval = interval
                 connection.next_health_check = monotonic() + interval
             self._redisx_seconds += perf_counter() - started
+            cache = self._redisx_cache  # client cache: None when off
+            if cache is not None:  # sent: its writes drop what they name (read your writes)
+                cache.wrote_commands(commands)
 
     send.__name__ = run.__name__
     return send
@@ -190,6 +195,7 @@ class AccountedPipeline(Pipeline):
     _redisx_thread: int | None = None  # the thread that used it last (Usage.finish)
     _redisx_guarded: Any = None  # the watching connection whose reconnect raises
     _redisx_observer: Any = None  # telemetry.Observer; None when telemetry is off
+    _redisx_cache: Any = None  # client_cache.ClientCache; None when the cache is off
     _redisx_wait_start = 0.0
 
     def _redisx_waited(self) -> float:
@@ -316,6 +322,8 @@ class AccountedPipeline(Pipeline):
                 self._redisx_observer.command(
                     self.connection, args[0], args, started, 0.0, failed, inside=False
                 )
+            if self._redisx_cache is not None and not reads_only(args[0]):  # client cache
+                self._redisx_cache.wrote(args)
 
     def _send_command_parse_response(
         self, conn: Any, command_name: Any, *args: Any, **options: Any
@@ -386,6 +394,10 @@ class AccountedRedis(redis.Redis):
     _redisx_request: Callable[[], Any] | None = None  # a lazy copy's request (weak)
     _redisx_shares = True  # its pipelines may use the request's connection (not client()'s)
     _redisx_thread: int | None = None  # client(): the thread that used it last
+    _redisx_cache: Any = None  # client_cache.ClientCache (CachedRedis); None when off
+    # Sends one command on a connection: ``_send_safely``, or the client cache's ``send``
+    # (CachedRedis), which arms the connection for the cache's reads and keeps replies.
+    _redisx_send = staticmethod(_send_safely)
 
     def _execute_command(self, *args: Any, **options: Any) -> Any:
         usage = self._redisx_usage
@@ -423,7 +435,7 @@ class AccountedRedis(redis.Redis):
                     # sent only on a live one (a read failing there is sent again).
                     conn.disconnect()
             result = conn.retry.call_with_retry(
-                lambda: _send_safely(self, conn, name, args, options),
+                lambda: self._redisx_send(self, conn, name, args, options),
                 lambda error: conn.disconnect(),
             )
             if self._redisx_observed:
@@ -460,7 +472,7 @@ class AccountedRedis(redis.Redis):
     def _send_command_parse_response(
         self, conn: Any, command_name: Any, *args: Any, **options: Any
     ) -> Any:
-        return _send_safely(self, conn, command_name, args, options)
+        return self._redisx_send(self, conn, command_name, args, options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> AccountedPipeline:
         usage = self._redisx_usage
@@ -471,6 +483,8 @@ class AccountedRedis(redis.Redis):
             pipe._redisx_retry_writes = True
         if self._redisx_observed:
             pipe._redisx_observed = True
+        if self._redisx_cache is not None:  # its writes drop what they name in the cache
+            pipe._redisx_cache = self._redisx_cache
         if usage is not None:
             pipe._redisx_usage = usage
             if not self._redisx_shares:
@@ -512,11 +526,25 @@ class AccountedRedis(redis.Redis):
         request's, as with plain redis-py."""
         if self._redisx_usage is not None and "response_callbacks" not in vars(self):
             self.response_callbacks = CaseInsensitiveDict(self.response_callbacks)
+            self._redisx_cache = None  # its replies are parsed its own way: not cached
+        elif self._redisx_cache is not None:
+            self._redisx_cache.clear()  # every later reply is parsed the new way
         self.response_callbacks[command] = callback
 
     def __repr__(self) -> str:
         # redis-py's repr shows the pool, whose repr redacts the password.
         return f"<{type(self).__name__}({self.connection_pool!r})>"
+
+
+class CachedRedis(AccountedRedis):
+    """``AccountedRedis`` of a client with ``client_cache``: the reads the cache serves
+    are answered from process memory (``client_cache.execute_command``); the others, and
+    the misses, run ``AccountedRedis._execute_command`` with the cache's ``send``."""
+
+    _execute_command = client_cache.execute_command  # type: ignore[assignment]
+    _redisx_uncached = AccountedRedis._execute_command
+    _redisx_send = staticmethod(client_cache.send)
+    _redisx_plain_send = staticmethod(_send_safely)
 
 
 class StartUsage:
@@ -569,6 +597,8 @@ class ClientSet:
         self._pools: dict[RedisOptions, Any] = {}
         self._bound_classes: dict[str, type[AccountedRedis]] = {}  # of per-request copies
         self._starters: dict[str, StartUsage] = {}
+        self.caches: dict[str, ClientCache] = {}  # by client name, with client_cache on
+        self._caches: dict[RedisOptions, ClientCache] = {}  # one per pool
 
     def add(self, name: str, options: RedisOptions) -> None:
         """Declare client ``name``; equal options share one pool, others never do."""
@@ -577,14 +607,27 @@ class ClientSet:
             pool = self._pools[options] = build_pool(options)
         self.options[name] = options
         make_client = getattr(pool, "make_client", None)  # Cluster: pyramid_redisx.cluster
-        client = make_client(name) if make_client else AccountedRedis(connection_pool=pool)
+        cache = None
+        if options.client_cache:  # settings refuse it with Cluster
+            cache = self._caches.get(options)
+            if cache is None:
+                cache = self._caches[options] = ClientCache(options, pool)
+            self.caches[name] = cache
+        if make_client:
+            client = make_client(name)
+        elif cache is not None:
+            client = CachedRedis(connection_pool=pool)
+            client._redisx_cache = cache
+        else:
+            client = AccountedRedis(connection_pool=pool)
         client._redisx_retry_writes = options.retry_writes
         client._redisx_observed = observability_enabled()
         self.clients[name] = client
         usage_class = type(
             f"Usage[{name}]",
-            (Usage,),
+            (Usage if cache is None else CachedUsage,),
             {
+                "cache": cache,
                 "name": name,
                 "options": options,
                 "pool": pool,
@@ -644,6 +687,8 @@ class ClientSet:
         return {name: client.connection_pool for name, client in self.clients.items()}
 
     def close(self) -> None:
-        """Disconnect every pool (tests, scripts that are done)."""
+        """Disconnect every pool (tests, scripts that are done), stop the client caches."""
+        for cache in self._caches.values():
+            cache.close()
         for pool in self._pools.values():
             pool.disconnect()

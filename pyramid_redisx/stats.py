@@ -27,6 +27,10 @@ def _ms(seconds: float) -> str:
 
 
 LINE = "redis client=%s commands=%d time_ms=%s slowest=%s in_use=%d idle=%d max=%d waited_ms=%s"
+# Appended for a client with ``client_cache`` on (the line is unchanged otherwise): reads
+# the cache answered and those it sent to the server in this request, and the entries the
+# process dropped (invalidated, or flushed) while the request ran.
+CACHE_LINE = LINE + " cache_hits=%d cache_misses=%d cache_invalidations=%d"
 
 
 def stats_line(
@@ -46,7 +50,14 @@ def stats_line(
         "redis_max": most,
         "redis_waited_ms": round(waited * 1000, 3),
     }
-    args = (usage.name, usage.commands, _ms(seconds), slowest, in_use, idle, most, _ms(waited))
+    args: tuple[Any, ...] = (
+        usage.name, usage.commands, _ms(seconds), slowest, in_use, idle, most, _ms(waited),
+    )  # fmt: skip
+    if usage.cache is not None:
+        cached = (usage.cache_hits, usage.cache_misses, usage.cache_invalidations)  # type: ignore[attr-defined]
+        args += cached
+        fields["redis_cache_hits"], fields["redis_cache_misses"] = cached[0], cached[1]
+        fields["redis_cache_invalidations"] = cached[2]
     return args, fields
 
 
@@ -64,8 +75,9 @@ def report(usage: Usage) -> None:
         # makeRecord + handle: what Logger.log does, less the stack walk of findCaller
         # (the caller is always this function) and the per-key checks of ``extra``
         # (these keys are ours and known not to clash): most of a log call's cost.
+        line = LINE if usage.cache is None else CACHE_LINE
         record = stats_log.makeRecord(
-            stats_log.name, options.stats_level, __file__, 0, LINE, args, None, "report"
+            stats_log.name, options.stats_level, __file__, 0, line, args, None, "report"
         )
         record.__dict__.update(fields)
         stats_log.handle(record)
