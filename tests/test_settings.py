@@ -1002,7 +1002,7 @@ def test_client_cache_refused_with_cluster_and_a_replica_role() -> None:
     assert "cannot be combined with redis.cache.cluster" in message
     replica = {"redis.client_cache": "yes", "redis.sentinels": "s:26379",
                "redis.sentinel_service": "m", "redis.sentinel_role": "replica"}  # fmt: skip
-    with pytest.raises(RedisSettingsError, match="redis.sentinel_role = replica"):
+    with pytest.raises(RedisSettingsError, match=r"redis\.sentinel_role = replica"):
         parse_client("default", replica)
     master = parse_client("default", {**replica, "redis.sentinel_role": "master"})
     assert master.client_cache and master.kind == "sentinel"
