@@ -576,6 +576,26 @@ class StartUsage:
         client._redisx_usage = usage  # in the copy's __dict__, found before this
         return usage
 
+    bind = start  # ClientSet.bind: a view is about to use the copy
+
+
+class CachedStartUsage(StartUsage):
+    """``StartUsage`` of a client with ``client_cache``: a copy a view is about to use
+    still gets no ``Usage`` (unless the toolbar traces the request), since a read the
+    cache answers needs none; the first command makes it, with the hits before it."""
+
+    def start(self, client: Any, request: Any, state: dict[str, Any]) -> Usage:
+        usage = super().start(client, request, state)
+        usage.cache_hits = client.__dict__.pop("_redisx_hits", 0)
+        return usage
+
+    def bind(self, client: Any, request: Any, state: dict[str, Any]) -> Usage | None:  # type: ignore[override]
+        if TRACE in state:
+            return self.start(client, request, state)
+        client._redisx_request = ref(request)
+        client._redisx_hits = 0  # hits counted on the copy (client_cache.execute_command)
+        return None
+
 
 def _end_copy(client: Any) -> None:
     """``__del__`` of a per-request copy, which owns neither a connection nor the pool
@@ -639,7 +659,9 @@ class ClientSet:
                 "stats": options.stats,
             },
         )
-        starter = self._starters[name] = StartUsage(usage_class)
+        starter = self._starters[name] = (StartUsage if cache is None else CachedStartUsage)(
+            usage_class
+        )
         # Per-request copies share the process-wide client's attributes through a class
         # made for this client: a copy is then one object with one attribute (a weak
         # reference to its request), and gets its Usage at its first use.
@@ -670,7 +692,7 @@ class ClientSet:
             raise
         bound = object.__new__(bound_class)
         if state is not None:
-            self._starters[name].start(bound, request, state)
+            self._starters[name].bind(bound, request, state)
         else:
             bound._redisx_request = ref(request)
         return bound

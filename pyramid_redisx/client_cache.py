@@ -51,7 +51,7 @@ from redis.retry import Retry
 
 from .retries import reads_only
 from .settings import CLIENT_CACHE_COMMANDS, RedisOptions
-from .usage import CACHE_HIT, Usage
+from .usage import CACHE_HIT, TRACE, Usage
 
 log = logging.getLogger("pyramid_redisx.client_cache")
 
@@ -60,6 +60,8 @@ THREAD_NAME = "pyramid_redisx-client-cache"
 TICK = 0.1  # seconds: the listener checks the armed connections (and its stop) this often
 HEARTBEAT = 1.0  # seconds of silence before the listener PINGs its connection
 RECONNECT_PAUSES = (0.05, 0.1, 0.25, 0.5, 1.0)  # between tries to reconnect the listener
+EVICT_TO = 0.98  # a full cache evicts down to this share of its bounds
+QUIET_FOR = 0.001  # seconds a quiet poll of the listener's socket is trusted (unheard)
 ENTRY_OVERHEAD = 360  # bytes an entry costs besides its reply (measured: bench/README.md)
 FLUSHING_COMMANDS = frozenset(("FLUSHALL", "FLUSHDB", "SWAPDB", "SELECT"))  # not by key
 _POLL_CLOSED = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
@@ -116,7 +118,7 @@ class _Pollers(threading.local):
 class Entry:
     """One cached reply: the parsed value (copied on each hit when mutable)."""
 
-    __slots__ = ("copy", "expires", "keys", "numeric", "origin", "size", "used", "value")
+    __slots__ = ("copy", "expires", "keys", "numeric", "origin", "plain", "size", "used", "value")
 
     def __init__(
         self,
@@ -135,20 +137,26 @@ class Entry:
         self.numeric = numeric  # its arguments hold ints: a hit checks the types
         self.origin = origin
         self.expires = expires
+        self.plain = not numeric and expires is None  # a hit needs no further check
         self.used = False  # read since the eviction hand last passed (second chance)
+
+    def usable(self, args: tuple[Any, ...]) -> bool:
+        """For a hit: not expired (``client_cache_ttl``), and ints in ``args`` are ints."""
+        if self.expires is not None and self.expires <= monotonic():
+            return False
+        return not self.numeric or _plain(args)
 
 
 class Origin:
     """One socket of one pooled connection, armed for one listener: the entries read
-    through it, which lose their invalidations when it closes."""
+    through it lose their invalidations when it closes (found by ``entry.origin``)."""
 
-    __slots__ = ("__weakref__", "connection", "entries", "listener_id", "sock")
+    __slots__ = ("__weakref__", "connection", "listener_id", "sock")
 
     def __init__(self, connection: Any, listener_id: int) -> None:
         self.connection = weakref.ref(connection)
         self.sock = connection._sock
         self.listener_id = listener_id
-        self.entries: set[tuple[Any, ...]] = set()
 
     def closed(self, poller: Any = None) -> bool:
         """True when the server may have forgotten this connection's tracked keys: it was
@@ -201,6 +209,7 @@ class ClientCache:
         self.listener_id: int | None = None  # the listener's CLIENT ID while it listens
         self.listener_sock: Any = None
         self.draining = False  # the listener is reading what the server sent
+        self.quiet_until = 0.0  # the listener's socket was found quiet this recently
         self.pollers = _Pollers()
         self.epoch = 0  # failovers seen: a listener connected before one is not used
         self.refused: str | None = None  # why the server refused tracking (cache off)
@@ -214,21 +223,22 @@ class ClientCache:
 
     # ------------------------------------------------------------ entries
     def begin(self, keys: tuple[bytes, ...]) -> object:
-        """Mark ``keys`` as read by a command about to be sent; returns its token."""
+        """Mark ``keys`` as read by a command about to be sent; returns its token. No
+        lock: each mark is one dict store, and a mark lost to a concurrent reader's or
+        unmarked by anyone only makes a read not kept (``store`` checks under the lock)."""
         token = object()
-        with self.lock:
-            pending = self.pending
-            for key in keys:
-                pending[key] = token
+        pending = self.pending
+        for key in keys:
+            pending[key] = token
         return token
 
     def abandon(self, keys: tuple[bytes, ...], token: object) -> None:
-        """The read failed: unmark its keys."""
-        with self.lock:
-            pending = self.pending
-            for key in keys:
-                if pending.get(key) is token:
-                    del pending[key]
+        """The read failed: unmark its keys (another reader's mark may go too: that read
+        is then not kept, never wrongly kept)."""
+        pending = self.pending
+        for key in keys:
+            if pending.get(key) is token:
+                pending.pop(key, None)
 
     def store(
         self,
@@ -240,30 +250,31 @@ class ClientCache:
         numeric: bool,
     ) -> bool:
         """Keep ``value`` for ``args`` if no invalidation of its keys came while it was in
-        flight and its connection is still the one armed for the current listener."""
-        size = ENTRY_OVERHEAD + _size(value) + sum(len(key) for key in keys)
+        flight and its connection (``origin``, on the same socket: the caller checked) is
+        still armed for the current listener."""
+        kind = type(value)
+        size = ENTRY_OVERHEAD + (40 + len(value) if kind is bytes or kind is str else _size(value))
+        for key in keys:
+            size += len(key)
         with self.lock:
             pending = self.pending
             fresh = True
             for key in keys:
-                if pending.get(key) is token:
-                    del pending[key]
-                else:
+                if pending.pop(key, None) is not token:
                     fresh = False
             if (
                 not fresh
                 or origin.listener_id != self.listener_id
                 or id(origin) not in self.origins
-                or origin.closed()
                 or size > self.max_bytes
             ):
                 return False
-            old = self.entries.pop(args, None)
+            entries = self.entries
+            old = entries.pop(args, None)
             if old is not None:
                 self._unindex(args, old)
-            expires = monotonic() + self.ttl if self.ttl is not None else None
-            entry = Entry(value, keys, size, numeric, origin, expires)
-            self.entries[args] = entry
+            expires = None if self.ttl is None else monotonic() + self.ttl
+            entries[args] = Entry(value, keys, size, numeric, origin, expires)
             by_key = self.by_key
             for key in keys:
                 holders = by_key.get(key)
@@ -275,16 +286,14 @@ class ClientCache:
                     holders.add(args)
                 elif holders != args:
                     by_key[key] = {holders, args}
-            origin.entries.add(args)
             self.bytes += size
-            if len(self.entries) > self.max_keys or self.bytes > self.max_bytes:
+            if len(entries) > self.max_keys or self.bytes > self.max_bytes:
                 self._evict()
             return True
 
     def _unindex(self, args: tuple[Any, ...], entry: Entry) -> None:
         """Forget ``entry`` (already out of ``entries``) in the key index. Lock held."""
         self.bytes -= entry.size
-        entry.origin.entries.discard(args)
         by_key = self.by_key
         for key in entry.keys:
             holders = by_key.get(key)
@@ -301,18 +310,25 @@ class ClientCache:
 
     def _evict(self) -> None:
         """Second chance (CLOCK): the oldest entry goes, unless read since the hand last
-        passed it; then it goes to the back. Approximates LRU without a lock on hits."""
+        passed it; then it goes to the back. Approximates LRU without a lock on hits.
+        Down to ``EVICT_TO`` of the bounds at once: a full cache does not evict at every
+        store."""
         entries = self.entries
+        keys_to = int(self.max_keys * EVICT_TO)
+        bytes_to = self.max_bytes * EVICT_TO
+        popitem, unindex = entries.popitem, self._unindex
+        evicted = 0
         for _ in range(2 * len(entries) + 1):
-            if len(entries) <= self.max_keys and self.bytes <= self.max_bytes:
-                return
-            args, entry = entries.popitem(last=False)
+            if len(entries) <= keys_to and self.bytes <= bytes_to:
+                break
+            args, entry = popitem(last=False)
             if entry.used:
                 entry.used = False
                 entries[args] = entry
-                continue
-            self._unindex(args, entry)
-            self.evictions += 1
+            else:
+                unindex(args, entry)
+                evicted += 1
+        self.evictions += evicted
 
     def _drop_key(self, key: bytes) -> int:
         """Forget every entry that read ``key`` and any read of it in flight. Lock held."""
@@ -381,8 +397,6 @@ class ClientCache:
             self.entries.clear()
             self.by_key.clear()
             self.pending.clear()
-            for origin in self.origins.values():
-                origin.entries.clear()
             self.bytes = 0
             self.flushes += 1
 
@@ -394,14 +408,12 @@ class ClientCache:
         """``origin``'s connection closed: the server no longer tracks what it read."""
         with self.lock:
             self.origins.pop(id(origin), None)
-            dropped = 0
-            for args in list(origin.entries):
-                entry = self.entries.pop(args, None)
-                if entry is not None:
-                    self._unindex(args, entry)
-                    dropped += 1
-            origin.entries.clear()
-            self.invalidations += dropped
+            # A walk of every entry: connections close rarely, entries are read often.
+            entries = self.entries
+            gone = [args for args, entry in entries.items() if entry.origin is origin]
+            for args in gone:
+                self._unindex(args, entries.pop(args))
+            self.invalidations += len(gone)
 
     # ------------------------------------------------------------ connections
     def arm(self, connection: Any, listener_id: int) -> Origin | None:
@@ -411,7 +423,7 @@ class ClientCache:
         previous = connection.__dict__.get("_redisx_tracking")
         if previous is not None and id(previous) in self.origins:
             self._drop_origin(previous)  # reconnected, or armed for an older listener
-        if self.unheard():
+        if self.socket_unread():
             return None  # the listener may be gone: wait until it has read its socket
         if connection._sock is None:
             connection.connect()  # an error here is retried like the read's own connect
@@ -433,8 +445,21 @@ class ClientCache:
         """True when the server sent the listener something it has not applied yet (an
         invalidation, or the end of its connection), or there is no listener: a kept
         reply may be stale then. One ``poll`` of the listener's socket, which only looks
-        (the listener alone reads it): a reply is never served once the server's message
-        saying it changed has reached this machine, however late the listener runs."""
+        (the listener alone reads it), at most once per ``QUIET_FOR`` per process: a
+        reply is not served once the server's message saying it changed has been on this
+        machine for ``QUIET_FOR``, however late the listener thread runs."""
+        if self.listener_sock is None or self.draining:
+            return True
+        now = monotonic()
+        if now < self.quiet_until:
+            return False
+        if self.socket_unread():
+            return True
+        self.quiet_until = now + QUIET_FOR  # nothing had arrived by ``now``
+        return False
+
+    def socket_unread(self) -> bool:
+        """The poll behind ``unheard``, without its window."""
         sock = self.listener_sock
         if sock is None or self.draining:
             return True
@@ -491,6 +516,7 @@ class ClientCache:
             self.listener_id = listener_id
             self.listener_sock = sock
             self.draining = False
+            self.quiet_until = 0.0
         if self.lost_logged:
             self.lost_logged = False
             log.info("redis client=%s client cache: invalidation connection back", self.names)
@@ -666,40 +692,62 @@ def execute_command(client: Any, *args: Any, **options: Any) -> Any:
     goes on as without the cache (``send`` below sees it on its connection)."""
     cache = client._redisx_cache
     if (
-        cache is not None
-        and args[0] in cache.served
-        and (not options or (len(options) == 1 and "keys" in options))
+        cache is None
+        or args[0] not in cache.served
+        or (options and (len(options) != 1 or "keys" not in options))
     ):
-        # First whether the server said anything not yet applied, then the lookup: an
-        # entry found after that check outlived every message that had arrived by then.
-        entry = None
-        if not cache.unheard():
-            try:  # noqa: SIM105 - suppress() costs a context manager on every hit
-                entry = cache.entries.get(args)
-            except TypeError:  # an unhashable argument: never cached
-                pass
-        usage = client._redisx_usage
-        if (
-            entry is not None
-            and (not entry.numeric or _plain(args))
-            and (entry.expires is None or entry.expires > monotonic())
-        ):
-            entry.used = True
-            value = entry.value
-            if entry.copy is not None:
-                value = entry.copy(value)
-            cache.hits += 1  # CPython runs += on an attribute without a thread switch
-            if usage is not None:
-                usage.cache_hits += 1
-                if usage.trace is not None:  # the toolbar's list of commands
-                    usage.trace.append((args[0], args, 0.0, CACHE_HIT))
-            return value
-        cache.misses += 1
-        if usage is not None:
-            usage.cache_misses += 1
-        if cache.listener_id is None:
-            cache.ensure_listening()
+        return client._redisx_uncached(*args, **options)
+    # First whether the server said anything not yet applied, then the lookup: an entry
+    # found after that check outlived every message that had arrived by then. (The
+    # check's common case inline: a quiet poll of the listener's socket is trusted for
+    # QUIET_FOR; ``unheard`` polls again.)
+    entry = None
+    if not (
+        cache.draining
+        or cache.listener_sock is None
+        or (monotonic() >= cache.quiet_until and cache.unheard())
+    ):
+        try:  # noqa: SIM105 - suppress() costs a context manager on every hit
+            entry = cache.entries.get(args)
+        except TypeError:  # an unhashable argument: never cached
+            pass
+    if entry is not None and (entry.plain or entry.usable(args)):
+        entry.used = True
+        cache.hits += 1  # CPython runs += on an attribute without a thread switch
+        # A request's copy has its Usage once it sent a command (or is traced): a hit
+        # makes none (client.CachedStartUsage); the first command takes these over.
+        state = client.__dict__
+        hits = state.get("_redisx_hits")
+        if hits is not None:  # a copy without its Usage yet, not traced: count here
+            state["_redisx_hits"] = hits + 1
+        else:
+            _count_hit(client, state, args)
+        return entry.value if entry.copy is None else entry.copy(entry.value)
+    cache.misses += 1
+    usage = client._redisx_usage
+    if usage is not None:
+        usage.cache_misses += 1
+    if cache.listener_id is None:
+        cache.ensure_listening()
     return client._redisx_uncached(*args, **options)
+
+
+def _count_hit(client: Any, state: dict[str, Any], args: tuple[Any, ...]) -> None:
+    """A hit on a client whose hits are not counted on the copy (``_redisx_hits``): on
+    its Usage, or (a request's first hit through a lazily bound copy) on the copy from
+    now on, unless the toolbar traces the request: then its Usage starts now."""
+    usage = state.get("_redisx_usage")
+    if usage is None:
+        if not client._redisx_copy:
+            return  # the process-wide client: counted on the cache only
+        request = client._redisx_request()
+        if request is None or TRACE not in request.__dict__:
+            state["_redisx_hits"] = 1
+            return
+        usage = client._redisx_usage  # the toolbar lists every read: started now
+    usage.cache_hits += 1
+    if usage.trace is not None:  # the toolbar's list of commands
+        usage.trace.append((args[0], args, 0.0, CACHE_HIT))
 
 
 def send(
@@ -713,7 +761,8 @@ def send(
     plain = client._redisx_plain_send  # client._send_safely
     if cache is None:
         return plain(client, conn, name, args, options)
-    if name not in cache.served:
+    spec = cache.spec.get(name)
+    if spec is None:  # not a read the cache serves
         if reads_only(name):
             return plain(client, conn, name, args, options)
         try:
@@ -725,33 +774,45 @@ def send(
         listener_id is None
         or (options and (len(options) != 1 or "keys" not in options))
         or len(args) < 2
-        or not _plain(args)
     ):
         return plain(client, conn, name, args, options)
-    if cache.spec[name] == "first":
-        keys: tuple[bytes, ...] = (_key_bytes(args[1]),)  # type: ignore[assignment]
-    else:
-        keys = tuple(_key_bytes(arg) for arg in args[1:])  # type: ignore[misc]
-    if None in keys:  # a str the server cannot be sent as UTF-8: redis-py raises
+    numeric = False  # the arguments: str, bytes and int only (``_plain``), in one pass
+    for arg in args:
+        kind = type(arg)
+        if kind is int:
+            numeric = True
+        elif kind is not str and kind is not bytes:
+            return plain(client, conn, name, args, options)
+    try:  # the keys as the server names them (redis-py's encoding: UTF-8)
+        if spec == "first":
+            key = args[1]
+            keys: tuple[bytes, ...] = (key.encode() if type(key) is str else _key_bytes(key),)  # type: ignore[assignment]
+        else:
+            keys = tuple([_key_bytes(arg) for arg in args[1:]])  # type: ignore[misc]
+    except UnicodeEncodeError:  # a str the server cannot be sent: redis-py raises
         return plain(client, conn, name, args, options)
     origin = conn.__dict__.get("_redisx_tracking")
+    sock = conn._sock
     if (
-        origin is None
-        or origin.sock is not conn._sock
-        or conn._sock is None
+        sock is None
+        or origin is None
+        or origin.sock is not sock
         or origin.listener_id != listener_id
     ):
         origin = cache.arm(conn, listener_id)
         if origin is None:
             return plain(client, conn, name, args, options)
+        sock = conn._sock
     token = cache.begin(keys)
     try:
         value = plain(client, conn, name, args, options)
     except BaseException:
         cache.abandon(keys, token)
         raise
-    numeric = any(type(arg) is int for arg in args)
-    cache.store(args, keys, token, value, origin, numeric)
+    if conn._sock is sock:  # not reconnected meanwhile (a health check may reconnect)
+        cache.store(args, keys, token, value, origin, numeric)
+    else:
+        cache.abandon(keys, token)
     return value
 
 

@@ -139,7 +139,16 @@ def test_off_by_default_nothing_changes(
 def test_a_repeated_read_is_answered_from_memory(
     cached_app: Any, admin: redis.Redis, all_logs: pytest.LogCaptureFixture
 ) -> None:
-    app = cached_app()
+    """No round trip for a hit: a request served from the cache alone ran no command and
+    writes no stats line (DESIGN: a line per client the request ran a command on); a
+    request that also runs one has its hits and misses on its line."""
+
+    def mixed(request: Any) -> str:
+        first, second = request.redis.get("k"), request.redis.get("k")
+        request.redis.incr("n")
+        return f"{first!r} {second!r}"
+
+    app = cached_app({**VIEWS, "/mixed": mixed})
     assert type(get_redis(app.app.registry)) is CachedRedis
     listening(app)
     admin.set("k", "1")
@@ -148,12 +157,14 @@ def test_a_repeated_read_is_answered_from_memory(
     all_logs.clear()
     assert [app.get("/get/k").text for _ in range(5)] == ["1"] * 5
     assert gets_served(admin) == before  # none reached the server
-    lines = [r for r in all_logs.records if r.name == "pyramid_redisx.stats"]
-    assert len(lines) == 5
-    assert lines[0].getMessage().startswith("redis client=default commands=0 time_ms=0 ")
-    assert lines[0].getMessage().endswith("cache_hits=1 cache_misses=0 cache_invalidations=0")
-    assert (lines[0].redis_cache_hits, lines[0].redis_cache_misses) == (1, 0)
+    assert [r for r in all_logs.records if r.name == "pyramid_redisx.stats"] == []
     assert cache_of(app).figures()["hits"] == 5
+    assert app.get("/mixed").text == "b'1' b'1'"
+    (line,) = [r for r in all_logs.records if r.name == "pyramid_redisx.stats"]
+    assert line.getMessage().startswith("redis client=default commands=1 time_ms=")
+    assert line.getMessage().endswith("cache_hits=2 cache_misses=0 cache_invalidations=0")
+    assert (line.redis_cache_hits, line.redis_cache_misses) == (2, 0)
+    assert gets_served(admin) == before
     (listener,) = ours(admin, "subscribe")  # one invalidation connection, subscribed
     assert "P" in listener["flags"]
 
@@ -325,7 +336,7 @@ def test_at_most_max_keys_least_recently_used_first(cached_app: Any, admin: redi
     app.get("/get/k0")  # used again: survives the next eviction
     admin.set("k5", "5")
     app.get("/get/k5")
-    assert len(cache.entries) == 5
+    assert len(cache.entries) <= 5  # (a full cache evicts down to 98 %, at least one)
     kept = {args[1] for args in cache.entries}
     assert "k0" in kept and "k5" in kept and "k1" not in kept
     assert cache.evictions >= 1
