@@ -526,7 +526,10 @@ class AccountedRedis(redis.Redis):
         request's, as with plain redis-py."""
         if self._redisx_usage is not None and "response_callbacks" not in vars(self):
             self.response_callbacks = CaseInsensitiveDict(self.response_callbacks)
-            self._redisx_cache = None  # its replies are parsed its own way: not cached
+            if self._redisx_cache is not None:
+                # Its replies are its own: none served or kept (its writes still drop
+                # what they name).
+                self._redisx_served: frozenset[Any] = frozenset()
         elif self._redisx_cache is not None:
             self._redisx_cache.clear()  # every later reply is parsed the new way
         self.response_callbacks[command] = callback
@@ -542,6 +545,7 @@ class CachedRedis(AccountedRedis):
     the misses, run ``AccountedRedis._execute_command`` with the cache's ``send``."""
 
     _execute_command = client_cache.execute_command  # type: ignore[assignment]
+    _redisx_served: frozenset[Any] = frozenset()  # the cache's commands (ClientSet.add)
     _redisx_uncached = AccountedRedis._execute_command
     _redisx_send = staticmethod(client_cache.send)
     _redisx_plain_send = staticmethod(_send_safely)
@@ -638,6 +642,7 @@ class ClientSet:
         elif cache is not None:
             client = CachedRedis(connection_pool=pool)
             client._redisx_cache = cache
+            client._redisx_served = cache.served
         else:
             client = AccountedRedis(connection_pool=pool)
         client._redisx_retry_writes = options.retry_writes

