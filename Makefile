@@ -67,12 +67,15 @@ $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 	$(BIN)/pip install -q -e '.[bench]'
 	touch $@
 
-## bench: in-process comparison, waitress throughput and pool pressure, the plot
+## bench: in-process comparison, waitress throughput and pool pressure, the plot, the client cache
 bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/bench_request.py
 	$(BIN)/python bench/bench_server.py
 	$(BIN)/python bench/bench_checkout.py | tee bench/results_checkout.txt
 	$(BIN)/python bench/plot.py
+	$(BIN)/python bench/bench_client_cache.py | tee bench/results_client_cache.txt
+	$(BIN)/python bench/bench_server.py --apps bare,bare_extras,redisx,redisx_cached,no_redis \
+		--json bench/results_server_client_cache.json | tee bench/results_server_client_cache.txt
 
 clean:
 	rm -rf $(VENV) $(VENV110) *.egg-info .pytest_cache .mypy_cache .ruff_cache docs/_build dist build artifacts
