@@ -26,7 +26,7 @@ What the protocol leaves to the client, and where it is handled here:
 
 redis-py's own cache (``redis.cache``, ``cache_config``) needs Redis >= 7.4 (no Valkey)
 and RESP3 on every connection; its classes are not used here: docs/client_cache.rst says
-what they lacked. The hot path (a hit) is two dict lookups and no lock.
+what they lacked. The hot path (a hit): a clock read, two dict lookups, no lock.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ EVICT_TO = 0.98  # a full cache evicts down to this share of its bounds
 QUIET_FOR = 0.001  # seconds a quiet poll of the listener's socket is trusted (unheard)
 ENTRY_OVERHEAD = 360  # bytes an entry costs besides its reply (measured: bench/README.md)
 FLUSHING_COMMANDS = frozenset(("FLUSHALL", "FLUSHDB", "SWAPDB", "SELECT"))  # not by key
+_SELECT = ("SELECT", "select", b"SELECT", b"select")
 _POLL_CLOSED = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
 
 
@@ -420,6 +421,8 @@ class ClientCache:
         """Run ``CLIENT TRACKING ON REDIRECT <listener_id>`` on ``connection`` (its owner
         is sending a cached read on it): the origin of the entries it will read, or None
         when it cannot be armed now (the read is then not cached)."""
+        if connection.__dict__.get("_redisx_selected"):
+            return None  # SELECT ran on it: its replies may come from another database
         previous = connection.__dict__.get("_redisx_tracking")
         if previous is not None and id(previous) in self.origins:
             self._drop_origin(previous)  # reconnected, or armed for an older listener
@@ -769,6 +772,9 @@ def send(
             return plain(client, conn, name, args, options)
         finally:
             cache.wrote(args)
+            if name in _SELECT:  # this connection reads another database now: never armed
+                conn._redisx_selected = True  # again (redis-py selects its own on reconnect)
+                conn._redisx_tracking = None
     listener_id = cache.listener_id
     if (
         listener_id is None
@@ -789,6 +795,8 @@ def send(
             keys: tuple[bytes, ...] = (key.encode() if type(key) is str else _key_bytes(key),)  # type: ignore[assignment]
         else:
             keys = tuple([_key_bytes(arg) for arg in args[1:]])  # type: ignore[misc]
+            if None in keys:
+                raise UnicodeEncodeError("utf-8", "", 0, 0, "not sendable")
     except UnicodeEncodeError:  # a str the server cannot be sent: redis-py raises
         return plain(client, conn, name, args, options)
     origin = conn.__dict__.get("_redisx_tracking")

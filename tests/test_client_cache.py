@@ -341,6 +341,30 @@ def test_a_request_with_its_own_reply_parsing_is_neither_served_nor_kept(
     assert app.get("/get/k").text == "written"  # and nothing "own:" was kept
 
 
+def test_a_connection_that_ran_select_keeps_nothing(
+    cached_app: Any, admin: redis.Redis, server: RedisServer
+) -> None:
+    """SELECT through the app moves that pooled connection to another database (as with
+    plain redis-py): what it reads from then on is never kept for the others."""
+
+    def select(request: Any) -> str:
+        request.redis.execute_command("SELECT", 1)
+        return value_of(request.redis.get("k"))
+
+    app = cached_app({**VIEWS, "/select": select})
+    cache = listening(app)
+    admin.set("k", "db0")
+    with server.client(db=1) as other_db:
+        other_db.set("k", "db1")
+    assert app.get("/get/k").text == "db0"
+    assert app.get("/select").text == "db1"
+    assert ("GET", "k") not in cache.entries  # SELECT flushed, and db1's reply not kept
+    app.get("/get/k")  # the same pooled connection, still on database 1 (as redis-py's)
+    assert ("GET", "k") not in cache.entries
+    with server.client(db=1) as other_db:
+        other_db.flushdb()
+
+
 def test_flushall_elsewhere_empties_the_cache(cached_app: Any, admin: redis.Redis) -> None:
     app = cached_app()
     cache = listening(app)
