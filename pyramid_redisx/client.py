@@ -513,6 +513,8 @@ class AccountedRedis(redis.Redis):
             cls = cls.__bases__[0]  # (the copy's class keeps no connection at __del__)
         single = cls(connection_pool=self.connection_pool, single_connection_client=True)
         single._redisx_retry_writes = self._redisx_retry_writes
+        if self._redisx_cache is not None:  # the client cache serves it, sees its writes
+            single._redisx_cache, single._redisx_served = self._redisx_cache, self._redisx_served
         usage = self._redisx_usage
         if usage is not None:
             single._redisx_usage = usage

@@ -252,6 +252,32 @@ def test_writes_in_pipelines_and_transactions_drop_what_they_name(
         assert app.get("/hgetall/h").text == f"[(b'f', b'{value}')]", how
 
 
+def test_a_client_of_its_own_is_served_and_its_writes_drop_what_they_name(
+    cached_app: Any, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``client()`` (a connection of its own) answers from the cache too, and its writes
+    drop what they name at once, as the request's own do."""
+
+    def own_connection(request: Any) -> str:
+        single = request.redis.client()
+        try:
+            before = single.get("k")
+            single.set("k", "from client()")
+            return f"{before!r} {request.redis.get('k')!r} {single.get('k')!r}"
+        finally:
+            single.close()
+
+    app = cached_app({**VIEWS, "/single": own_connection})
+    cache = listening(app)
+    monkeypatch.setattr(cache, "invalidate", lambda keys: None)  # only local drops count
+    monkeypatch.setattr(cache, "unheard", lambda: False)
+    admin.set("k", "1")
+    assert app.get("/get/k").text == "1"
+    before = gets_served(admin)
+    assert app.get("/single").text == "b'1' b'from client()' b'from client()'"
+    assert gets_served(admin) - before <= 2  # "1" came from memory
+
+
 def test_a_read_whose_invalidation_arrives_before_its_reply_is_not_kept(
     cached_app: Any, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
