@@ -143,7 +143,21 @@ def warm(variants: dict[str, harness.Variant]) -> None:
 
 
 def speed(url: str, port: int, rounds: int, block: int, warmup: int) -> dict[str, Any]:
+    level = harness.STATS_LOG.level  # each variant sets it: given back at the end
     variants = build_speed_variants(url, port)
+    try:
+        return _speed(variants, rounds, block, warmup)
+    finally:
+        harness.STATS_LOG.setLevel(level)
+        for variant in variants.values():  # pools and listeners closed
+            clients = getattr(variant.app.registry, STATE, None)
+            if clients is not None:
+                clients.close()
+
+
+def _speed(
+    variants: dict[str, harness.Variant], rounds: int, block: int, warmup: int
+) -> dict[str, Any]:
     warm(variants)
     for key in ("K", "K10"):
         cache = next(iter(client_set(variants[key].app.registry).caches.values()))

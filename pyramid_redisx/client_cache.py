@@ -41,7 +41,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -789,16 +789,16 @@ def send(
             numeric = True
         elif kind is not str and kind is not bytes:
             return plain(client, conn, name, args, options)
-    try:  # the keys as the server names them (redis-py's encoding: UTF-8)
-        if spec == "first":
-            key = args[1]
-            keys: tuple[bytes, ...] = (key.encode() if type(key) is str else _key_bytes(key),)  # type: ignore[assignment]
-        else:
-            keys = tuple([_key_bytes(arg) for arg in args[1:]])  # type: ignore[misc]
-            if None in keys:
-                raise UnicodeEncodeError("utf-8", "", 0, 0, "not sendable")
-    except UnicodeEncodeError:  # a str the server cannot be sent: redis-py raises
+    # The keys as the server names them (redis-py's encoding: UTF-8); None for a str
+    # that cannot be sent (redis-py raises on sending it).
+    if spec == "first":
+        key = args[1]
+        named: tuple[bytes | None, ...] = (key if type(key) is bytes else _key_bytes(key),)
+    else:
+        named = tuple([_key_bytes(arg) for arg in args[1:]])
+    if None in named:
         return plain(client, conn, name, args, options)
+    keys = cast(tuple[bytes, ...], named)
     origin = conn.__dict__.get("_redisx_tracking")
     sock = conn._sock
     if (
