@@ -11,9 +11,11 @@ and adds the debug toolbar with its Redis panel. Run it with ``make demo`` (or
 - ``/toolbar/redis/{id}``    opens the debug toolbar on request ``id`` with the Redis panel
 - ``/api/stats``             the home page's figures as JSON
 - ``/health/redis``          pyramid_redisx's health view (``redis.health_route``)
+- ``/favicon.ico``           the demo's icon (no Redis needed)
 
 When Redis is down, every page answers 503 with a page that says so (an exception view
-for redis-py's ``ConnectionError`` and ``TimeoutError``), not a traceback.
+for redis-py's ``ConnectionError`` and ``TimeoutError``), not a traceback; an execution
+policy sends errors raised after the view (the sessions' write) to that view too.
 ``demo_app.integrations``, when present, adds more pages; the home page links them.
 """
 
@@ -26,12 +28,15 @@ from datetime import UTC, datetime
 from html import escape
 from importlib.metadata import version
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from pyramid.config import Configurator
+from pyramid.exceptions import ConfigurationError
 from pyramid.httpexceptions import HTTPFound
 from pyramid.response import Response
 
+from demo_app.layout import favicon, render
 from pyramid_redisx import get_redis
 from pyramid_redisx.pools import pool_figures
 from pyramid_redisx.request import client_set
@@ -97,91 +102,7 @@ def stats(request: Any, visits: int) -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------ layout
-STYLE = """
-:root { --ink: #1d2433; --muted: #5b6478; --line: #dde2ec; --accent: #b3261e;
-        --soft: #f6f7fb; --ok: #1f7a3f; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif;
-       color: var(--ink); background: var(--soft); }
-header { background: var(--ink); color: #fff; padding: .8rem 1.5rem; display: flex;
-         align-items: baseline; gap: 1.5rem; flex-wrap: wrap; }
-header strong { font-size: 1.1rem; }
-header nav { display: flex; gap: 1.2rem; flex-wrap: wrap; }
-header a { color: #cfd6e6; text-decoration: none; }
-header a:hover, header a.here { color: #fff; text-decoration: underline; }
-main { max-width: 980px; margin: 0 auto; padding: 1.5rem; }
-h1 { font-size: 1.6rem; margin: .2rem 0 .4rem; }
-.lede { color: var(--muted); margin-top: 0; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(380px, 1fr));
-        gap: 1rem; margin: 1rem 0; }
-section.card + section.card { margin-top: 1rem; }
-.grid section.card + section.card { margin-top: 0; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 10px;
-        padding: 1rem 1.2rem; }
-.card h2 { font-size: 1rem; margin: 0 0 .4rem; text-transform: uppercase;
-           letter-spacing: .04em; color: var(--muted); }
-.big { font-size: 2rem; font-weight: 700; margin: .2rem 0; }
-.big small { font-size: 1rem; font-weight: 400; color: var(--muted); }
-.how { color: var(--muted); font-size: .9rem; margin: .4rem 0 0; }
-code { background: var(--soft); padding: .05rem .3rem; border-radius: 4px; font-size: .88em;
-       overflow-wrap: anywhere; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid var(--line); }
-td.n, th.n { text-align: right; }
-.button { display: inline-block; background: var(--accent); color: #fff; padding: .5rem .9rem;
-          border-radius: 6px; text-decoration: none; font-weight: 600; margin: .3rem 0; }
-.button:hover { filter: brightness(1.1); }
-ol.try li { margin: .3rem 0; }
-.down { border-left: 6px solid var(--accent); }
-.ok { color: var(--ok); font-weight: 600; }
-footer { color: var(--muted); font-size: .85rem; padding: 1rem 1.5rem 2rem; text-align: center; }
-"""
-
-LAYOUT = """<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>{title} · pyramid_redisx demo</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>{style}</style></head>
-<body>
-<header><strong>pyramid_redisx demo</strong>
-<nav>{nav}</nav></header>
-<main>
-{body}
-</main>
-<footer>pyramid_redisx {version} · every request that used Redis writes one
-<code>pyramid_redisx.stats</code> line on the console · documentation: <code>docs/</code>
-(<code>make docs</code>)</footer>
-</body>
-</html>
-"""
-
-
-def nav_links(request: Any) -> list[tuple[str, str]]:
-    links = [
-        ("Home", request.route_path("home")),
-        ("Cached report", request.route_path("report")),
-    ]
-    links += [(title, path) for title, path, _ in request.registry.demo_extra_pages[:1]]
-    health = client_set(request.registry).app.health_route
-    if health:
-        links.append(("Health JSON", health))
-    links.append(("Stats JSON", request.route_path("api_stats")))
-    return links
-
-
-def render(request: Any, title: str, body: str, status: int = 200) -> Response:
-    nav = " ".join(
-        f'<a href="{escape(path)}"{" class=here" if path == request.path else ""}>'
-        f"{escape(label)}</a>"
-        for label, path in nav_links(request)
-    )
-    html = LAYOUT.format(
-        title=escape(title), style=STYLE, nav=nav, body=body, version=version("pyramid_redisx")
-    )
-    return Response(html, status=status, content_type="text/html", charset="utf-8")
-
-
+# ------------------------------------------------------------------ helpers
 def toolbar_link(request: Any, label: str) -> str:
     """A one-click link into the toolbar's Redis panel for this request ('' without it)."""
     request_id = getattr(request, "pdtb_id", None)  # set by the toolbar on requests it watches
@@ -393,8 +314,8 @@ def redis_down(exc: Exception, request: Any) -> Response:
 <ul>
 <li>Running <code>make demo</code>? Its console says whether its Redis server died.
 Stop the demo (Ctrl-C) and run <code>make demo</code> again: it starts a new server.</li>
-<li>Your own Redis (<code>pserve development.ini redis_port=…</code>)? Start it, or check
-the port: <code>redis-cli -p &lt;port&gt; ping</code>.</li>
+<li>Your own Redis (<code>redis_port</code> in <code>development.ini</code>)? Start it, or
+check the port: <code>redis-cli -p &lt;port&gt; ping</code>.</li>
 {check}
 <li>Then reload this page. Nothing else needs restarting: the connection pool reconnects
 by itself.</li>
@@ -459,18 +380,54 @@ def connection_counts(request: Any) -> dict[str, int]:
     return {name: int(figures["client_list"]) for name, figures in count(request.registry).items()}
 
 
+def render_late_errors(environ: dict[str, Any], router: Any) -> Any:
+    """Execution policy: an error raised after the view returned also gets the app's
+    exception views (the 503 page), not the WSGI server's bare 500.
+
+    Response and finished callbacks run outside the tweens, so exception views do not
+    see what they raise: pyramid_session_redis writes the session in one, and with Redis
+    down that write raised through to waitress. Pyramid 1.10's default policy did this;
+    Pyramid 2's does not (docs/reference/troubleshooting.rst).
+    """
+    with router.request_context(environ) as request:
+        try:
+            return router.invoke_request(request)
+        except Exception:  # noqa: BLE001 - re-raised when no exception view matches
+            return request.invoke_exception_view(reraise=True)
+
+
+def check_redis_port(global_config: dict[str, Any], settings: dict[str, Any]) -> None:
+    """``pserve development.ini redis_port=N`` cannot change a port the file's [DEFAULT]
+    sets (PasteDeploy keeps the file's value): refuse it rather than silently use 6399."""
+    given = global_config.get("redis_port")
+    url = settings.get("redis.url", "")
+    if given is None or not url:
+        return
+    used = urlsplit(url).port
+    if str(used) != str(given).strip():
+        raise ConfigurationError(
+            f"redis_port={given} after the ini file's name is not used: the file's [DEFAULT] "
+            f"sets redis_port, which PasteDeploy keeps (redis.url is {url}). Change "
+            "redis_port in the file instead."
+        )
+
+
 def main(global_config: dict[str, Any], **settings: Any) -> Any:
     """Paste app factory (development.ini: ``use = call:demo_app:main``)."""
+    check_redis_port(global_config, settings)
     with Configurator(settings=settings) as config:
         # pyramid_redisx itself (and the toolbar) come from ``pyramid.includes`` in the ini.
+        config.set_execution_policy(render_late_errors)
         config.add_route("home", "/")
         config.add_route("report", "/report")
         config.add_route("api_stats", "/api/stats")
         config.add_route("open_redis_panel", "/toolbar/redis/{request_id}")
+        config.add_route("favicon", "/favicon.ico")
         config.add_view(home, route_name="home", request_method="GET")
         config.add_view(report, route_name="report", request_method="GET")
         config.add_view(api_stats, route_name="api_stats", request_method="GET", renderer="json")
         config.add_view(open_redis_panel, route_name="open_redis_panel", request_method="GET")
+        config.add_view(favicon, route_name="favicon", request_method="GET")
         for error in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             config.add_view(redis_down, context=error)
         config.registry.demo_extra_pages = include_integrations(config)

@@ -23,9 +23,9 @@ from typing import Any
 from pyramid.config import Configurator
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.response import Response
-from requests_cache import CachedSession
 
-from pyramid_redisx.http_cache import http_cache_backend
+from demo_app.layout import render
+from pyramid_redisx.http_cache import http_cache_session
 from pyramid_redisx.pools import pool_figures
 from pyramid_redisx.queue import MessageQueue, QueueEmpty
 from pyramid_redisx.request import client_set
@@ -76,26 +76,55 @@ def connection_counts(registry: Any) -> dict[str, dict[str, int]]:
     return counts
 
 
-def page(title: str, body: str) -> Response:
-    return Response(
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}"
-        f"</title></head><body><h1>{escape(title)}</h1>{body}"
-        "<p><a href='/integrations'>integrations</a> · <a href='/'>home</a></p></body></html>"
+# The integration pages, for the line of links at the top of each.
+PAGES = (
+    ("Overview", "integrations"),
+    ("Sessions", "integrations.name"),
+    ("HTTP cache", "integrations.http_cache"),
+    ("Message queue", "integrations.queue"),
+)
+
+
+def page(request: Any, title: str, lede: str, body: str) -> Response:
+    """An integration page in the demo's layout, with links to the others."""
+    links = " · ".join(
+        f'<a href="{escape(request.route_path(name))}"'
+        f"{' class=here' if request.matched_route and request.matched_route.name == name else ''}>"
+        f"{escape(label)}</a>"
+        for label, name in PAGES
+    )
+    return render(
+        request,
+        title,
+        f'<p class="how" id="integration-pages">Integrations: {links}</p>'
+        f'<h1>{escape(title)}</h1><p class="lede">{lede}</p>{body}',
     )
 
 
 def overview(request: Any) -> Response:
     rows = "".join(
-        f"<tr><td>{escape(name)}</td><td>{c['client_list']}</td><td>{c['pool']}</td></tr>"
+        f'<tr><td>{escape(name)}</td><td class="n">{c["client_list"]}</td>'
+        f'<td class="n">{c["pool"]}</td></tr>'
         for name, c in connection_counts(request.registry).items()
     )
     return page(
+        request,
         "Integrations on one pool per client",
-        "<ul><li><a href='/integrations/name'>sessions: remember my name</a></li>"
-        "<li><a href='/integrations/http-cache'>HTTP cache</a></li>"
-        "<li><a href='/integrations/queue'>message queue</a></li></ul>"
-        "<table><tr><th>client</th><th>CLIENT LIST connections</th><th>its pool</th></tr>"
-        f"{rows}</table>",
+        "Sessions, the HTTP cache and the queue take their connections from the app's "
+        "clients: no pool of their own.",
+        '<div class="grid"><section class="card" id="integration-list"><h2>Try them</h2><ul>'
+        f'<li><a href="{request.route_path("integrations.name")}">Sessions</a>: remember my '
+        "name (pyramid_session_redis)</li>"
+        f'<li><a href="{request.route_path("integrations.http_cache")}">HTTP cache</a>: '
+        "requests-cache on Redis, a miss then hits</li>"
+        f'<li><a href="{request.route_path("integrations.queue")}">Message queue</a>: '
+        "enqueue, then drain</li></ul></section>"
+        '<section class="card" id="client-list"><h2>Connections</h2>'
+        '<table><thead><tr><th>client</th><th class="n">CLIENT LIST connections</th>'
+        f'<th class="n">its pool</th></tr></thead><tbody>{rows}</tbody></table>'
+        '<p class="how">The same number, or one more (the health view keeps a connection '
+        "of its own): nothing but the client's pool talks to its database.</p>"
+        "</section></div>",
     )
 
 
@@ -106,9 +135,13 @@ def remember_name(request: Any) -> Response:
     name = request.session.get("name")
     greeting = f"Hello, {escape(name)}!" if name else "I don't know your name yet."
     return page(
+        request,
         "Sessions",
-        f"<p class='greeting'>{greeting}</p><form method='post'>"
-        "<input name='name' placeholder='your name'> <button>Remember me</button></form>",
+        "pyramid_session_redis, its connection from <code>pyramid_redisx.sessions."
+        "client_callable</code>: the request's own client.",
+        f"<section class='card'><p class='greeting'>{greeting}</p><form method='post'>"
+        "<input name='name' placeholder='your name'> <button>Remember me</button></form>"
+        "</section>",
     )
 
 
@@ -119,17 +152,19 @@ def origin(request: Any) -> Response:
 
 
 def http_cache_page(request: Any) -> Response:
-    backend = http_cache_backend(
+    with http_cache_session(
         request, namespace=HTTP_CACHE_NAMESPACE, expire_after=HTTP_CACHE_SECONDS
-    )
-    with CachedSession(backend=backend) as session:
+    ) as session:
         fetched = session.get(request.route_url("integrations.origin"), timeout=5)
     state = "hit" if fetched.from_cache else "miss"
     return page(
+        request,
         "HTTP cache",
-        f"<p>Fetched <code>/integrations/origin</code>: <strong class='state'>{state}"
-        f"</strong> (cached for {HTTP_CACHE_SECONDS} s)</p>"
-        f"<p>Its body: <code class='body'>{escape(fetched.text)}</code></p>",
+        "requests-cache with <code>http_cache_session(request)</code>: responses kept in "
+        "Redis, on the app's pool.",
+        f"<section class='card'><p>Fetched <code>/integrations/origin</code>: "
+        f"<strong class='state'>{state}</strong> (cached for {HTTP_CACHE_SECONDS} s)</p>"
+        f"<p>Its body: <code class='body'>{escape(fetched.text)}</code></p></section>",
     )
 
 
@@ -139,10 +174,12 @@ def queue_page(request: Any) -> Response:
         queue.put(request.POST.get("message", "")[:200], timeout=1)
         return HTTPSeeOther(request.route_url("integrations.queue"))
     return page(
+        request,
         "Message queue",
-        f"<p><span class='length'>{len(queue)}</span> messages waiting. "
-        "<a href='/integrations/queue/drain'>drain them</a></p>"
-        "<form method='post'><input name='message'> <button>Enqueue</button></form>",
+        "<code>MessageQueue(request.redis, name)</code>: RPUSH to enqueue, BLPOP to take.",
+        f"<section class='card'><p><span class='length'>{len(queue)}</span> messages "
+        f"waiting. <a href='{request.route_path('integrations.drain')}'>drain them</a></p>"
+        "<form method='post'><input name='message'> <button>Enqueue</button></form></section>",
     )
 
 
@@ -157,4 +194,9 @@ def drain(request: Any) -> Response:
     except QueueEmpty:
         pass
     items = "".join(f"<li>{escape(m)}</li>" for m in messages) or "<li>(empty)</li>"
-    return page("Drained", f"<ol class='drained'>{items}</ol>")
+    return page(
+        request,
+        "Drained",
+        "Every message that was waiting, oldest first.",
+        f"<section class='card'><ol class='drained'>{items}</ol></section>",
+    )

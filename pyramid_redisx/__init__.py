@@ -11,12 +11,25 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .config import add_redis_client, includeme
-from .errors import CommandMayHaveBeenApplied, RedisSettingsError, RedisUnavailable
-from .http_cache import http_cache_backend
-from .queue import MessageQueue, QueueEmpty, QueueFull
-from .request import get_redis
-from .tm import RedisTransactionError
+from . import redis_py
+from .errors import (
+    CommandMayHaveBeenApplied,
+    RedisCircuitOpen,
+    RedisPyUnsupported,
+    RedisSettingsError,
+    RedisUnavailable,
+)
+
+try:
+    from .config import add_redis_client, includeme
+    from .failsoft import fail_soft
+    from .http_cache import http_cache_backend, http_cache_session
+    from .queue import MessageQueue, QueueEmpty, QueueFull
+    from .request import get_redis
+    from .tm import RedisTransactionError
+except ImportError:  # a name moved in redis-py: say which, and the fix, not just where
+    redis_py.check()  # raises RedisPyUnsupported when the installed redis-py differs
+    raise
 
 if TYPE_CHECKING:  # real types for type checkers; imported on first use at run time
     from .aio import close_async_redis, get_async_redis
@@ -34,14 +47,18 @@ __all__ = [
     "MessageQueue",
     "QueueEmpty",
     "QueueFull",
+    "RedisCircuitOpen",
+    "RedisPyUnsupported",
     "RedisSettingsError",
     "RedisTransactionError",
     "RedisUnavailable",
     "add_redis_client",
     "close_async_redis",
+    "fail_soft",
     "get_async_redis",
     "get_redis",
     "http_cache_backend",
+    "http_cache_session",
     "includeme",
 ]
 __version__ = "0.1.0"

@@ -44,9 +44,10 @@ from .cluster import (
     marking,
     pipeline_not_sent_again,
 )
+from .errors import is_error_reply
 from .pools import connection_kwargs
+from .pubsub import SubscribedAsyncPubSub
 from .retries import (
-    is_error_reply,
     may_have_been_applied,
     reads_only,
     retry_arguments,
@@ -89,7 +90,10 @@ class _AsyncClients:
                 yield
             finally:
                 self.closers.pop(loop, None)
-                if not loop.is_closed():
+                # Never in a forked child (the garbage collector finalizes a copy of this
+                # generator there): closing the parent's clients would unregister their
+                # sockets from the event loop's epoll, which parent and child share.
+                if os.getpid() == self.pid and not loop.is_closed():
                     await _close_all(self.by_loop.pop(loop, {}))
 
         agen = self.closers[loop] = closer()
@@ -200,6 +204,12 @@ class WriteSafeAsyncRedis(redis.asyncio.Redis):
         )
         pipe.redisx_retry_writes = self.redisx_retry_writes
         return pipe
+
+    def pubsub(self, **kwargs: Any) -> Any:
+        """A pubsub that raises when the server drops its subscription (pubsub.py)."""
+        return SubscribedAsyncPubSub(
+            self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs
+        )
 
 
 # ------------------------------------------------ Cluster: the write-safe retry rule

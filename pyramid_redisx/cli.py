@@ -48,6 +48,12 @@ def read_settings(
             raise IniError(f"variable {number} after the file name is not name=value")
         options[name] = value
     path = config_uri.partition("#")[0]
+    shadowed = sorted(set(options) & _file_defaults(path))
+    if shadowed:  # pserve would ignore them: checking their values would check another app
+        raise IniError(
+            f"{path}: {shadowed[0]} is set in [DEFAULT], and pserve keeps that value over "
+            f"{shadowed[0]}=... after the file name (PasteDeploy): change it in the file"
+        )
     try:
         return dict(get_appsettings(config_uri, options=options))
     except configparser.InterpolationMissingOptionError as exc:
@@ -73,7 +79,19 @@ def read_settings(
 
 
 def _example(variable: str) -> str:
-    return "6379" if variable.endswith("port") else "VALUE"
+    return "<port>" if variable.endswith("port") else "<value>"
+
+
+def _file_defaults(path: str) -> set[str]:
+    """Names the file's own [DEFAULT] section sets ('' when it cannot be read: the
+    settings reader reports that)."""
+    parser = configparser.RawConfigParser(strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # as PasteDeploy: case kept
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeError):
+        return set()
+    return set(parser.defaults())
 
 
 def configure(settings: dict[str, Any]) -> dict[str, RedisOptions]:
@@ -99,7 +117,21 @@ def _pool_settings(options: RedisOptions) -> str:
     return (
         f"max_connections={options.max_connections} blocking={str(options.blocking).lower()} "
         f"pool_timeout={options.pool_timeout:g}s socket_timeout={options.socket_timeout:g}s "
-        f"socket_connect_timeout={options.socket_connect_timeout:g}s retries={options.retries}"
+        f"socket_connect_timeout={options.socket_connect_timeout:g}s retries={options.retries} "
+        f"{_breaker(options)}"
+    )
+
+
+def _breaker(options: RedisOptions) -> str:
+    """The circuit breaker's settings. A circuit lives in each app process and this command
+    is a new process: it shows what the app's circuits do, not their state (the health
+    view reports that, per process)."""
+    if not options.breaker_failures:
+        return "circuit=off"
+    soft = " fail_soft=true" if options.fail_soft else ""
+    return (
+        f"breaker_failures={options.breaker_failures} "
+        f"breaker_cooldown={options.breaker_cooldown:g}s{soft}"
     )
 
 
@@ -124,7 +156,8 @@ def check(clients: dict[str, RedisOptions], out: TextIO) -> int:
             )
         else:
             failed += 1
-            print(f"{name:<{width}}  DOWN  {options.url}  {result.error}", file=out)
+            print(f"{name:<{width}}  DOWN  {options.url}  {result.error}  {_breaker(options)}",
+                  file=out)  # fmt: skip
     return 1 if failed else 0
 
 
@@ -165,7 +198,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser.add_argument("config_uri", help="ini file, optionally file.ini#section")
     parser.add_argument(
         "variables", nargs="*", metavar="name=value",
-        help="ini interpolation variables, as for pserve (e.g. redis_port=6379)",
+        help="ini interpolation variables, as for pserve (e.g. redis_port=6379); "
+        "not one the file's [DEFAULT] sets (pserve would ignore it)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:

@@ -25,15 +25,17 @@ from typing import Any
 from weakref import ref
 
 import redis
-from redis.client import CaseInsensitiveDict, Monitor, Pipeline, PubSub
+from redis.client import CaseInsensitiveDict, Monitor, Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 from redis.observability.recorder import is_enabled as observability_enabled
 
 from . import client_cache
 from .client_cache import CachedUsage, ClientCache
+from .errors import is_error_reply
 from .pools import NoQueue
-from .retries import is_error_reply, may_have_been_applied, reads_only
+from .pubsub import SubscribedPubSub
+from .retries import may_have_been_applied, reads_only
 from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
 from .topology import build_pool
 from .usage import ENDED, IN_TWEEN, TRACE, USAGES, Usage
@@ -52,9 +54,10 @@ def client_set(registry: Any) -> ClientSet:
     return clients  # type: ignore[no-any-return]
 
 
-class AccountedPubSub(PubSub):
-    """A request's ``PubSub``: redis-py's, noting the thread that used it last, so that
-    the end of the request closes it only if no other thread has used it since."""
+class AccountedPubSub(SubscribedPubSub):
+    """A request's ``PubSub``: redis-py's (with pubsub.py's rule for a dropped
+    subscription), noting the thread that used it last, so that the end of the request
+    closes it only if no other thread has used it since."""
 
     _redisx_thread: int | None = None
 
@@ -494,7 +497,11 @@ class AccountedRedis(redis.Redis):
         return pipe
 
     def pubsub(self, **kwargs: Any) -> Any:
-        pubsub = super().pubsub(**kwargs)
+        # redis.Redis.pubsub's own call, with a pubsub that raises when the server drops a
+        # subscription instead of resuming it silently through the retries (pubsub.py)
+        pubsub = SubscribedPubSub(
+            self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs
+        )
         if self._redisx_usage is not None:
             pubsub.__class__ = AccountedPubSub  # redis-py's object, noting who uses it
             self._redisx_usage.hold(pubsub)

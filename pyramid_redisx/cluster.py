@@ -28,6 +28,7 @@ from threading import get_ident
 from time import perf_counter
 from typing import Any
 
+import redis.cluster
 from redis.cluster import (
     ClusterNode,
     ClusterPipeline,
@@ -41,8 +42,14 @@ from redis.exceptions import AskError, MovedError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .breaker import NO_BREAKER, NoBreaker, guarded
 from .diagnose import classify, diagnose
-from .errors import CommandMayHaveBeenApplied, RedisUnavailable, TimeoutNotRetried
+from .errors import (
+    CommandMayHaveBeenApplied,
+    RedisUnavailable,
+    TimeoutNotRetried,
+    is_error_reply,
+)
 from .pools import (
     WatchedBlockingPool,
     WatchedPool,
@@ -51,7 +58,7 @@ from .pools import (
     connection_kwargs,
 )
 from .probe import Probe, new_connection, probe
-from .retries import is_error_reply, may_have_been_applied, reads_only, retry_policy
+from .retries import may_have_been_applied, reads_only, retry_policy
 from .settings import RedisOptions
 from .usage import Usage
 
@@ -70,6 +77,9 @@ _USED = "used"
 SENDING = "sending"
 READING = "reading"
 _SENT_ERRORS = (RedisConnectionError, RedisTimeoutError)
+# A pipeline command's result before a node answered it: None on redis-py 8.1, a sentinel
+# on 8.2 (where None is a nil reply, an answer).
+_UNANSWERED = getattr(redis.cluster, "_UNANSWERED", None)
 # MOVED and ASK replies received by this process's node connections (sync and asyncio),
 # for telemetry: redis-py follows them inside its loops, where nothing else sees them.
 REDIRECTIONS: Counter[str] = Counter()
@@ -166,7 +176,7 @@ def pipeline_not_sent_again(client: Any, stack: Any, error: Exception) -> Except
         return error
     if isinstance(error, RedisTimeoutError):  # sent or not, as with a standalone server
         return _instead_of_sending_again(client, [], error)
-    if not getattr(error, "redisx_stage", None) and all(c.result is None for c in stack):
+    if not getattr(error, "redisx_stage", None) and all(c.result is _UNANSWERED for c in stack):
         return None
     instead = _instead_of_sending_again(client, [c.args[0] for c in stack], error)
     if instead is None or isinstance(error, _SENT_ERRORS):
@@ -271,6 +281,8 @@ def _node_pool(options: RedisOptions, wait_log: _WaitLog, **kwargs: Any) -> Any:
 class ClusterPools:
     """The node pools of one cluster client, seen as one pool (figures summed)."""
 
+    breaker: NoBreaker = NO_BREAKER  # the client's circuit, set by build_client
+
     def __init__(self, options: RedisOptions) -> None:
         self.options = options
         self.wait_log = _WaitLog()
@@ -357,6 +369,8 @@ class AccountedClusterPipeline(ClusterPipeline):
                 break
         return RedisCluster.execute_command(self, *args, **options)
 
+    _redisx_breaker: NoBreaker = NO_BREAKER  # the client's circuit (breaker.py)
+
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         self._redisx_thread = get_ident()  # queued, or WATCH and what it reads
         return super().execute_command(*args, **kwargs)
@@ -365,7 +379,7 @@ class AccountedClusterPipeline(ClusterPipeline):
         usage = self._redisx_usage
         count = len(self)
         if usage is None or not count:
-            return super().execute(raise_on_error)
+            return guarded(self._redisx_breaker, super().execute, raise_on_error)  # type: ignore[no-any-return]
         inner = (
             [c.args for c in self._execution_strategy.command_queue]
             if usage.trace is not None
@@ -379,7 +393,7 @@ class AccountedClusterPipeline(ClusterPipeline):
         started = perf_counter()
         failed = None
         try:
-            return super().execute(raise_on_error)
+            return guarded(self._redisx_breaker, super().execute, raise_on_error)  # type: ignore[no-any-return]
         except Exception as error:
             failed = error
             raise
@@ -415,15 +429,17 @@ class AccountedCluster(RedisCluster):
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         usage = self._redisx_usage
+        # One circuit for the client (breaker.py); none while redis-py's constructor runs.
+        breaker = getattr(getattr(self, "connection_pool", None), "breaker", NO_BREAKER)
         if usage is None:
-            return RedisCluster.execute_command(self, *args, **kwargs)
+            return guarded(breaker, RedisCluster.execute_command, self, *args, **kwargs)
         # The wait for a node's connection is not Redis time (it is ``waited_ms``).
         wait_log = self.connection_pool.wait_log
         waited = wait_log.total
         started = perf_counter()
         failed = None
         try:
-            return RedisCluster.execute_command(self, *args, **kwargs)
+            return guarded(breaker, RedisCluster.execute_command, self, *args, **kwargs)
         except Exception as error:
             failed = error
             raise
@@ -449,6 +465,7 @@ class AccountedCluster(RedisCluster):
         pipe.parent_execute_command = pipe._send_again
         pipe._redisx_retry_writes = self._redisx_retry_writes
         pipe._redisx_retry_on_timeout = self._redisx_retry_on_timeout
+        pipe._redisx_breaker = self.connection_pool.breaker
         usage = self._redisx_usage
         if usage is not None:
             pipe._redisx_usage = usage
@@ -489,6 +506,11 @@ def build_client(options: RedisOptions, pools: ClusterPools) -> AccountedCluster
         **kwargs,
     )
     client.connection_pool = pools
+    # One circuit for the whole client, gated around redis-py's cluster loops (which
+    # route around a failed master once the cluster fails over): it opens when the
+    # client's commands fail in a row, i.e. when the cluster is unreachable from here.
+    pools.breaker = client.retry.breaker  # type: ignore[attr-defined]
+    pools.breaker.attach(pools)
     client._redisx_retry_on_timeout = options.retry_on_timeout
     client.disconnect_connection_pools()  # no socket kept from configuration time
     return client

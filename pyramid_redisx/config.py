@@ -12,7 +12,10 @@ from pyramid.exceptions import ConfigurationConflictError
 from .client import STATE, ClientSet, client_set
 from .errors import RedisSettingsError
 from .health import health_view
+from .http_cache import parse_http_cache_settings
+from .redis_py import check as check_redis_py
 from .request import RequestAttributes, on_new_response
+from .sessions import check_sessions_client
 from .settings import (
     DEFAULT_CLIENT,
     PREFIX,
@@ -40,6 +43,9 @@ def includeme(config: Any) -> None:
 
     - parses the ``redis.*`` settings now (a bad value raises ``RedisSettingsError``
       from ``config.include``), and again at commit if they changed meanwhile;
+    - checks the installed redis-py: a version outside the tested range (unless
+      ``redis.allow_redis_py`` names it) or one whose internals differ from what the
+      add-on replaces raises ``RedisPyUnsupported`` from ``config.include``;
     - declares the ``default`` client and those named in ``redis.clients``: one
       connection pool per distinct option set, kept on the registry, no connection
       opened yet;
@@ -53,7 +59,8 @@ def includeme(config: Any) -> None:
     - with ``redis.health_route``, a JSON health view at that path;
     - with ``redis.tracing``, ``redis.metrics`` or ``redis.metrics_route``, telemetry
       (``pyramid_redisx.telemetry``): spans, metrics, a Prometheus view at that path;
-    - warns about unknown ``redis.*`` keys and rejects near misses of known ones.
+    - warns about unknown ``redis.*`` keys and rejects near misses of known ones;
+      checks the HTTP cache's ``redis.http_cache.*`` too (requests-cache not needed).
     """
     registry = config.registry
     if getattr(registry, _DECLARED, None) is not None:
@@ -61,6 +68,8 @@ def includeme(config: Any) -> None:
     settings = config.get_settings() or {}
     app = parse_app(settings)
     check_keys(settings, app.clients, top_level_only=True)
+    parse_http_cache_settings(settings)
+    check_redis_py(app.allow_redis_py)  # a tested redis-py whose internals match, or no app
     setattr(registry, _DECLARED, {})
     setattr(registry, STATE, ClientSet(app))
 
@@ -145,11 +154,14 @@ def _finish_configuration(config: Any, snapshot: dict[str, Any]) -> None:
     clients = client_set(registry)
     if _redis_settings(settings) != snapshot:
         clients.app = parse_app(settings)
+        parse_http_cache_settings(settings)
     if clients.app.sessions_client not in clients.options:
         raise RedisSettingsError(
             PREFIX + "sessions_client", clients.app.sessions_client,
             f"no client named {clients.app.sessions_client!r}; declared: {', '.join(clients.options)}",
         )  # fmt: skip
-    names = [name for name in getattr(registry, _DECLARED) if name != DEFAULT_CLIENT]
+    name = clients.app.sessions_client
+    check_sessions_client(settings, name, clients.options[name])
+    names = [other for other in getattr(registry, _DECLARED) if other != DEFAULT_CLIENT]
     for warning in check_keys(settings, names):
         log.warning(warning)

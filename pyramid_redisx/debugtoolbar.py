@@ -25,6 +25,7 @@ from pyramid_debugtoolbar.panels.settings import (  # type: ignore[import-untype
     SettingsDebugPanel,
 )
 
+from .breaker import breaker_of
 from .pools import pool_figures
 from .redact import MASK, looks_secret, redact_value
 from .usage import CACHE_HIT, TRACE, USAGES, Usage, command_name
@@ -99,6 +100,8 @@ class ClientFigures:
     max: int
     waited_ms: float
     untraced: bool = False  # commands ran before the toolbar asked for the trace
+    circuit: str = "closed"  # the pool's circuit at the end of the request (breaker.py)
+    soft_failures: int = 0  # this request's fail-soft calls that got a default
     cache: dict[str, Any] | None = None  # client cache: this request's and the process's
 
 
@@ -130,7 +133,8 @@ def summarize(usages: list[Usage]) -> Summary:
                 summary.slowest = entry
         pool = pool_figures(usage.pool)
         figures = (pool.in_use, pool.idle, pool.max, usage.waited * 1000, usage.trace is None)
-        client = ClientFigures(usage.name, usage.commands, usage.seconds * 1000, *figures)
+        outage = (breaker_of(usage.pool).state, getattr(usage, "soft_failures", 0))
+        client = ClientFigures(usage.name, usage.commands, usage.seconds * 1000, *figures, *outage)
         if usage.cache is not None:
             client.cache = {
                 "request_hits": usage.cache_hits,
@@ -152,9 +156,20 @@ def _command_html(command: Command) -> str:
     return f"<code>{escape(command.name)}</code> {escape(command.key)} <code>{args}</code>"
 
 
+# The toolbar floats its tabs in rows: with its eight panels and ours, a 1280 px window
+# put the Redis tab alone on a second row. Every panel's content is on the toolbar page
+# (hidden until its tab is chosen), so this style keeps the tabs in one row, a little
+# tighter, whichever tab is shown; a window too narrow for them scrolls the row.
+TABS_IN_ONE_ROW = (
+    "<style>.pDebugPanels .nav-tabs{display:flex;flex-wrap:nowrap;overflow-x:auto;"
+    "overflow-y:hidden}.pDebugPanels .nav-tabs>li{flex:none}"
+    ".pDebugPanels .nav-tabs>li>a{padding-left:6px;padding-right:6px}</style>"
+)
+
+
 def render(summary: Summary) -> str:
     """The panel's HTML; every value is escaped."""
-    return f'<div class="redisx-panel">{_body(summary)}</div>'
+    return f'{TABS_IN_ONE_ROW}<div class="redisx-panel">{_body(summary)}</div>'
 
 
 def _body(summary: Summary) -> str:
@@ -194,14 +209,16 @@ def _body(summary: Summary) -> str:
         "</tbody></table><h4>Pools</h4>"
         '<table class="table table-condensed redisx-pools"><thead><tr><th>Client</th>'
         "<th>Commands</th><th>ms</th><th>In use</th><th>Idle</th><th>Max</th>"
-        "<th>Waited (ms)</th></tr></thead><tbody>"
+        "<th>Waited (ms)</th><th>Circuit</th><th>Soft failures</th></tr></thead><tbody>"
     )
     for client in summary.clients:
         note = " (some ran before the toolbar; not listed)" if client.untraced else ""
         parts.append(
             f"<tr><td>{escape(client.name)}{note}</td><td>{client.commands}</td>"
             f"<td>{client.ms:.2f}</td><td>{client.in_use}</td><td>{client.idle}</td>"
-            f"<td>{client.max}</td><td>{client.waited_ms:.2f}</td></tr>"
+            f"<td>{client.max}</td><td>{client.waited_ms:.2f}</td>"
+            f'<td class="redisx-circuit">{escape(client.circuit)}</td>'
+            f"<td>{client.soft_failures}</td></tr>"
         )
     parts.append("</tbody></table>")
     cached = [client for client in summary.clients if client.cache is not None]
@@ -242,9 +259,10 @@ class RedisPanel(DebugPanel):
         request, self.request = self.request, None  # the history must not keep the request
         self.summary = summarize(list(request.__dict__.get(USAGES) or ()))
         if self.summary.commands:
-            self.nav_subtitle = (
-                f"{_count(self.summary.commands, 'command')}, {self.summary.ms:.2f} ms"
-            )
+            # short, as the toolbar's own ("28.09ms"): the tab has to fit its row
+            self.nav_subtitle = f"{self.summary.commands} · {self.summary.ms:.1f}ms"
+            if any(c.circuit in ("open", "half-open") for c in self.summary.clients):
+                self.nav_subtitle += " · circuit open"
 
     def render_content(self, request: Any) -> str:
         return render(self.summary)

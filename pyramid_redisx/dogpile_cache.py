@@ -14,6 +14,11 @@ line and debug panel; elsewhere (scripts, workers) the process-wide client. The
 connection (URL, password, TLS, timeouts, pool) comes from the ``redis.*`` settings, so
 dogpile's connection arguments (``url``, ``host``, ``connection_pool``...) are refused.
 
+With ``redis.<name>.fail_soft = true`` an unreachable Redis (or an open circuit) is a
+miss: reads give ``NO_VALUE`` (the creator runs and its value is served), writes and
+deletes are skipped, and a distributed lock that cannot be taken is not waited for (the
+value is computed here); each such call is counted (``failsoft.py``).
+
 Needs the ``dogpile`` extra. The backend name is registered as a ``dogpile.cache``
 entry point and again when this module is imported.
 """
@@ -27,7 +32,9 @@ from dogpile.cache.api import NO_VALUE
 from dogpile.cache.backends.redis import RedisBackend
 from pyramid.threadlocal import get_current_request
 
-from .request import get_redis
+from .breaker import unavailable
+from .failsoft import note_soft_failure, soft_call
+from .request import client_set, get_redis
 from .settings import DEFAULT_CLIENT
 from .telemetry import cache_lookup
 
@@ -89,6 +96,7 @@ class RedisxBackend(RedisBackend):  # type: ignore[misc]
                 "= true); dogpile.cache stores pickled bytes: use a client with "
                 "decode_responses = false"
             )
+        self.fail_soft = client_set(self.registry).options[self.client_name].fail_soft
         self._process_client = client
         return client
 
@@ -96,16 +104,72 @@ class RedisxBackend(RedisBackend):  # type: ignore[misc]
     def reader_client(self) -> Any:  # type: ignore[override]
         return self.writer_client
 
+    # fail_soft: the same operations, a miss (or nothing) when Redis cannot be used now
+    fail_soft = False
+
+    def _soft(self, call: Any, default: Any, *args: Any) -> Any:
+        if self._process_client is None:
+            self._resolve()
+        if not self.fail_soft:
+            return call(*args)
+        return soft_call(self.writer_client, call, default, *args)
+
     def get_serialized(self, key: Any) -> Any:
-        value = super().get_serialized(key)
+        value = self._soft(super().get_serialized, NO_VALUE, key)
         cache_lookup(self.registry, "dogpile", value is not NO_VALUE)  # telemetry, when on
         return value
 
     def get_serialized_multi(self, keys: Any) -> Any:
-        values = super().get_serialized_multi(keys)
+        values = self._soft(super().get_serialized_multi, [NO_VALUE] * len(keys), keys)
         for value in values:
             cache_lookup(self.registry, "dogpile", value is not NO_VALUE)  # telemetry, when on
         return values
+
+    def set_serialized(self, key: Any, value: Any) -> None:
+        self._soft(super().set_serialized, None, key, value)
+
+    def set_serialized_multi(self, mapping: Any) -> None:
+        self._soft(super().set_serialized_multi, None, mapping)
+
+    def delete(self, key: Any) -> None:
+        self._soft(super().delete, None, key)
+
+    def delete_multi(self, keys: Any) -> None:
+        self._soft(super().delete_multi, None, keys)
+
+    def get_mutex(self, key: Any) -> Any:
+        mutex = super().get_mutex(key)
+        if mutex is None or not self.fail_soft:
+            return mutex
+        return _SoftMutex(self.writer_client, mutex)
+
+
+class _SoftMutex:
+    """dogpile's Redis lock, for a fail-soft client: a lock Redis cannot take is not waited
+    for (the caller computes the value itself), and its release is then skipped."""
+
+    def __init__(self, client: Any, mutex: Any) -> None:
+        self.client, self.mutex, self.soft = client, mutex, False
+
+    def acquire(self, wait: bool = True) -> Any:
+        self.soft = False
+        try:
+            return self.mutex.acquire(wait)
+        except Exception as error:
+            if not unavailable(error):
+                raise
+            note_soft_failure(self.client)
+            self.soft = True
+            return True
+
+    def release(self) -> Any:
+        if self.soft:
+            self.soft = False
+            return None
+        return soft_call(self.client, self.mutex.release, None)
+
+    def locked(self) -> bool:
+        return bool(soft_call(self.client, self.mutex.locked, False))
 
 
 register_backend(BACKEND, __name__, "RedisxBackend")

@@ -5,7 +5,10 @@ timeout and no retry. It does not take a connection from the app's pool: a satur
 pool would make the health check wait ``pool_timeout`` (or fail) although Redis is
 fine, and a down server would cost the pool's whole retry budget. It opens no new
 connection per call while the server is up, and never holds a pool connection, so a
-health check under load cannot leak one (cf. django-health-check #433).
+health check under load cannot leak one (cf. django-health-check #433). Its probe does
+not go through the circuit breaker: it answers within its timeout whatever the
+circuit's state, which it reports beside the probe (``"circuit"``), with the pool's
+soft failures.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import threading
 from typing import Any
 
 from . import topology
+from .breaker import breaker_of
 from .client import client_set
+from .failsoft import soft_failures
 from .pools import pool_figures
 from .probe import Probe, new_connection, probe
 from .settings import RedisOptions
@@ -69,12 +74,16 @@ def health(clients: Any, probes: HealthProbes) -> tuple[bool, dict[str, Any]]:
     results: dict[RedisOptions, Probe] = {}
     for name, options in clients.options.items():
         result = results.get(options) or results.setdefault(options, probes.probe(options))
-        figures = pool_figures(clients.clients[name].connection_pool)
+        pool = clients.clients[name].connection_pool
+        figures = pool_figures(pool)
         entry: dict[str, Any] = {
             "ok": result.ok,
             "latency_ms": result.latency_ms,
             "role": result.role,
             "pool": {"in_use": figures.in_use, "idle": figures.idle, "max": figures.max},
+            # this process's circuit (breaker.py): closed, open, half-open, or off
+            "circuit": breaker_of(pool).state,
+            "soft_failures": soft_failures(pool),
         }
         if result.nodes is not None:
             entry["nodes"] = result.nodes

@@ -1,18 +1,28 @@
-"""requests-cache on pyramid_redisx's pool: ``http_cache_backend``.
+"""requests-cache on pyramid_redisx's pool: ``http_cache_session`` and ``http_cache_backend``.
 
-    from requests_cache import CachedSession
-    session = CachedSession(backend=http_cache_backend(request))
+    with http_cache_session(request, namespace="weather") as session:
+        reply = session.get(url)
 
 The backend stores responses in Redis under ``<namespace>:<key>`` through the client
 ``name`` (bound to the request when given one, so its commands count for the request).
 Options come from the ``redis.http_cache.*`` settings, then from the arguments:
 
-* ``expire_after``: seconds, a span (``5 minutes``) or ``never``; becomes the session's
-  expiry unless the session was given one itself;
+* ``expire_after``: how long a response stays fresh: seconds, a span (``5 minutes``,
+  ``2 hours``, ``7 days``) or ``never``. A session's setting, not the backend's:
+  ``http_cache_session`` gives it to the session it makes unless told otherwise
+  (``expire_after=-1`` included); a ``CachedSession`` built by hand reads it from
+  ``backend.expire_after`` if asked (requests-cache's own default, -1, cannot be told
+  apart from an explicit -1, so it is never overridden behind the session's back);
 * ``ttl``: let Redis delete expired responses (requests-cache's default: true);
 * ``ttl_offset``: how long Redis keeps them after they expire (for revalidation).
 
-Needs the ``http-cache`` extra (requests-cache).
+With ``redis.<name>.fail_soft = true`` an unreachable Redis (or an open circuit) is a
+cache miss: the origin is called, its response served and not stored; each such call
+is counted (``failsoft.py``).
+
+Cache lifetimes are not waits: they accept up to a year, where the client's timeouts stop
+at a day. The settings are checked by ``config.include("pyramid_redisx")`` with every
+other ``redis.*`` key. Needs the ``http-cache`` extra (requests-cache).
 """
 
 from __future__ import annotations
@@ -25,31 +35,37 @@ from typing import Any
 from pyramid.registry import Registry
 
 from .errors import RedisSettingsError
-from .request import get_redis
+from .failsoft import soft_call
+from .request import client_set, get_redis
 from .settings import DEFAULT_CLIENT, duration, to_bool
 from .telemetry import cache_lookup
 
 SETTINGS_PREFIX = "redis.http_cache."
 NEVER = -1  # requests-cache's NEVER_EXPIRE
+LONGEST = (365 * 86_400.0, "365 days")  # a cache lifetime past a year is a typo
+SPANS = "30 seconds, 5 minutes, 2 hours, 7 days, 2 weeks"
+_lifetime = duration(limit=LONGEST, words=f"seconds or a span ({SPANS}) or never")
+_offset = duration(limit=LONGEST, words=f"seconds or a span ({SPANS})")
 
 
 def _expire_after(value: object) -> float:
     if isinstance(value, str) and value.strip().lower() in ("never", "-1"):
         return NEVER
-    if value == NEVER:
+    if value == NEVER and not isinstance(value, bool):
         return NEVER
-    return duration()(value)
+    try:
+        return _lifetime(value)
+    except ValueError as exc:
+        if "at most" in str(exc):  # "10 years" most likely means never
+            raise ValueError(f"{exc}, or never") from None
+        raise
 
 
 def _whole_seconds(value: object) -> int:
-    return math.ceil(duration()(value))  # Redis TTLs are whole seconds
+    return math.ceil(_offset(value))  # Redis TTLs are whole seconds
 
 
-_CONVERTERS = {
-    "expire_after": (_expire_after, "seconds, a span (5 minutes) or never"),
-    "ttl": (to_bool, "true or false"),
-    "ttl_offset": (_whole_seconds, "seconds or a span (1 hour)"),
-}
+_CONVERTERS = {"expire_after": _expire_after, "ttl": to_bool, "ttl_offset": _whole_seconds}
 
 
 def parse_http_cache_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,10 +84,10 @@ def parse_http_cache_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _convert(key: str, option: str, value: object) -> Any:
-    convert, accepted = _CONVERTERS[option]
     try:
-        return convert(value)
-    except (ValueError, TypeError, RedisSettingsError):
+        return _CONVERTERS[option](value)
+    except (ValueError, TypeError) as exc:
+        accepted = str(exc) if isinstance(exc, ValueError) else "expected text or a number"
         raise RedisSettingsError(key, value, accepted) from None
 
 
@@ -84,7 +100,9 @@ def http_cache_backend(
     """A requests-cache ``RedisCache`` on client ``name``'s pool, keys under ``namespace``.
 
     ``options``: ``expire_after``, ``ttl``, ``ttl_offset`` (over the settings), and any
-    other ``RedisCache`` argument (``serializer``...), passed on as is.
+    other ``RedisCache`` argument (``serializer``...), passed on as is. The expiry is kept
+    as ``backend.expire_after`` (``None`` when neither says): ``CachedSession`` does not
+    read it by itself; ``http_cache_session`` passes it on.
     """
     registry = (
         request_or_registry
@@ -101,14 +119,40 @@ def http_cache_backend(
     for option, value in options.items():
         merged[option] = _convert(option, option, value) if option in _CONVERTERS else value
     expire_after = merged.pop("expire_after", None)
-    backend = _backend_class()(namespace, connection=client, **merged)
-    backend.default_expire_after = expire_after
+    backend = _redis_cache()(namespace, connection=client, **merged)
+    backend.expire_after = expire_after
+    if client_set(registry).options[name].fail_soft:
+        backend.soft_client = client
     backend.redisx_registry = registry
     return backend
 
 
+_NOT_GIVEN: Any = object()
+
+
+def http_cache_session(
+    request_or_registry: Any,
+    name: str = DEFAULT_CLIENT,
+    namespace: str = "http_cache",
+    expire_after: Any = _NOT_GIVEN,
+    **session_options: Any,
+) -> Any:
+    """A requests-cache ``CachedSession`` on ``http_cache_backend(request_or_registry,
+    name, namespace)``, with the configured ``redis.http_cache.expire_after`` unless
+    ``expire_after`` is given (``-1`` or ``"never"``: never expires, whatever the
+    settings say). ``session_options`` go to ``CachedSession``. Close it (``with``)."""
+    backend = http_cache_backend(request_or_registry, name, namespace)
+    if expire_after is _NOT_GIVEN:
+        expire_after = NEVER if backend.expire_after is None else backend.expire_after
+    else:
+        expire_after = _convert("expire_after", "expire_after", expire_after)
+    from requests_cache import CachedSession  # optional: the http-cache extra
+
+    return CachedSession(backend=backend, expire_after=expire_after, **session_options)
+
+
 @functools.cache
-def _backend_class() -> type:
+def _redis_cache() -> type:
     try:
         from requests_cache.backends.redis import RedisCache  # optional: the http-cache extra
     except ImportError:
@@ -117,30 +161,35 @@ def _backend_class() -> type:
         ) from None
 
     class RedisxHttpCache(RedisCache):  # type: ignore[misc]
-        """``RedisCache`` that gives the session its configured expiry.
+        """``RedisCache`` that reports its lookups to the telemetry (when on) and, on a
+        client with ``fail_soft``, takes an unreachable Redis as a miss (failsoft.py).
 
-        ``CachedSession`` replaces the backend's settings with its own on creation: the
-        configured ``expire_after`` is applied then, unless the session set one.
+        It does not touch the session's settings: ``CachedSession``'s default expiry
+        (-1) cannot be told apart from an explicit -1 (``http_cache_session`` applies the
+        configured one instead).
         """
 
-        default_expire_after: float | None = None
-        _redisx_settings: Any = None
+        expire_after: float | None = None  # the configured one, for a session built by hand
+        soft_client: Any = None  # the client, when it fails soft
         redisx_registry: Any = None
 
         def get_response(self, key: str, default: Any = None) -> Any:
-            response = super().get_response(key, default)
+            if self.soft_client is None:
+                response = super().get_response(key, default)
+            else:
+                response = soft_call(self.soft_client, super().get_response, default, key, default)
             # telemetry, when on: a hit is a stored response, not the caller's default
             cache_lookup(self.redisx_registry, "http_cache", response is not default)
             return response
 
-        @property
-        def _settings(self) -> Any:
-            return self._redisx_settings
+        def save_response(self, *args: Any, **kwargs: Any) -> None:
+            if self.soft_client is None:
+                return super().save_response(*args, **kwargs)  # type: ignore[no-any-return]
+            return soft_call(self.soft_client, super().save_response, None, *args, **kwargs)  # type: ignore[no-any-return]
 
-        @_settings.setter
-        def _settings(self, value: Any) -> None:
-            if self.default_expire_after is not None and value.expire_after in (None, NEVER):
-                value.expire_after = self.default_expire_after
-            self._redisx_settings = value
+        def delete(self, *args: Any, **kwargs: Any) -> None:
+            if self.soft_client is None:
+                return super().delete(*args, **kwargs)  # type: ignore[no-any-return]
+            return soft_call(self.soft_client, super().delete, None, *args, **kwargs)  # type: ignore[no-any-return]
 
     return RedisxHttpCache

@@ -33,6 +33,8 @@ from redis.maint_notifications import MaintNotificationsConfig
 from redis.observability.recorder import is_enabled as observability_enabled
 from redis.retry import Retry
 
+from .breaker import NO_BREAKER, NoBreaker
+from .errors import PoolExhausted as PoolExhausted  # public here too (moved to errors)
 from .retries import retry_pauses, retry_policy
 from .settings import RedisOptions
 
@@ -108,9 +110,13 @@ class _WatchedPool:
     warn_at: int
     may_be_saturated: bool
     wait_log: _WaitLog
+    breaker: NoBreaker = NO_BREAKER
 
     def _watch(self, warn_ratio: float) -> None:
         self.warned: dict[str, tuple[float, int]] = {}  # stats: when each WARNING last went
+        # breaker: the circuit of this pool's connections (their retry policy's), if any
+        self.breaker = getattr(self.connection_kwargs.get("retry"), "breaker", NO_BREAKER)  # type: ignore[attr-defined]
+        self.breaker.attach(self)
         self.warn_at = max(1, math.ceil(self.max_connections * warn_ratio))
         self.may_be_saturated = False
         self._grown = 0
@@ -153,10 +159,6 @@ class _WatchedPool:
         raise NotImplementedError
 
 
-class PoolExhausted(RedisConnectionError):
-    """No free connection within ``pool_timeout``: names the client, not just the pool."""
-
-
 class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
     """redis-py's ``BlockingConnectionPool`` with a lean lend and give-back.
 
@@ -174,6 +176,8 @@ class WatchedBlockingPool(_WatchedPool, redis.BlockingConnectionPool):
     client_names: tuple[str, ...] = ()  # set by ClientSet.add: who shares this pool
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if self.breaker.dirty:
+            self.breaker.check()  # breaker: no checkout while the circuit is open
         try:
             if self.observed:
                 return super().get_connection(*args, **kwargs)

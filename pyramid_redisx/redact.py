@@ -29,7 +29,7 @@ def redact_url(url: str) -> str:
         head, sep, rest = url.partition(":")
     at = rest.rfind("@")
     secret = _secret_value_start(rest)
-    if secret is not None and secret < at:
+    if secret is not None and secret <= at:  # (== : the value starts with the '@')
         return head + sep + MASK
     if at >= 0:
         userinfo, rest = rest[:at], rest[at + 1 :]

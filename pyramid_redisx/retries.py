@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from .breaker import CLOSED, NO_BREAKER, NoBreaker, new_breaker
 from .errors import CommandMayHaveBeenApplied, TimeoutNotRetried
 from .settings import RedisOptions
 
@@ -50,18 +51,6 @@ def reads_only(name: Any) -> bool:
     return answer
 
 
-def is_error_reply(error: BaseException) -> bool:
-    """True when ``error`` is the server's answer, not a lost connection.
-
-    redis-py types some error *replies* as ``ConnectionError`` subclasses (``-LOADING``:
-    ``BusyLoadingError``; ``-WRONGPASS``, ``-NOAUTH``: ``AuthenticationError``; ``-ERR max
-    number of clients reached``). The server answered: it ran nothing, so the write-safe
-    rule does not apply and the error keeps its type. redis-py gives every error it
-    parses from a reply its code (``status_code``); an error of the socket has none.
-    """
-    return getattr(error, "status_code", None) is not None
-
-
 def may_have_been_applied(what: str, error: Exception) -> CommandMayHaveBeenApplied:
     return CommandMayHaveBeenApplied(
         f"{what} may have been applied: the connection failed after it was sent ({error}); "
@@ -75,12 +64,15 @@ def retryable(error: Exception) -> bool:
 
 class WriteSafeRetry(Retry):
     """redis-py's ``Retry``, except that it never retries ``CommandMayHaveBeenApplied``
-    (nor the Cluster client's ``TimeoutNotRetried``).
+    (nor the Cluster client's ``TimeoutNotRetried``), and that it is the circuit
+    breaker's gate (``breaker``): every connect, command and pipeline passes here.
 
     The clients raise that error for a connection error after a command that can change
     data was sent (``client``, ``cluster``, ``aio``); every place redis-py retries through the connection's
     policy (commands, pipelines, WATCH) then lets it through instead of sending again.
     """
+
+    breaker: NoBreaker = NO_BREAKER  # the pool's (each connection's copy shares it)
 
     def call_with_retry(
         self,
@@ -92,25 +84,43 @@ class WriteSafeRetry(Retry):
         # redis-py's loop (redis.retry.Retry.call_with_retry), run here rather than
         # through it: on the common path, one try that succeeds, this is one frame and
         # no closure per command, and the backoff is reset only once a try has failed.
+        # The circuit breaker (breaker.py) costs two attribute reads on that path.
+        breaker = self.breaker
+        probe = breaker.dirty and breaker.enter()  # breaker: RedisCircuitOpen while open
         failures = 0
         while True:
             try:
-                return do()
+                result = do()
             except self._supported_errors as error:
-                if not retryable(error) or (is_retryable is not None and not is_retryable(error)):
+                if (
+                    probe  # breaker: the half-open probe is tried once
+                    or not retryable(error)
+                    or (is_retryable is not None and not is_retryable(error))
+                ):
+                    breaker.failed(error, probe)  # breaker: counts failures to reach
                     raise
                 failures += 1
                 if with_failure_count:
                     fail(error, failures)
                 else:
                     fail(error)
-                if self._retries >= 0 and failures > self._retries:
+                if (self._retries >= 0 and failures > self._retries) or (
+                    breaker.dirty and breaker.state != CLOSED  # breaker: open, or probing
+                ):
+                    breaker.failed(error)  # breaker: and stops retrying once open
                     raise error
                 if failures == 1:
                     self._backoff.reset()
                 pause = self._backoff.compute(failures)
                 if pause > 0:
                     sleep(pause)
+            except BaseException as error:
+                breaker.failed(error, probe)  # breaker: a timeout not retried counts too
+                raise
+            else:
+                if breaker.dirty:
+                    breaker.succeeded(probe)  # breaker: closes, or clears the count
+                return result
 
 
 def retry_arguments(options: RedisOptions) -> dict[str, Any]:
@@ -131,7 +141,9 @@ def retry_policy(options: RedisOptions) -> Retry:
     A connection error after a command that can change data was sent is not retried
     unless ``retry_writes`` (the clients raise ``CommandMayHaveBeenApplied`` instead).
     """
-    return WriteSafeRetry(**retry_arguments(options))
+    policy = WriteSafeRetry(**retry_arguments(options))
+    policy.breaker = new_breaker(options)  # breaker: one per pool built from options
+    return policy
 
 
 def retry_pauses(options: RedisOptions) -> float:

@@ -15,7 +15,8 @@ thread per process, started at the first checkout, so a ``--preload`` parent tha
 only configured the app runs none; restarted in a forked child at its first checkout)
 subscribes to ``+switch-master`` on every Sentinel and moves the pool as soon as one
 announces the new master: idle connections are closed, busy ones are dropped when
-given back. ``redis.sentinel_listener = false`` turns it off.
+given back, and the pool's circuit closes (``breaker.py``: the new master has not
+failed). ``redis.sentinel_listener = false`` turns it off.
 """
 
 from __future__ import annotations
@@ -175,6 +176,10 @@ class _SentinelPool:
         if inuse_connections:  # closing the pool (ClientSet.close): stop listening for it
             self._listening_pid = None
             LISTENER.unwatch(self)
+        else:  # the master moved (switch_master, or redis-py's proxy saw a new address):
+            # a new server, so the circuit closes (breaker.py)
+            address = getattr(self.proxy, "master_address", None) if self.is_master else None
+            self.breaker.failover(f"{address[0]}:{address[1]}" if address else "a new master")  # type: ignore[attr-defined]
         super().disconnect(inuse_connections)  # type: ignore[misc]
 
 

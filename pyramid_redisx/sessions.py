@@ -9,18 +9,30 @@ session's commands go through the app's pool and show in the per-request stats l
 the debug toolbar's Redis panel. The client is ``redis.sessions_client`` (default
 ``default``); the packages' own connection keys (``redis.sessions.url``, ``host``,
 ``password``...) are then not used, and a WARNING says so once.
+
+Both packages read back what they wrote as bytes: a pickle by default, and
+pyramid_session_redis hashes the stored value whatever the serializer. A client with
+``decode_responses = true`` hands them ``str`` instead (every request after the first with
+that cookie raised ``UnicodeDecodeError``, or ``TypeError`` with a JSON serializer), so
+``check_sessions_client`` refuses it at startup.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from .client import client_set
+from .errors import RedisSettingsError
 from .request import get_redis
+from .settings import RedisOptions, client_key
 
 log = logging.getLogger("pyramid_redisx.sessions")
 
+# The hook's key in pyramid_session_redis (Pyramid 2) and pyramid_redis_sessions (1.10).
+HOOK_KEYS = ("redis.sessions.redis_client_callable", "redis.sessions.client_callable")
+HOOK_NAMES = ("pyramid_redisx.sessions.client_callable", "pyramid_redisx.sessions:client_callable")
 # Connection keys of the session packages that our callable makes them ignore.
 _IGNORED = ("url", "host", "port", "db", "password", "unix_socket_path", "connection_pool")
 _WARNED = "pyramid_redisx_sessions_warned"  # registry attribute: warned once
@@ -53,3 +65,24 @@ def _warn_ignored(settings: Any, name: str) -> None:
             ", ".join(sorted(keys)),
             name,
         )
+
+
+def check_sessions_client(settings: Mapping[str, Any], name: str, options: RedisOptions) -> None:
+    """At commit: sessions on our hook need a client that returns bytes.
+
+    ``RedisSettingsError`` naming the sessions client's ``decode_responses`` key when that
+    client decodes responses (whatever serializer the session package was given).
+    """
+    hook = next((key for key in HOOK_KEYS if _is_our_hook(settings.get(key))), None)
+    if hook is None or not options.decode_responses:
+        return
+    raise RedisSettingsError(
+        client_key(name, "decode_responses"), "true",
+        f"sessions ({hook}) read back what they stored as bytes, which a client that "
+        "decodes responses turns into str: give them a client with decode_responses = false "
+        "(declare one with the same URL and name it in redis.sessions_client)",
+    )  # fmt: skip
+
+
+def _is_our_hook(value: Any) -> bool:
+    return value is client_callable or (isinstance(value, str) and value.strip() in HOOK_NAMES)

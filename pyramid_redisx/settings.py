@@ -67,14 +67,17 @@ _UNITS = {
     "ms": 0.001, "msec": 0.001, "msecs": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
     "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0,
     "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hr": 3600.0, "hrs": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+    "w": 604800.0, "week": 604800.0, "weeks": 604800.0,
 }  # fmt: skip
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.I)
 _DURATION_WORDS = "seconds (0.2) or a span (200 milliseconds, 3 seconds, 250ms)"
 
 
-def _seconds(value: object) -> float:
+def _seconds(value: object, words: str = _DURATION_WORDS) -> float:
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration: {_DURATION_WORDS}")
+        raise ValueError(f"expected a duration: {words}")
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, (int, float)):
@@ -85,22 +88,35 @@ def _seconds(value: object) -> float:
             unit = match.group(2).lower() or "s"
             if unit in _UNITS:
                 return float(match.group(1)) * _UNITS[unit]
-    raise ValueError(f"expected a duration: {_DURATION_WORDS}")
+    raise ValueError(f"expected a duration: {words}")
 
 
-# Longest duration accepted: the socket layer refuses timeouts past ~9.2e9 s (OverflowError
-# at the first request), and no Redis wait should come near a day.
+# Longest duration accepted by default: the socket layer refuses timeouts past ~9.2e9 s
+# (OverflowError at the first request), and no Redis wait should come near a day. Keys
+# that are not waits (an HTTP cache's expiry) pass a longer ``limit``.
 MAX_SECONDS = 86_400.0
 
 
-def duration(minimum: float = 0.0, *, allow_zero: bool = True) -> Callable[[object], float]:
+def duration(
+    minimum: float = 0.0,
+    *,
+    allow_zero: bool = True,
+    limit: tuple[float, str] = (MAX_SECONDS, "one day"),
+    words: str = _DURATION_WORDS,
+) -> Callable[[object], float]:
+    """A converter to seconds. ``limit`` is (the longest accepted, in seconds, as a span in
+    words); ``words`` says what is accepted, and every example it gives must convert."""
+    longest, longest_words = limit
+
     def convert(value: object) -> float:
-        seconds = _seconds(value)
+        seconds = _seconds(value, words)
         if seconds < minimum or (seconds == 0 and not allow_zero) or seconds != seconds:
             more = "greater than 0" if not allow_zero else f"at least {minimum:g}"
-            raise ValueError(f"expected a duration {more}: {_DURATION_WORDS}")
-        if seconds > MAX_SECONDS:
-            raise ValueError(f"expected a duration of at most {MAX_SECONDS:.0f} seconds (one day)")
+            raise ValueError(f"expected a duration {more}: {words}")
+        if seconds > longest:
+            raise ValueError(
+                f"expected a duration of at most {longest:.0f} seconds ({longest_words})"
+            )
         return seconds
 
     return convert
@@ -172,6 +188,13 @@ def text(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("expected text")
     return value.strip()
+
+
+def version(value: object) -> str:
+    """A redis-py version for ``redis.allow_redis_py``: ``8.3`` (any 8.3.x) or ``8.3.0``."""
+    if isinstance(value, str) and re.fullmatch(r"\d+\.\d+(\.\d+)?", value.strip()):
+        return value.strip()
+    raise ValueError("expected a redis-py version: 8.3 (any 8.3.x) or 8.3.0")
 
 
 def client_name(value: object) -> str:
@@ -379,6 +402,9 @@ CLIENT_SETTINGS: tuple[Setting, ...] = (
     Setting("cluster_nodes", optional(host_port_list), None, "Cluster: further seed nodes (host:port list) besides redis.url's"),
     Setting("load_balancing_strategy", optional(balancing), None, "Cluster reads: round_robin, round_robin_replicas, random or random_replica (unset: masters only)"),
     Setting("require_full_coverage", to_bool, True, "Cluster: refuse to start unless every hash slot is served"),
+    Setting("breaker_failures", integer(0, 10_000), 5, "failures to reach the server in a row that open the circuit: commands then fail at once with RedisCircuitOpen (0 = no breaker)"),
+    Setting("breaker_cooldown", duration(allow_zero=False), 1.0, "how long the circuit stays open before one request probes the server"),
+    Setting("fail_soft", to_bool, False, "the HTTP cache and dogpile.cache on this client treat an unreachable Redis (or an open circuit) as a miss and skip the write; sessions never do"),
     Setting("client_cache", to_bool, False, "serve repeated reads from this process's memory, kept fresh by the server's invalidations (CLIENT TRACKING); standalone and Sentinel masters"),
     Setting("client_cache_max_keys", integer(1, 10_000_000), 10_000, "client cache: most replies kept (the least recently used go first)"),
     Setting("client_cache_max_bytes", byte_size(1024, 64 * 1024**3), 64 * 1024**2, "client cache: most memory the replies kept may take (estimated)"),
@@ -395,6 +421,7 @@ APP_SETTINGS: tuple[Setting, ...] = (
     Setting("tracing_statement", statement_level, "keys", "what a span's db.query.text shows: keys (command names and first keys), command (names only) or none (no statement)"),
     Setting("metrics", to_bool, False, "OpenTelemetry metrics through the app's meter provider (otel extra)"),
     Setting("metrics_route", optional(text), None, "path of a Prometheus exposition of the add-on's metrics (prometheus extra; off when unset)"),
+    Setting("allow_redis_py", optional(version), None, "run on this redis-py version although it is outside the tested range, e.g. 8.3 (its internals are still checked); default: $PYRAMID_REDISX_ALLOW_REDIS_PY"),
 )  # fmt: skip
 
 CLIENT_KEYS = {s.name: s for s in CLIENT_SETTINGS}
@@ -451,6 +478,9 @@ class RedisOptions:
     cluster_nodes: tuple[tuple[str, int], ...] | None
     load_balancing_strategy: str | None
     require_full_coverage: bool
+    breaker_failures: int
+    breaker_cooldown: float
+    fail_soft: bool
     client_cache: bool
     client_cache_max_keys: int
     client_cache_max_bytes: int
@@ -493,6 +523,7 @@ class AppOptions:
     tracing_statement: str = "keys"
     metrics: bool = False
     metrics_route: str | None = None
+    allow_redis_py: str | None = None
 
     @property
     def telemetry(self) -> bool:

@@ -16,6 +16,7 @@ from . import topology
 from .client import client_set
 from .errors import RedisUnavailable
 from .settings import RedisOptions
+from .workers import mark_checked, replaces_a_worker
 
 log = logging.getLogger("pyramid_redisx")
 
@@ -25,6 +26,8 @@ def check_all(clients: dict[str, RedisOptions]) -> None:
 
     A failure is logged as one ERROR line before it is raised: pserve and gunicorn print
     a long traceback whose last line is the cause; the log line is the first thing read.
+    A worker that replaces another of the same pre-fork master goes on instead, with a
+    WARNING (``workers.py``).
     """
     checked: set[RedisOptions] = set()
     for name, options in clients.items():
@@ -37,8 +40,16 @@ def check_all(clients: dict[str, RedisOptions]) -> None:
             if options.startup_check == "warn":
                 log.warning("startup check failed, going on (startup_check = warn): %s", exc)
                 continue
+            if replaces_a_worker(options):  # workers.py: not a first deployment
+                log.warning(
+                    "startup check failed in a worker that replaces another (an earlier "
+                    "worker of this master passed it), going on: the circuit breaker and "
+                    "the health view carry the outage: %s", exc,
+                )  # fmt: skip
+                continue
             log.error("startup check failed: %s", exc)
             raise
+        mark_checked(options)
         log.info(
             "redis client=%s reachable at %s (PING %.2f ms)", name, options.url, seconds * 1000
         )

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from time import monotonic
 from typing import Any
 
+from .breaker import CLOSED, OFF, breaker_of
 from .pools import PoolFigures, pool_figures
 from .usage import Usage, command_name
 
@@ -61,6 +62,19 @@ def stats_line(
     return args, fields
 
 
+def outage_fields(usage: Usage) -> dict[str, Any]:
+    """``circuit`` when the client's circuit is not closed, ``soft_failures`` when the
+    request's fail-soft calls got a default instead of an answer (breaker.py, failsoft.py)."""
+    fields: dict[str, Any] = {}
+    state = breaker_of(usage.pool).state
+    if state not in (CLOSED, OFF):
+        fields["circuit"] = state
+    soft = getattr(usage, "soft_failures", 0)
+    if soft:
+        fields["soft_failures"] = soft
+    return fields
+
+
 def report(usage: Usage) -> None:
     """Log the line (if enabled) and any pool warning for one client of one request."""
     options = usage.options
@@ -72,10 +86,15 @@ def report(usage: Usage) -> None:
     figures = pool_figures(pool)
     if write_line:
         args, fields = stats_line(usage, figures, waited)
+        line = LINE if usage.cache is None else CACHE_LINE
+        outage = outage_fields(usage)
+        if outage:  # only during an outage: the healthy line stays as documented
+            line += "".join(f" {key}=%s" for key in outage)
+            args += tuple(outage.values())
+            fields.update({f"redis_{key}": value for key, value in outage.items()})
         # makeRecord + handle: what Logger.log does, less the stack walk of findCaller
         # (the caller is always this function) and the per-key checks of ``extra``
         # (these keys are ours and known not to clash): most of a log call's cost.
-        line = LINE if usage.cache is None else CACHE_LINE
         record = stats_log.makeRecord(
             stats_log.name, options.stats_level, __file__, 0, line, args, None, "report"
         )

@@ -3,7 +3,8 @@
 # root; elsewhere the tests fall back or say what to install):
 #   redis-server  Debian's 7.0, built with TLS: TLS, ACL, Sentinel and Cluster tests
 #   chromium, chromium-driver  the demo's browser test
-#   wrk  the load of bench/telemetry_outage.py (the telemetry plot in docs/)
+#   wrk           the load generator of the outage tests (make test-outages) and of
+#                 bench/telemetry_outage.py
 # The package's service is not started: tests start their own servers on free ports.
 set -euo pipefail
 wanted=()

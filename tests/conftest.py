@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +85,37 @@ def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Every record of every logger at DEBUG and above."""
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+@pytest.fixture(scope="session")
+def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The docs built once per session as `make docs` builds them (warnings are errors)."""
+    sphinx_build = pytest.importorskip("sphinx.cmd.build")
+    out = tmp_path_factory.mktemp("docs-html")
+    warnings = out / "warnings.txt"
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    status = sphinx_build.build_main(
+        ["-q", "-W", "--keep-going", "-b", "html", "-w", str(warnings), str(docs), str(out)]
+    )
+    assert status == 0, warnings.read_text()
+    yield out
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's wheel, built once per session from this checkout (``python -m build``)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("dist")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(root)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = out.glob("pyramid_redisx-*.whl")
+    return wheel

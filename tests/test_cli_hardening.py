@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pyramid_redisx import cli
+from tests.demo_ini import demo_ini
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,22 +57,42 @@ def test_check_warns_about_unknown_keys_and_passes(
     assert "unknown setting redis.zzz ignored" in err
 
 
-def test_demo_ini_as_shipped_says_what_to_pass(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _out, err = run(capsys, "check", str(ROOT / "development.ini"))
+def test_a_missing_variable_is_named_with_what_to_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = ini(tmp_path, "redis.url = redis://127.0.0.1:%(redis_port)s/0\n")
+    code, _out, err = run(capsys, "check", path)
     assert code == 2
     (line,) = err.strip().splitlines()
-    assert "development.ini" in line and "redis.url" in line and "%(redis_port)s" in line
-    assert "redis_port=6379" in line
-
-
-def test_demo_ini_with_the_variable_passes(
-    capsys: pytest.CaptureFixture[str], redis_server: Any
-) -> None:
-    code, out, err = run(
-        capsys, "check", str(ROOT / "development.ini"), f"redis_port={redis_server.port}"
+    assert line == (
+        f"pyramid-redisx: {path}: [app:main] redis.url uses %(redis_port)s, which is not "
+        f"set: pass it after the file name, e.g. pyramid-redisx check {path} redis_port=<port>"
     )
+
+
+def test_demo_ini_needs_no_variable(
+    capsys: pytest.CaptureFixture[str], redis_server: Any, tmp_path: Path
+) -> None:
+    """development.ini as shipped says its port in [DEFAULT] (6399, the demo's Redis):
+    ``check development.ini`` works as written; here on the test server's port."""
+    code, out, err = run(capsys, "check", str(demo_ini(tmp_path, redis_server.port)))
     assert code == 0, out + err
-    assert out.count(" ok ") == 2
+    assert out.count(" ok ") == 2 and f"127.0.0.1:{redis_server.port}/1" in out
+
+
+def test_a_variable_the_file_sets_in_default_is_refused(
+    capsys: pytest.CaptureFixture[str], redis_server: Any, tmp_path: Path
+) -> None:
+    """pserve keeps [DEFAULT]'s value over ``redis_port=...`` (PasteDeploy): checking the
+    argument's port would check an app pserve does not run."""
+    path = str(demo_ini(tmp_path, redis_server.port))
+    code, out, err = run(capsys, "check", path, "redis_port=6379")
+    assert (code, out) == (2, "")
+    (line,) = err.strip().splitlines()
+    assert line == (
+        f"pyramid-redisx: {path}: redis_port is set in [DEFAULT], and pserve keeps that "
+        "value over redis_port=... after the file name (PasteDeploy): change it in the file"
+    )
 
 
 def test_stray_percent_names_file_and_key_not_the_value(

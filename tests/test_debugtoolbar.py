@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import webtest
 
+from pyramid_redisx import RedisUnavailable
 from pyramid_redisx.debugtoolbar import ARG_SHOWN, shown_arguments
 from pyramid_redisx.redact import MASK
 from pyramid_redisx.request import client_set
@@ -135,17 +136,18 @@ def test_panel_lists_the_commands_redacted_with_pools(
 
     # totals (a pipeline counts its commands), slowest, the tab's subtitle
     assert re.search(r"9 commands in 6 round trips, [\d.]+ ms; slowest: [A-Z_]+ [\d.]+ ms", panel)
-    assert re.search(r"9 commands, [\d.]+ ms", page)
+    assert re.search(r">9 · [\d.]+ms</span>", page)
 
     # pool figures: the request still holds its connection (request_connection) while
     # the toolbar renders, before NewResponse gives it back
     pool = re.search(
         r"<tr><td>default</td><td>(\d+)</td><td>[\d.]+</td><td>(\d+)</td><td>(\d+)</td>"
-        r"<td>(\d+)</td><td>([\d.]+)</td></tr>",
+        r"<td>(\d+)</td><td>([\d.]+)</td>"
+        r'<td class="redisx-circuit">([a-z-]+)</td><td>(\d+)</td></tr>',
         panel,
     )
     assert pool, panel
-    assert pool.groups() == ("9", "1", "0", "7", "0.00")
+    assert pool.groups() == ("9", "1", "0", "7", "0.00", "closed", "0")
 
     # never the password, never the whole value: not in the panel, nor elsewhere on the
     # toolbar page (its Settings panel shows redis.url, redacted)
@@ -208,6 +210,29 @@ HASH = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
 def test_every_acl_password_rule_is_masked(rule: str) -> None:
     shown = shown_arguments("ACL_SETUSER", ("alice", "on", rule, "~*", "+@all"))
     assert shown == ["alice", "on", MASK, "~*", "+@all"]
+
+
+def test_a_password_holding_at_signs_is_hidden_whole(
+    toolbar_app: Any, redis_server_factory: Any
+) -> None:
+    """``Sekrit@Pw`` unencoded in ``redis.url``: the userinfo runs to the last ``@``, so
+    the toolbar's settings show ``redis://:***@127.0.0.1:…``, never ``:***@Pw@…``; and a
+    startup error for that URL names it the same way."""
+    password = "Sekrit@Pw"
+    server = redis_server_factory(password)
+    url = f"redis://:{password}@127.0.0.1:{server.port}/0"
+    app = toolbar_app(url, {"/": lambda request: PAGE.format(request.redis.incr("n"))})
+    page = toolbar_page(app, "/")
+    assert f"redis://:{MASK}@127.0.0.1:{server.port}/0" in page
+    assert "Sekrit" not in page and "Pw@" not in page
+    server.stop()
+    with pytest.raises(RedisUnavailable) as caught:
+        build_app({"redis.url": url})
+    message = str(caught.value)
+    assert message.startswith(
+        f"Redis client 'default' at redis://:{MASK}@127.0.0.1:{server.port}/0 is unavailable: "
+    ), message
+    assert "Sekrit" not in message and "Pw@" not in message
 
 
 def test_panel_shows_reads_answered_by_the_client_cache(toolbar_app: Any, redis_url: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,19 +12,24 @@ from typing import Any
 
 import pytest
 import webtest
+from pyramid.exceptions import ConfigurationError
 from pyramid.paster import get_app
 
 from pyramid_redisx.testing import free_port
+from tests.demo_ini import demo_ini
 
 ROOT = Path(__file__).resolve().parent.parent
-INI = str(ROOT / "development.ini")
+needs_integrations = pytest.mark.skipif(
+    int(importlib.metadata.version("pyramid").split(".")[0]) < 2,
+    reason="the demo's integrations (pyramid_session_redis) need Pyramid 2",
+)
 
 
 @pytest.fixture
-def demo_app(redis_server_factory: Any) -> Any:
+def demo_app(redis_server_factory: Any, tmp_path: Path) -> Any:
     """development.ini's app on a server of its own (so a test may stop it)."""
     server = redis_server_factory()
-    app = webtest.TestApp(get_app(INI, options={"redis_port": str(server.port)}))
+    app = webtest.TestApp(get_app(str(demo_ini(tmp_path, server.port))))
     app.extra_environ["REMOTE_ADDR"] = "127.0.0.1"  # the toolbar watches loopback only
     return app, server
 
@@ -70,12 +77,12 @@ def test_runner_says_why_its_redis_did_not_start(tmp_path: Path) -> None:
     fake.write_text("#!/bin/sh\nexit 3\n")
     fake.chmod(0o755)
     result = subprocess.run(
-        [sys.executable, "-m", "demo_app.run", INI],
+        [sys.executable, "-m", "demo_app.run", str(demo_ini(tmp_path, free_port()))],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "REDIS_SERVER": str(fake), "DEMO_REDIS_PORT": str(free_port())},
+        env={**os.environ, "REDIS_SERVER": str(fake)},
     )
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
@@ -104,3 +111,59 @@ def test_a_server_that_never_answers_is_reported_and_stopped(
     assert f"did not start: {fake} was still not answering PING after 1 s" in message
     assert "without printing anything" in message and "another program may hold the port" in message
     assert server.process is None  # stopped, not left running
+
+
+def test_favicon_answers_with_or_without_redis(demo_app: Any) -> None:
+    app, server = demo_app
+    for _ in range(2):
+        icon = app.get("/favicon.ico")
+        assert icon.content_type == "image/svg+xml" and icon.body.startswith(b"<svg")
+        server.stop()
+    assert '<link rel="icon" href="/favicon.ico"' in app.get("/", status=503).text
+
+
+def test_a_redis_port_after_the_file_name_is_refused(tmp_path: Path) -> None:
+    """PasteDeploy keeps [DEFAULT] redis_port over ``redis_port=...`` on the command line:
+    the demo says so instead of silently using the file's port."""
+    ini = str(demo_ini(tmp_path, 6399))
+    with pytest.raises(ConfigurationError) as raised:
+        get_app(ini, options={"redis_port": "6379"})
+    assert str(raised.value) == (
+        "redis_port=6379 after the ini file's name is not used: the file's [DEFAULT] sets "
+        "redis_port, which PasteDeploy keeps (redis.url is redis://127.0.0.1:6399/0). "
+        "Change redis_port in the file instead."
+    )
+
+
+@needs_integrations
+def test_integration_pages_share_the_site_layout(demo_app: Any) -> None:
+    app, _ = demo_app  # (the HTTP cache page fetches from its own server: browser test)
+    home_nav = re.search(r"<nav>(.*?)</nav>", app.get("/").text, re.S)
+    assert home_nav and "/integrations" in home_nav.group(1)
+    for path, title in (
+        ("/integrations", "Integrations on one pool per client"),
+        ("/integrations/name", "Sessions"),
+        ("/integrations/queue", "Message queue"),
+        ("/integrations/queue/drain", "Drained"),
+    ):
+        page = app.get(path).text
+        assert f"<title>{title} · pyramid_redisx demo</title>" in page, path
+        assert f"<nav>{home_nav.group(1)}</nav>".replace(" class=here", "") == re.sub(
+            r" class=here",
+            "",
+            re.search(r"<nav>.*?</nav>", page, re.S).group(0),  # type: ignore[union-attr]
+        ), path
+        assert '<a href="/integrations" class=here>Integrations</a>' in page, path
+        assert 'id="integration-pages"' in page and "<style>" in page, path
+
+
+@needs_integrations
+def test_a_session_write_with_redis_down_gives_the_503_page(demo_app: Any) -> None:
+    """pyramid_session_redis writes the session in a response callback, after the view:
+    with Redis down that raised past the exception views (waitress: a bare 500). The
+    demo's execution policy hands it to the 503 view."""
+    app, server = demo_app
+    server.stop()
+    page = app.post("/integrations/name", {"name": "Ada"}, status=503)
+    assert "<h1>Redis is not reachable</h1>" in page.text and "Connection refused" in page.text
+    assert page.headers["Retry-After"] == "5"

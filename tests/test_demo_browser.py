@@ -1,14 +1,13 @@
 """The demo, as a person sees it: `python -m demo_app.run` driven in headless Chromium.
 
-Starts the real runner (its own Redis server, waitress) on free ports with
-development.ini, clicks through the pages and the debug toolbar's Redis panel, asserts on
-what is shown, then kills the demo's Redis and checks the 503 page and the runner's
-console. Screenshots go to artifacts/screenshots/ (git-ignored).
-
-Chromium and chromedriver are Debian's (`scripts/system-deps.sh`, run by `make test`,
-installs them); Selenium is pointed at /usr/bin/chromedriver so that it never tries to
-download a driver or a browser. Runs in the Pyramid 2 environment only (marker
-``browser``): the demo and the browser do not depend on Pyramid's version.
+Starts the real runner (its own Redis server, waitress) with development.ini on free
+ports (tests/demo_ini.py), clicks through the pages and the debug toolbar's Redis panel,
+asserts on what is shown (every page in the site's layout, the toolbar's tabs in one
+row), then kills the demo's Redis and checks that every page answers the demo's 503 page,
+a session write included, and what the runner's console says. Screenshots go to
+artifacts/screenshots/demo/ (git-ignored). Browser helpers: tests/browser.py. Runs in the
+Pyramid 2 environment only (marker ``browser``): the demo and the browser do not depend
+on Pyramid's version.
 """
 
 from __future__ import annotations
@@ -31,26 +30,12 @@ import pytest
 
 from demo_app import SERVER_INFO_TTL
 from pyramid_redisx.testing import free_port
+from tests.browser import WAIT, chromium, screenshot_folder, shot
+from tests.demo_ini import demo_ini
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1400",
-)
-WAIT = 15.0  # seconds for anything the page or the runner should do
 
 
 @dataclass
@@ -93,12 +78,9 @@ def _alive(pid: int) -> bool:
 def demo(tmp_path: Path) -> Iterator[Demo]:
     """The demo runner with development.ini, on a free web port and a free Redis port."""
     web_port = free_port()
-    ini = tmp_path / "demo.ini"
-    text = (ROOT / "development.ini").read_text()
-    assert "listen = 127.0.0.1:6543" in text
-    ini.write_text(text.replace("listen = 127.0.0.1:6543", f"listen = 127.0.0.1:{web_port}"))
+    ini = demo_ini(tmp_path, redis_port=free_port(), web_port=web_port)
     output = tmp_path / "runner.log"
-    env = {**os.environ, "DEMO_REDIS_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(output, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "demo_app.run", str(ini)],
@@ -136,28 +118,8 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    """Headless Debian Chromium through Debian's chromedriver; quit even on failure."""
-    for path in (CHROMIUM, CHROMEDRIVER):
-        assert os.access(path, os.X_OK), (
-            f"{path} is missing: run `sudo bash scripts/system-deps.sh` "
-            "(apt-get install chromium chromium-driver)"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.set_page_load_timeout(WAIT)
-    driver.implicitly_wait(5)  # lookups wait for a page that is still loading
-    try:
+    with chromium(tmp_path) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _wait(driver: Any, condition: Any, what: str) -> Any:
@@ -166,20 +128,14 @@ def _wait(driver: Any, condition: Any, what: str) -> Any:
     return WebDriverWait(driver, WAIT).until(condition, message=what)
 
 
-def _shot(driver: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    # As tall as the page, so that the screenshot shows all of it.
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(800, min(int(height) + 40, 3000)))
-    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
-
-
 def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.expected_conditions import staleness_of
 
-    for old in SCREENSHOTS.glob("*.png"):  # only this run's pictures in the folder
-        old.unlink()
+    folder = screenshot_folder("demo")
+
+    def _shot(driver: Any, name: str) -> None:
+        shot(driver, folder, name)
 
     def text(css: str) -> str:
         return str(browser.find_element(By.CSS_SELECTOR, css).text)
@@ -259,6 +215,18 @@ def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
     assert "GET demo:server-info" in shown, shown
     assert re.search(r"default \d+ [\d.]+ \d+ \d+ 32 ", shown), shown  # the pools table
     assert visits  # the panel is for the page just seen
+    # The toolbar's tabs stay on one row, the Redis tab whole (it wrapped onto a second row).
+    tabs = browser.execute_script(
+        "const row = document.getElementById('pDebugPanel-redis').parentNode"
+        ".getBoundingClientRect();"
+        "return [...document.querySelectorAll('.pDebugPanels .nav-tabs > li')]"
+        ".filter(li => li.offsetParent !== null).map(li => {"  # the shown tab row only
+        "  const box = li.getBoundingClientRect();"
+        "  return [li.id, box.top, box.left >= row.left - 1 && box.right <= row.right + 1]; });"
+    )
+    assert len(tabs) >= 9 and "pDebugPanel-redis" in [tab[0] for tab in tabs], tabs
+    assert len({top for _, top, _ in tabs}) == 1, tabs  # one row
+    assert all(inside for _, _, inside in tabs), tabs  # none cut off at the right
     _shot(browser, "04-toolbar-redis-panel")
 
     # The health view, as a probe would see it.
@@ -295,18 +263,66 @@ def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
     assert re.search(r"default \d+ \d+", counts) and re.search(r"cache \d+ \d+", counts), counts
     _shot(browser, "09-integrations-client-list")
 
+    # One site: the integration pages have the home page's header and navigation.
+    browser.get(demo.url + "/")
+    home_nav = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "header nav a")]
+    assert "Integrations" in home_nav, home_nav
+    for path in ("/integrations", "/integrations/name", "/integrations/http-cache",
+                 "/integrations/queue"):  # fmt: skip
+        browser.get(demo.url + path)
+        assert browser.title.endswith(" · pyramid_redisx demo"), path
+        assert [a.text for a in browser.find_elements(By.CSS_SELECTOR, "header nav a")] == (
+            home_nav
+        ), path
+        here = browser.find_element(By.CSS_SELECTOR, "header nav a.here")
+        assert here.text == "Integrations", path
+    assert _status(demo.url + "/favicon.ico") == 200
+
+    # Two forms loaded while Redis is up, submitted once it is gone: a fresh session (no
+    # cookie: pyramid_session_redis writes it in a response callback, after the view) and
+    # the queue.
+    browser.delete_all_cookies()
+    browser.get(demo.url + "/integrations/name")
+    forms = {"name": browser.current_window_handle}
+    browser.switch_to.new_window("tab")
+    browser.get(demo.url + "/integrations/queue")
+    forms["message"] = browser.current_window_handle
+
     # Kill the demo's own Redis: the runner says so, pages answer 503 and say what to do.
     os.kill(demo.redis_pid, signal.SIGKILL)
     said = demo.wait_for_console(r"demo: the Redis server \(pid (\d+), port \d+\) ([^.]+)\.")
     assert said.group(1) == str(demo.redis_pid)
     assert said.group(2) == "was killed by signal SIGKILL"
-    assert _status(demo.url + "/") == 503
+
+    def is_the_503_page(what: str) -> None:
+        assert browser.title == "Redis is not reachable · pyramid_redisx demo", what
+        assert "Connection refused" in text("#redis-error"), what
+        assert "make demo" in text("#redis-down"), what
+        assert "Internal Server Error" not in browser.page_source, what
+        assert "Traceback" not in browser.page_source, what
+        assert [a.text for a in browser.find_elements(By.CSS_SELECTOR, "header nav a")] == (
+            home_nav
+        ), what
+
+    for field, handle in forms.items():
+        browser.switch_to.window(handle)
+        submit(field, "Grace")
+        is_the_503_page(f"the {field} form")
+    _shot(browser, "10-redis-down-queue-form")
+    browser.switch_to.window(forms["name"])
+    _shot(browser, "11-redis-down-session-write")
+
+    # Every page that needs Redis answers the 503 page; the others still work.
+    for path in ("/", "/report", "/api/stats", "/integrations", "/integrations/http-cache",
+                 "/integrations/queue", "/integrations/queue/drain"):  # fmt: skip
+        assert _status(demo.url + path) == 503, path
+        browser.get(demo.url + path)
+        is_the_503_page(path)
     browser.get(demo.url + "/")
-    assert browser.title == "Redis is not reachable · pyramid_redisx demo"
-    assert "Connection refused" in text("#redis-error")
-    assert "make demo" in text("#redis-down")
-    assert "Traceback" not in browser.page_source
-    _shot(browser, "10-redis-down-503")
+    _shot(browser, "12-redis-down-503")
+    # No session cookie: the sessions page reads nothing from Redis and still shows.
+    assert _status(demo.url + "/integrations/name") == 200
+    assert _status(demo.url + "/favicon.ico") == 200
     assert _status(demo.url + "/health/redis") == 503
     browser.get(demo.url + "/health/redis")
     assert '"status": "down"' in browser.find_element(By.TAG_NAME, "body").text

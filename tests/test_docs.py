@@ -7,7 +7,6 @@ from __future__ import annotations
 import html
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,20 +71,7 @@ def test_settings_page_uses_the_generated_tables() -> None:
         assert f"| ``redis.{name}``" not in page
 
 
-# ------------------------------------------------------------ the built docs
-@pytest.fixture(scope="session")
-def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The docs built as `make docs` builds them (warnings are errors)."""
-    sphinx_build = pytest.importorskip("sphinx.cmd.build")
-    out = tmp_path_factory.mktemp("docs-html")
-    warnings = out / "warnings.txt"
-    status = sphinx_build.build_main(
-        ["-q", "-W", "--keep-going", "-b", "html", "-w", str(warnings), str(DOCS), str(out)]
-    )
-    assert status == 0, warnings.read_text()
-    yield out
-
-
+# ------------------------------------------------------------ the built docs (conftest.built_docs)
 def _text(page: str) -> str:
     """The words of an HTML page, tags dropped and entities decoded."""
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())

@@ -71,3 +71,25 @@ def test_connection_arguments_are_refused(make_app: Any) -> None:
         )
     with pytest.raises(ValueError, match="needs the app's registry"):
         make_region().configure("pyramid_redisx", arguments={})
+
+
+def test_a_region_of_one_app_used_in_another_apps_request_stays_on_its_own_app(
+    make_app: Any, redis_url: str
+) -> None:
+    """App A's region (client ``cache``, database 2) used inside a request of app B,
+    whose ``cache`` client is database 3: the value lands in A's database, since the
+    region belongs to A; only a request of A itself makes it use the request's client."""
+    base = redis_url.rsplit("/", 1)[0]
+    region = make_region()
+
+    def setup_a(config: Configurator) -> None:
+        region.configure("pyramid_redisx", arguments=region_arguments(config.registry, "cache"))
+
+    app_a = make_app(setup=setup_a, clients="cache", **{"cache.url": f"{base}/2"})
+    app_b = make_app(
+        {"/": lambda request: str(region.get_or_create("shared", lambda: "from-b"))},
+        clients="cache", **{"cache.url": f"{base}/3"},
+    )  # fmt: skip
+    assert app_b.get("/").text == "from-b"
+    assert get_redis(app_a.app.registry, "cache").keys("*") == [b"shared"]
+    assert get_redis(app_b.app.registry, "cache").dbsize() == 0

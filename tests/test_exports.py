@@ -10,12 +10,13 @@ import pyramid_redisx
 
 def test_integration_names_are_exported() -> None:
     from pyramid_redisx.aio import get_async_redis
-    from pyramid_redisx.http_cache import http_cache_backend
+    from pyramid_redisx.http_cache import http_cache_backend, http_cache_session
     from pyramid_redisx.queue import MessageQueue, QueueEmpty
 
     assert pyramid_redisx.MessageQueue is MessageQueue
     assert pyramid_redisx.QueueEmpty is QueueEmpty
     assert pyramid_redisx.http_cache_backend is http_cache_backend
+    assert pyramid_redisx.http_cache_session is http_cache_session
     assert pyramid_redisx.get_async_redis is get_async_redis
     assert set(pyramid_redisx.__all__) <= set(dir(pyramid_redisx)) | set(pyramid_redisx._LAZY)
 

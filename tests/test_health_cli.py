@@ -178,6 +178,29 @@ def test_pshell_has_request_redis_and_get_redis(tmp_path: Path, redis_url: str) 
     assert "got 1 2" in result.stdout, result.stdout + result.stderr
 
 
+def test_health_on_a_stalled_server_answers_after_one_timeout(redis_server_factory: Any) -> None:
+    """The kept probe connection's server stops answering (SIGSTOP): the view says down
+    after one probe timeout (1 s), not two. A probe that failed otherwise on a kept
+    connection (a server that dropped it) is tried once more; one that timed out is not."""
+    server = redis_server_factory()
+    app = build_app({"redis.url": server.url, "redis.health_route": "/health"})
+    try:
+        assert app.get("/health").json["status"] == "ok"  # the probe connection is kept
+        server.pause()
+        try:
+            started = time.monotonic()
+            down = app.get("/health", status=503)
+            took = time.monotonic() - started
+        finally:
+            server.resume()
+        assert down.json["clients"]["default"]["error"].startswith("timeout: ")
+        assert 0.95 <= took < 1.7, took  # 2.0 s when the probe is tried again
+        assert app.get("/health").json["status"] == "ok"
+    finally:
+        close_probes(app.app.registry)
+        client_set(app.app.registry).close()
+
+
 def test_health_shows_the_client_cache_only_when_on(make_app: Any) -> None:
     def view(request: Any) -> str:
         return str(request.redis.get("k"))

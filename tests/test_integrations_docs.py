@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from pyramid.config import Configurator
 
-from pyramid_redisx.http_cache import _CONVERTERS
+from pyramid_redisx.http_cache import _CONVERTERS, parse_http_cache_settings
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "integrations.rst").read_text()
 FLAT = " ".join(DOC.split())  # the messages are wrapped over lines there
@@ -15,6 +17,18 @@ FLAT = " ".join(DOC.split())  # the messages are wrapped over lines there
 @pytest.mark.parametrize("option", sorted(_CONVERTERS))
 def test_http_cache_setting_documented(option: str) -> None:
     assert f"redis.http_cache.{option} =" in DOC
+
+
+def test_the_documented_http_cache_settings_are_accepted() -> None:
+    """The ini lines the page shows, as written, pass the startup check of settings."""
+    shown = dict(re.findall(r"^\s*(redis\.http_cache\.\w+) = (.+)$", DOC, re.M))
+    assert set(shown) == {f"redis.http_cache.{option}" for option in _CONVERTERS}, shown
+    config = Configurator(settings={**shown, "redis.startup_check": "false"})
+    config.include("pyramid_redisx")
+    config.commit()
+    assert parse_http_cache_settings(shown) == {
+        option: _CONVERTERS[option](shown[f"redis.http_cache.{option}"]) for option in _CONVERTERS
+    }
 
 
 @pytest.mark.parametrize(

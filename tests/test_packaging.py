@@ -42,9 +42,10 @@ def _run(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.packaging
-def test_wheel_holds_the_package_only_and_installs_into_a_clean_venv(tmp_path: Path) -> None:
-    _run(sys.executable, "-m", "build", "--wheel", "--outdir", tmp_path / "dist", ROOT, cwd=ROOT)
-    (wheel,) = (tmp_path / "dist").glob("pyramid_redisx-*.whl")
+def test_wheel_holds_the_package_only_and_installs_into_a_clean_venv(
+    tmp_path: Path, built_wheel: Path
+) -> None:
+    wheel = built_wheel  # conftest: built once per session, shared with the quick start's test
     _run(sys.executable, "-m", "twine", "check", "--strict", wheel, cwd=tmp_path)
 
     with zipfile.ZipFile(wheel) as archive:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from pyramid.config import Configurator
+from pyramid.exceptions import ConfigurationError
 
 from pyramid_redisx import RedisSettingsError, RedisUnavailable, get_redis
 from pyramid_redisx.request import client_set
@@ -87,3 +88,40 @@ def test_password_never_shown(
     assert "***" in said
     assert PASSWORD not in said
     assert WRONG not in said
+
+
+HOST = "127.0.0.1:1"  # refused at once: the startup check fails and names the URL
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # userinfo: the user name stays, the password goes; one that cannot be split
+        # reliably (/ ? # in it) goes whole; every ':' after the first is the password's
+        (f"redis://user:Hunter2-pw@{HOST}/0", f" at redis://user:***@{HOST}/0 is unavailable"),
+        (f"redis://user:pa:Hunter2@{HOST}/0", f" at redis://user:***@{HOST}/0 is unavailable"),
+        (f"redis://user@{HOST}/0", f" at redis://user@{HOST}/0 is unavailable"),
+        (f"redis://:Hunter2//pw@{HOST}/0", f"redis.url = 'redis://***@{HOST}/0' is not valid"),
+        (f"redis:user:Hunter2@{HOST}", f"redis.url = 'redis:user:***@{HOST}' is not valid"),
+        # query arguments named like a secret: the value and all after it
+        (f"redis://user@{HOST}/x?password=Hunter2",
+         f"redis.url = 'redis://user@{HOST}/x?password=***' is not valid"),
+        *[(f"redis://{HOST}/0?{name}=Hunter2&socket_timeout=soon",
+           f"redis.url = 'redis://{HOST}/0?{name}=***' is not valid")
+          for name in ("my_pwd", "api_token", "client_secret", "credential", "Auth")],
+        # a secret argument before the last '@' (one may hold the other): all hidden
+        (f"redis://{HOST}/0?password=Hun@ter2", "redis.url = 'redis://***' is not valid"),
+        (f"redis://{HOST}/0?password=@Hunter2", "redis.url = 'redis://***' is not valid"),
+    ],
+)  # fmt: skip
+def test_urls_are_shown_without_their_secrets(url: str, shown: str) -> None:
+    """What an operator reads when the app does not start: the URL as written, less
+    every part of the password (a setting's error) or as parsed (the startup check)."""
+    with pytest.raises(ConfigurationError) as caught:
+        build_app({"redis.url": url})
+    error: BaseException = caught.value
+    while not isinstance(error, RedisSettingsError | RedisUnavailable) and error.__cause__:
+        error = error.__cause__
+    message = str(error)
+    assert shown in message, message
+    assert "Hunter" not in message and "ter2" not in message and "pw@" not in message

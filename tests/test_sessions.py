@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 import webtest
 from pyramid.config import Configurator
+from pyramid.exceptions import ConfigurationExecutionError
 
+from pyramid_redisx import RedisSettingsError
 from pyramid_redisx.pools import pool_figures
 from pyramid_redisx.request import client_set
+from tests.conftest import build_app
 
 PYRAMID_2 = int(importlib.metadata.version("pyramid").split(".")[0]) >= 2
 HAS_REDIS_SESSIONS = not PYRAMID_2 and importlib.util.find_spec("pyramid_redis_sessions")
@@ -130,7 +133,6 @@ def test_pyramid_session_redis_uses_our_pool(
 
 @needs_session_redis
 def test_pyramid_session_redis_commands_in_debug_panel(redis_settings: dict[str, Any]) -> None:
-    from tests.conftest import build_app
     from tests.test_debugtoolbar import redis_panel, rows, toolbar_page
 
     settings = {
@@ -196,3 +198,82 @@ def test_pyramid_redis_sessions_uses_our_pool(
     settings = {**session_settings("pyramid_redis_sessions"), "url": server.url}
     app = make_app(VIEWS, include("pyramid_redis_sessions"), **settings)
     check_session_lifecycle(app, client_list_of(server), caplog)
+
+
+# ------------------------------------------------------------ decode_responses
+PACKAGES = [
+    pytest.param("pyramid_session_redis", marks=needs_session_redis),
+    pytest.param("pyramid_redis_sessions", marks=needs_redis_sessions),
+]
+
+
+def refusal(settings: dict[str, Any], package: str) -> RedisSettingsError:
+    with pytest.raises(ConfigurationExecutionError) as raised:
+        build_app(settings, VIEWS, include(package))
+    error = raised.value.evalue
+    assert isinstance(error, RedisSettingsError), error
+    return error
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_a_decoding_client_is_refused_at_startup(package: str, redis_url: str) -> None:
+    """Pickled sessions written through a client that decodes responses cannot be read
+    back (UnicodeDecodeError on every later request): the app does not start."""
+    settings = {**session_settings(package), "redis.url": redis_url}
+    error = refusal({**settings, "redis.decode_responses": "true"}, package)
+    hook = next(key for key in settings if key.endswith("client_callable"))
+    assert error.key == "redis.decode_responses"
+    assert str(error) == (
+        f"redis.decode_responses = 'true' is not valid: sessions ({hook}) read back what "
+        "they stored as bytes, which a client that decodes responses turns into str: give "
+        "them a client with decode_responses = false (declare one with the same URL and "
+        "name it in redis.sessions_client)"
+    )
+    named = {
+        **settings,
+        "redis.clients": "store",
+        "redis.sessions_client": "store",
+        "redis.store.decode_responses": "yes",
+    }
+    assert refusal(named, package).key == "redis.store.decode_responses"
+    # The fix the message gives: the decoding client stays, sessions use another one.
+    app = build_app(
+        {**named, "redis.sessions_client": "default", "redis.decode_responses": "false"},
+        VIEWS,
+        include(package),
+    )
+    try:
+        app.get("/set", {"name": "Ada"})
+        assert app.get("/get").text == "Ada"
+    finally:
+        client_set(app.app.registry).close()
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_a_text_serializer_does_not_make_a_decoding_client_fit(
+    package: str, redis_url: str
+) -> None:
+    """pyramid_session_redis hashes what it reads back (bytes only), so JSON does not
+    rescue a decoding client there: the rule is the same for every serializer."""
+    settings = {
+        **session_settings(package),
+        "redis.url": redis_url,
+        "redis.decode_responses": "true",
+        "redis.sessions.serialize": "json.dumps",
+        "redis.sessions.deserialize": "json.loads",
+    }
+    assert refusal(settings, package).key == "redis.decode_responses"
+
+
+def test_a_hook_of_another_package_is_not_checked(redis_url: str) -> None:
+    """Without our hook the session package has its own connection: not ours to judge."""
+    settings = {
+        "redis.url": redis_url,
+        "redis.decode_responses": "true",
+        "redis.sessions.redis_client_callable": "myapp.sessions.client",
+    }
+    app = build_app(settings, {"/": lambda request: "ok"})
+    try:
+        assert app.get("/").text == "ok"
+    finally:
+        client_set(app.app.registry).close()

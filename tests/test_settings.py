@@ -147,7 +147,7 @@ def test_durations(value: object, seconds: float) -> None:
 @pytest.mark.parametrize(
     "key",
     ["pool_timeout", "socket_connect_timeout", "socket_timeout", "health_check_interval",
-     "retry_backoff_cap", "startup_check_timeout", "slow_command"],
+     "retry_backoff_cap", "startup_check_timeout", "slow_command", "breaker_cooldown"],
 )  # fmt: skip
 def test_every_duration_key_accepts_spans(key: str) -> None:
     assert getattr(parse_client("default", {f"redis.{key}": "250ms"}), key) == 0.25
@@ -167,6 +167,7 @@ def test_slow_command_unset_when_empty() -> None:
 BOOL_KEYS = [
     "blocking", "socket_keepalive", "retry_on_timeout", "decode_responses", "stats",
     "cluster", "ssl_check_hostname", "sentinel_listener", "require_full_coverage",
+    "fail_soft",
     "client_cache",
 ]  # fmt: skip
 TRUE_WORDS = [
@@ -658,6 +659,9 @@ CHANGES: list[tuple[str, object]] = [
     ("cluster_nodes", "n1:7000 n2:7001"),
     ("load_balancing_strategy", "round_robin_replicas"),
     ("require_full_coverage", "false"),
+    ("breaker_failures", "0"),
+    ("breaker_cooldown", "5s"),
+    ("fail_soft", "true"),
     ("client_cache", "true"),
     ("client_cache_max_keys", "500"),
     ("client_cache_max_bytes", "1 MB"),

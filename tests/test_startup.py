@@ -36,6 +36,8 @@ def test_refused_names_client_url_and_cause() -> None:
     )
     assert error.client == "default"
     assert error.url == f"redis://:***@127.0.0.1:{port}/2"
+    # the attributes an app reads to report it its own way (docs: RedisUnavailable)
+    assert error.detail == f"Error 111 connecting to 127.0.0.1:{port}. Connection refused."
     assert str(error).startswith(
         f"Redis client 'default' at redis://:***@127.0.0.1:{port}/2 is unavailable: connection refused"
     )

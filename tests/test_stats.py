@@ -248,3 +248,73 @@ def test_time_excludes_the_wait_for_a_connection(
         r"\(in_use=1 max=1\)",
         waited,
     ), waited
+
+
+def test_slowest_is_the_slowest_command_not_the_total(make_app: Any, all_logs: Any) -> None:
+    """Two BLPOPs on an empty list, 0.1 s and 0.25 s: ``slowest`` is the second alone,
+    ``time_ms`` both (a ``slowest`` equal to the total tells an operator nothing)."""
+
+    def view(request: Any) -> str:
+        request.redis.blpop(["empty-list"], timeout=0.1)
+        request.redis.blpop(["empty-list"], timeout=0.25)
+        return "ok"
+
+    make_app({"/": view}).get("/")
+    (record,) = stats_records(all_logs)
+    line = LINE.match(record.getMessage())
+    assert line, record.getMessage()
+    assert line["slowest"] == "BLPOP"
+    slowest, total = float(line["slowest_ms"]), float(line["time"])
+    assert slowest >= 240 and total >= slowest + 90, record.getMessage()
+    assert record.redis_slowest == f"BLPOP:{line['slowest_ms']}"  # type: ignore[attr-defined]
+
+
+def test_pool_warnings_are_logged_with_the_stats_line_off(make_app: Any, all_logs: Any) -> None:
+    """``redis.stats = false`` turns off the per-request line, not the pool's WARNINGs:
+    a request that found the pool half full, and one that waited 0.3 s for the only
+    connection, are still reported on ``pyramid_redisx.pool``."""
+    full = make_app({"/": lambda request: request.redis.ping()}, stats="false",
+                    max_connections="4", pool_warn_ratio="0.5")  # fmt: skip
+    pool = get_redis(full.app.registry).connection_pool
+    held = [pool.get_connection() for _ in range(2)]
+    try:
+        full.get("/")
+    finally:
+        for connection in held:
+            pool.release(connection)
+    waiting = make_app({"/": lambda request: request.redis.ping()}, stats="false",
+                       max_connections="1")  # fmt: skip
+    pool = get_redis(waiting.app.registry).connection_pool
+    other = pool.get_connection()
+    release = threading.Timer(0.3, pool.release, args=(other,))
+    release.start()
+    try:
+        waiting.get("/")
+    finally:
+        release.join()
+    warnings = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.pool"]
+    assert stats_records(all_logs) == []
+    assert warnings[0] == (
+        "redis client=default pool nearly full: in_use=3 idle=0 max=4 (pool_warn_ratio 0.5)"
+    )
+    assert len(warnings) == 3, warnings  # the second pool was full too (1 of 1 in use)
+    assert re.fullmatch(
+        r"redis client=default request waited \d+\.\d ms for a free connection "
+        r"\(in_use=1 max=1\)",
+        warnings[2],
+    ), warnings
+
+
+def test_server_timing_counts_every_client_of_the_request(make_app: Any) -> None:
+    """Three commands on ``default`` and one on ``cache``: one entry for the four."""
+
+    def view(request: Any) -> str:
+        request.redis.set("a", 1)
+        request.redis.get("a")
+        request.redis.get("a")
+        get_redis(request, "cache").ping()
+        return "ok"
+
+    app = make_app({"/": view}, clients="cache", server_timing="true")
+    header = app.get("/").headers["Server-Timing"]
+    assert re.fullmatch(r'redis;dur=\d+\.\d\d;desc="4 commands"', header), header

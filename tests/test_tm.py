@@ -145,3 +145,25 @@ def test_savepoint_rollback_drops_later_commands(make_app: Any) -> None:
     app = make_app({"/": view}, with_tm)
     app.get("/")
     assert get_redis(app.app.registry).exists("kept", "dropped") == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by tests/test_ownership_oracle.py: request.redis_tm keeps its pipeline "
+    "after an explicit commit, but does not join the next transaction",
+)
+def test_redis_tm_after_an_explicit_commit_joins_the_next_transaction(make_app: Any) -> None:
+    """A view that commits early (``request.tm.commit()`` then ``begin()``, as
+    pyramid_tm's docs show) and queues more: the later commands go out at the next
+    commit, not dropped."""
+
+    def view(request: Any) -> str:
+        request.redis_tm.set("first", "1")
+        request.tm.commit()
+        request.tm.begin()
+        request.redis_tm.set("second", "2")
+        return "ok"
+
+    app = make_app({"/": view}, with_tm)
+    assert app.get("/").text == "ok"
+    assert get_redis(app.app.registry).mget("first", "second") == [b"1", b"2"]

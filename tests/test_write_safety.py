@@ -310,3 +310,80 @@ def test_async_client_applies_a_write_once_and_retries_a_read(
         asyncio.run(use())
     finally:
         client_set(registry).close()
+
+
+@pytest.mark.parametrize(("retries", "answers"), [("0", False), ("1", True)])
+def test_retries_counts_the_tries_after_the_first(
+    proxy: ResetAfterReplyProxy, redis_server: Any, retries: str, answers: bool
+) -> None:
+    """``redis.retries = 1``: a GET whose connection is reset after it was sent is sent
+    once more and answers; with 0 the view gets the connection error."""
+    redis_server.client().set("k", "v")
+    app = app_through(proxy, {"/": lambda request: request.redis.get("k").decode()},
+                      retries=retries)  # fmt: skip
+    try:
+        proxy.arm(b"GET")
+        if answers:
+            assert app.get("/").text == "v"
+        else:
+            with pytest.raises(redis.ConnectionError):
+                app.get("/")
+        assert proxy.resets == 1
+    finally:
+        client_set(app.app.registry).close()
+
+
+def _async_use(app: Any, use: Any) -> None:
+    import asyncio
+
+    from pyramid_redisx import close_async_redis, get_async_redis
+
+    registry = app.app.registry
+
+    async def run() -> None:
+        try:
+            await use(get_async_redis(registry))
+        finally:
+            await close_async_redis(registry)
+
+    try:
+        asyncio.run(run())
+    finally:
+        client_set(registry).close()
+
+
+def test_async_pipeline_with_a_read_and_a_write_is_not_sent_again(
+    proxy: ResetAfterReplyProxy, redis_server: Any
+) -> None:
+    """GET + INCR in one asyncio pipeline, the reply lost: one command reads, but not
+    all, so it is not sent again (INCR would run twice)."""
+
+    async def use(client: Any) -> None:
+        pipe = client.pipeline(transaction=False)
+        pipe.get("n")
+        pipe.incr("n")
+        proxy.arm(b"GET")
+        with pytest.raises(CommandMayHaveBeenApplied, match="a pipeline of 2 commands"):
+            await pipe.execute()
+
+    _async_use(app_through(proxy, {}), use)
+    assert proxy.resets == 1
+    assert counter(redis_server) == 1
+
+
+def test_async_retry_writes_sends_a_transaction_again(
+    proxy: ResetAfterReplyProxy, redis_server: Any
+) -> None:
+    """With ``retry_writes = true`` the asyncio client behaves as redis-py: a MULTI/EXEC
+    whose reply was lost is sent again and answers (and ran twice)."""
+    results: list[Any] = []
+
+    async def use(client: Any) -> None:
+        pipe = client.pipeline(transaction=True)
+        pipe.incr("n")
+        proxy.arm(b"EXEC")
+        results.append(await pipe.execute())
+
+    _async_use(app_through(proxy, {}, retry_writes="true"), use)
+    assert proxy.resets == 1
+    assert results == [[2]] and counter(redis_server) == 2

@@ -33,7 +33,9 @@ class Layer:
 
 LAYERS: tuple[Layer, ...] = (
     Layer("pure", ("errors", "redact", "settings"), note="no I/O: exceptions, redaction, settings → options"),
-    Layer("rules", ("diagnose", "retries"), independent=True, note="why a connection failed; what may be sent again"),
+    Layer("guard", ("redis_py",), note="the installed redis-py: tested range, shape of the internals we use"),
+    Layer("circuit", ("breaker",), note="when a client stops trying: the circuit breaker of a pool"),
+    Layer("rules", ("diagnose", "retries", "failsoft", "workers", "pubsub"), independent=True, note="why a connection failed; what may be sent again; what a fail-soft caller may swallow; whether a worker replaces another; a subscription is never resumed silently"),
     Layer("pools", ("pools",), note="the standalone pool, its queue and wait log, connection arguments"),
     Layer("probes and accounting", ("probe", "usage"), independent=True, note="a lone connection to a server; what one request did"),
     Layer("topologies", ("sentinel", "cluster"), independent=True, note="each builds its pools (and Cluster its client) from the layers below"),

@@ -88,7 +88,7 @@ class SettingsTable(Directive):
         lines = [
             ".. list-table::",
             "   :header-rows: 1",
-            "   :widths: 22 40 13 25",
+            "   :widths: 27 32 18 23",
             "   :class: redisx-settings",
             "",
             "   * - key",

@@ -3,6 +3,10 @@
 8 client threads × 500 requests (4000) through waitress (8 threads), each request an
 INCR. Failed requests must be clean 503s, fast; requests after the restart succeed; no
 connection is left in use; the server never sees more than max_connections.
+
+This is the per-command path (retries, timeouts, the write-safe rule) with the circuit
+breaker off (``redis.breaker_failures = 0``, a supported setting); the same outage with
+the breaker, the default, is in test_outages.py.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ def test_server_killed_and_restarted_under_load(
     redis_server_factory: Any, record_property: Any
 ) -> None:
     server = redis_server_factory()
-    settings = {"redis.url": server.url, **SHORT_TIMEOUTS}
+    settings = {"redis.url": server.url, **SHORT_TIMEOUTS, "redis.breaker_failures": "0"}
     run = kill_and_restart_under_load(server, settings, threads=8, per_thread=500)
     outcomes, marks = run.outcomes, run.marks
 

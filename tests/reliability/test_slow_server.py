@@ -3,6 +3,10 @@
 Requests fail by socket_timeout (a clean 503 naming TimeoutError, after about
 socket_timeout), each still gets its stats line, each timed-out command gets a
 slow-command WARNING, and after SIGCONT the next requests succeed.
+
+This is the per-command path with the circuit breaker off (``redis.breaker_failures =
+0``, a supported setting): with it, the default, requests fail at once after five
+timeouts and recover within breaker_cooldown (test_outages.py).
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ import pytest
 from .harness import summary
 from .scenarios import SHORT_TIMEOUTS, SHORT_TIMEOUTS_BOUND, pause_under_load
 
-SETTINGS = {**SHORT_TIMEOUTS, "redis.slow_command": "100 milliseconds"}
+SETTINGS = {
+    **SHORT_TIMEOUTS,
+    "redis.slow_command": "100 milliseconds",
+    "redis.breaker_failures": "0",
+}
 MARGIN = 0.5  # seconds over socket_timeout a failed request may take (HTTP, GIL, 2 cores)
 
 

@@ -309,3 +309,124 @@ def test_async_cluster_timeout_and_read_retry(cluster_set: RedisClusterSet, apps
         assert killer.sent_again and "{b'n': b'1'}" in str(reply)
 
     _run_async(app, use)
+
+
+def test_a_node_that_refuses_the_handshake_did_not_run_the_write(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The node holding the key refuses a new connection's handshake: it is at
+    ``maxclients`` ("max number of clients + cluster connections reached", which
+    redis-py reports as a ResponseError), or it no longer takes the client's password
+    (``WRONGPASS``, an ``AuthenticationError``: a ``ConnectionError``, retried as an
+    error while connecting is). The INCR was never sent: the view gets the node's
+    refusal, never ``CommandMayHaveBeenApplied``; once the node takes the client again
+    the INCR runs once."""
+    app = apps(cluster_settings(cluster_set, retries="1", retry_backoff_cap="0.01"),
+               {"/incr": lambda r: r.redis.incr(COUNTER)})  # fmt: skip
+    node = _node_with_key(cluster_set, COUNTER)
+    refusals = (
+        ("maxclients", lambda admin: admin.info("clients")["connected_clients"], 10000),
+        ("requirepass", lambda admin: "another-password", cluster_set.password),
+    )
+    for setting, refusing, back in refusals:
+        with node.client() as admin:
+            admin.config_set(setting, refusing(admin))  # (this connection stays in)
+            try:
+                with pytest.raises(redis.RedisError) as raised:
+                    app.get("/incr")
+            finally:
+                admin.config_set(setting, back)
+        assert not isinstance(raised.value, CommandMayHaveBeenApplied), (setting, raised.value)
+        assert isinstance(raised.value, redis.ResponseError | redis.AuthenticationError)
+        assert _on(node, "GET", COUNTER) is None, setting  # never sent
+    assert app.get("/incr").text == "1"
+
+
+def test_a_node_that_dies_during_the_handshake_did_not_run_the_write(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The node holding the key is stopped (SIGSTOP) before the client connects: the
+    kernel accepts the connection and takes the handshake, which waits for a reply; the
+    node is then killed, and the handshake's read fails ("Connection closed by server"),
+    a connection error that is no error reply. The INCR was never sent: the view gets a
+    connection error, never ``CommandMayHaveBeenApplied`` (the fixture restarts the node)."""
+    app = apps(cluster_settings(cluster_set, retries="0", socket_timeout="5",
+                                socket_connect_timeout="5"),
+               {"/incr": lambda r: r.redis.incr(COUNTER)})  # fmt: skip
+    node = _node_with_key(cluster_set, COUNTER)
+    replies: list[BaseException] = []
+
+    def view() -> None:
+        try:
+            app.get("/incr")
+        except BaseException as exc:  # noqa: BLE001 - the view's error is what is checked
+            replies.append(exc)
+
+    node.pause()
+    thread = threading.Thread(target=view)
+    thread.start()
+    try:
+        time.sleep(1.0)  # connected and waiting for the handshake's reply (5 s allowed)
+    finally:
+        node.stop()  # SIGCONT + SIGKILL: its sockets close
+    thread.join(30)
+    assert len(replies) == 1 and isinstance(replies[0], redis.ConnectionError), replies
+    assert not isinstance(replies[0], CommandMayHaveBeenApplied), replies[0]
+
+
+def test_a_pipeline_write_whose_send_failed_part_way_is_not_sent_again_alone(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """INCR, then a SET of 32 MB, in one pipeline to one node whose
+    ``proto-max-bulk-len`` is 1 MB: the node runs the INCR, refuses the SET's length and
+    closes the connection while the client is still sending, so the send fails part-way.
+    The INCR may have run (it did): it is not sent again on its own (the counter stays at
+    1) and the view gets ``CommandMayHaveBeenApplied``."""
+
+    def pipeline(request: Any) -> Any:
+        pipe = request.redis.pipeline(transaction=False)
+        pipe.incr(COUNTER)
+        pipe.set(JOBS, b"x" * (32 << 20))
+        return pipe.execute()
+
+    app = apps(cluster_settings(cluster_set, socket_timeout="5"), {"/pipe": pipeline})
+    node = _node_with_key(cluster_set, COUNTER)
+    _on(node, "CONFIG", "SET", "proto-max-bulk-len", "1mb")
+    try:
+        with pytest.raises(CommandMayHaveBeenApplied) as raised:
+            app.get("/pipe")
+    finally:
+        _on(node, "CONFIG", "SET", "proto-max-bulk-len", "512mb")
+    assert _on(node, "GET", COUNTER) == b"1"  # 2 when the INCR is sent again on its own
+    assert _on(node, "EXISTS", JOBS) == 0
+    assert "(INCRBY {q}n 1) of pipeline caused error: INCRBY may have been applied: " in str(
+        raised.value
+    )
+
+
+def test_a_pipeline_to_a_node_that_refuses_connections_was_not_sent(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The node holding the key is down (SIGKILL: connections refused): nothing of the
+    pipeline went out, so it is tried again as a refused command is, and the view gets the
+    refusal, never "INCRBY may have been applied" (redis-py 8.2 marks a command not yet
+    answered with a sentinel of its own, not None, which read as "answered"). Sync and
+    asyncio clients alike."""
+    app = apps(cluster_settings(cluster_set, retries="1"),
+               {"/pipe": lambda r: r.redis.pipeline(transaction=False).incr(COUNTER).execute()})  # fmt: skip
+    node = _node_with_key(cluster_set, COUNTER)
+    node.stop()
+    errors: list[BaseException] = []
+    with pytest.raises(redis.ConnectionError) as raised:
+        app.get("/pipe")
+    errors.append(raised.value)
+
+    async def pipe_async(client: Any) -> None:
+        with pytest.raises(redis.ConnectionError) as raised:
+            await client.pipeline(transaction=False).incr(COUNTER).execute()
+        errors.append(raised.value)
+
+    _run_async(app, pipe_async)
+    for error in errors:
+        assert not isinstance(error, CommandMayHaveBeenApplied), error
+        assert "onnect" in str(error), error  # refused, or no node to connect to

@@ -1,0 +1,320 @@
+"""``make mutation``: mutmut on pyramid_redisx/, module by module, and the report.
+
+    python mutation/run.py [MODULE ...]      # default: every module in tests_for_modules.toml
+    python mutation/run.py --report-only     # re-render the report from mutation/results/
+
+For each module, a work directory ``mutation/work/<module>/`` (not committed) gets a copy
+of the package, the tests and a pyproject.toml whose ``[tool.mutmut]`` mutates that one
+module and selects the test files mapped to it (``tests_for_modules.toml``). mutmut runs
+there (its cache makes a rerun of unchanged code quick); its verdicts and the diffs of
+the survivors go to ``mutation/results/<module>.json`` (committed), and every results
+file, with the equivalent mutants of ``equivalent.toml`` applied, is rendered into
+``docs/mutation-report.md``.
+
+Written by hand because mutmut has no notion of per-module test maps, equivalent mutants
+or a committed report; everything else (mutating, selecting tests per mutant, timeouts,
+parallel children) is mutmut's.
+
+Servers: a test starts real Redis servers in their own session. mutmut ends a mutant's
+test run that outlives its timeout with SIGXCPU, and that run's servers would outlive it;
+this process makes itself their subreaper, so they become its children, and stops them
+(by pid) as soon as they are orphaned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "mutation"
+RESULTS = HERE / "results"
+WORK = HERE / "work"
+REPORT = ROOT / "docs" / "mutation-report.md"
+COPIED = ("pyramid_redisx", "tests", "demo_app", "docs", "README.md", "CHANGELOG.md",
+          "development.ini", "LICENSE")  # fmt: skip
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    5: "no tests",
+    33: "no tests",
+    36: "timeout",
+    -24: "timeout",
+    24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    37: "killed",
+    None: "not checked",
+}  # fmt: skip  (mutmut's stats.status_by_exit_code)
+COUNTED = ("killed", "timeout", "survived", "no tests", "equivalent", "not checked", "other")
+
+
+def load_toml(name: str) -> dict[str, Any]:
+    with open(HERE / name, "rb") as file:
+        return tomllib.load(file)
+
+
+# ------------------------------------------------------------------ orphaned servers
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class Reaper:
+    """Stops the processes orphaned under this one (servers of a killed test run)."""
+
+    def __init__(self) -> None:
+        self.reaped = 0
+        self.keep: set[int] = set()  # our own direct children (mutmut itself)
+        self.active = False  # only while mutmut runs: our other children are ours
+        self.stopped = threading.Event()
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _children(self) -> list[int]:
+        me, found = os.getpid(), []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(entry))
+        return found
+
+    def reap_until_none(self, seconds: float = 10.0) -> None:
+        """After mutmut ended: its workers' servers are orphaned as the workers die, a
+        little after mutmut itself; reap until none is left (or ``seconds`` passed)."""
+        deadline = time.monotonic() + seconds
+        while self._children() and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.2)
+
+    def reap(self) -> None:
+        for pid in self._children():
+            if pid in self.keep:
+                continue
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)  # a paused server cannot die
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                self.reaped += 1
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(2.0):
+            if self.active:
+                self.reap()
+
+
+# ------------------------------------------------------------------ one module
+def prepare(module: str, tests: list[str]) -> Path:
+    """The module's work directory, with the current sources and its mutmut config."""
+    work = WORK / module
+    work.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        source, target = ROOT / name, work / name
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "_build"))  # fmt: skip
+        elif source.exists():
+            shutil.copy2(source, target)
+    config = (ROOT / "pyproject.toml").read_text()
+    config += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["pyramid_redisx/"]\n'
+        f'only_mutate = ["pyramid_redisx/{module}.py"]\n'
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
+        # a test that hangs on a mutant fails after 60 s (mutmut's own timeout, 15x the
+        # test's clean time, usually comes first); the cache provider is off already
+        'pytest_add_cli_args = ["--timeout=60"]\n'
+        "use_git_change_detection = false\n"
+    )
+    (work / "pyproject.toml").write_text(config)
+    return work
+
+
+def run_mutmut(work: Path, reaper: Reaper, children: int, only: list[str]) -> float:
+    mutmut = Path(sys.executable).parent / "mutmut"
+    started = time.monotonic()
+    with open(work / "mutmut.log", "w") as log:
+        process = subprocess.Popen(
+            [str(mutmut), "run", "--max-children", str(children), *only],
+            cwd=work, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        reaper.keep.add(process.pid)
+        reaper.active = True
+        try:
+            process.wait()
+        finally:
+            reaper.active = False
+            reaper.keep.discard(process.pid)
+            reaper.reap_until_none()  # mutmut has ended: what is left is orphaned
+    return time.monotonic() - started
+
+
+def head_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+
+
+def collect(module: str, work: Path, seconds: float, commit: str) -> dict[str, Any]:
+    """The module's verdicts from mutmut's meta file, with the survivors' diffs."""
+    meta = json.loads((work / "mutants" / "pyramid_redisx" / f"{module}.py.meta").read_text())
+    verdicts = {name: STATUS.get(code, "other") for name, code in meta["exit_code_by_key"].items()}
+    mutmut = Path(sys.executable).parent / "mutmut"
+    diffs = {}
+    for name, verdict in sorted(verdicts.items()):
+        if verdict in ("survived", "no tests"):
+            shown = subprocess.run([str(mutmut), "show", name], cwd=work, capture_output=True,
+                                   text=True, check=False).stdout  # fmt: skip
+            diffs[name] = "\n".join(shown.splitlines()[1:]).strip()  # less the "# name:" line
+    return {
+        "module": module,
+        "date": datetime.date.today().isoformat(),
+        "commit": commit,
+        "mutmut": version("mutmut"),
+        "seconds": round(seconds),
+        "tests": load_toml("tests_for_modules.toml")["modules"][module],
+        "verdicts": dict(sorted(verdicts.items(), key=lambda item: _order(item[0]))),
+        "diffs": diffs,
+    }
+
+
+def _order(name: str) -> tuple[str, int]:
+    function, _, number = name.rpartition("__mutmut_")
+    return function, int(number) if number.isdigit() else 0
+
+
+# ------------------------------------------------------------------ the report
+def equivalents() -> dict[str, dict[str, str]]:
+    entries = load_toml("equivalent.toml").get("equivalent", [])
+    return {entry["mutant"]: entry for entry in entries}
+
+
+def apply_equivalents(result: dict[str, Any], known: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Survivors marked equivalent (while their diff still holds the marked change)."""
+    verdicts, stale = dict(result["verdicts"]), []
+    for name, entry in known.items():
+        if verdicts.get(name) != "survived":
+            continue
+        if entry["changed"] in result["diffs"].get(name, ""):
+            verdicts[name] = "equivalent"
+        else:
+            stale.append(name)
+    return {**result, "verdicts": verdicts, "stale": stale}
+
+
+def score(verdicts: dict[str, str]) -> tuple[dict[str, int], float | None]:
+    counts = dict.fromkeys(COUNTED, 0)
+    for verdict in verdicts.values():
+        counts[verdict if verdict in counts else "other"] += 1
+    caught = counts["killed"] + counts["timeout"]
+    judged = len(verdicts) - counts["equivalent"] - counts["not checked"]
+    return counts, (100.0 * caught / judged if judged else None)
+
+
+def render() -> str:
+    known = equivalents()
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    results = [apply_equivalents(r, known) for r in results]
+    lines = [
+        "# Mutation testing report",
+        "",
+        "Generated by `make mutation` (`mutation/run.py`) from `mutation/results/*.json`;",
+        "do not edit by hand. How to run it and how to read it: docs/mutation.rst.",
+        "",
+        "Score: mutants killed (or timed out) per mutant that is not equivalent.",
+        "Targets: 90 % for client, request, pools, cluster, aio, sentinel and redact; 80 % for",
+        "the rest.",
+        "",
+        "| module | mutants | killed | timeout | survived | no tests | equivalent | not checked "
+        "| score | run | minutes | mutants/hour |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        counts, percent = score(result["verdicts"])
+        total = len(result["verdicts"])
+        checked = total - counts["not checked"]
+        rate = checked * 3600 / result["seconds"] if result["seconds"] else 0
+        shown = f"{percent:.1f} %" if percent is not None else "-"
+        lines.append(
+            f"| {result['module']} | {total} | {counts['killed']} | {counts['timeout']} | "
+            f"{counts['survived']} | {counts['no tests']} | {counts['equivalent']} | "
+            f"{counts['not checked']} | {shown} | "
+            f"{result['date']} at {result['commit']} | {result['seconds'] / 60:.1f} | {rate:.0f} |"
+        )
+    for result in results:
+        open_ = [n for n, v in result["verdicts"].items() if v in ("survived", "no tests")]
+        marked = [n for n, v in result["verdicts"].items() if v == "equivalent"]
+        lines += ["", f"## {result['module']}", ""]
+        lines.append("Tests: " + ", ".join(f"`{t}`" for t in result["tests"]) + ".")
+        if not open_ and not marked:
+            lines += ["", "Every mutant killed."]
+        for name in open_:
+            note = (
+                " (its equivalent.toml entry no longer matches)" if name in result["stale"] else ""
+            )
+            lines += ["", f"### {name}: {result['verdicts'][name]}{note}", "", "```diff",
+                      result["diffs"].get(name, "(no diff)"), "```"]  # fmt: skip
+        if marked:
+            lines += ["", "Equivalent (mutation/equivalent.toml):", ""]
+            lines += [f"- `{name}`: {known[name]['reason']}" for name in marked]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "modules", nargs="*", help="modules of pyramid_redisx (default: all mapped)"
+    )
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--only", nargs="*", default=[], metavar="GLOB",
+                        help="mutmut names (globs) to run, e.g. for a timed sample: "
+                        "'pyramid_redisx.pools.x_retry*'; the rest stay 'not checked'")  # fmt: skip
+    args = parser.parse_args(argv)
+    mapping = load_toml("tests_for_modules.toml")["modules"]
+    unknown = [m for m in args.modules if m not in mapping]
+    if unknown:
+        parser.error(f"not in mutation/tests_for_modules.toml: {', '.join(unknown)}; "
+                     f"mapped: {', '.join(mapping)}")  # fmt: skip
+    if not args.report_only:
+        reaper = Reaper()
+        RESULTS.mkdir(exist_ok=True)
+        try:
+            for module in args.modules or list(mapping):
+                commit = head_commit()  # the code mutmut copies now
+                work = prepare(module, mapping[module])
+                print(f"mutation: {module} ({', '.join(mapping[module])})", flush=True)
+                seconds = run_mutmut(work, reaper, args.children, args.only)
+                result = collect(module, work, seconds, commit)
+                (RESULTS / f"{module}.json").write_text(json.dumps(result, indent=1) + "\n")
+                counts, percent = score(apply_equivalents(result, equivalents())["verdicts"])
+                print(f"mutation: {module}: {counts}, score {percent}, {seconds:.0f} s", flush=True)
+        finally:
+            reaper.stopped.set()
+            if reaper.reaped:
+                print(f"mutation: stopped {reaper.reaped} servers left by killed test runs")
+    REPORT.write_text(render())
+    print(f"mutation: report in {REPORT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""The circuit breaker on real servers: a server killed, stalled, or behind a black hole.
+
+Each test breaks a real server (or the loopback proxy in front of it) and asserts what a
+view sees: how fast it fails, with which error and message, what the server (or the
+proxy) saw, what was logged, and that the app recovers by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis._parsers.base import BaseParser
+
+from pyramid_redisx import RedisCircuitOpen, get_redis
+from pyramid_redisx.breaker import CLOSED, OPEN, breaker_of, is_reply, unreachable
+from pyramid_redisx.errors import CommandMayHaveBeenApplied, PoolExhausted
+from tests.reliability.blackhole import Blackhole
+
+FAST = {
+    "socket_timeout": "0.3",
+    "socket_connect_timeout": "0.3",
+    "retries": "1",
+    "startup_check": "false",
+    "max_connections": "16",
+}
+SECRET = "br34ker-s3cret"
+
+
+@pytest.fixture
+def proxy(redis_server: Any) -> Iterator[Blackhole]:
+    hole = Blackhole(("127.0.0.1", redis_server.port)).start()
+    try:
+        yield hole
+    finally:
+        hole.close()
+
+
+def get_view(request: Any) -> str:
+    return repr(request.redis.get("k"))
+
+
+def call(app: Any, path: str = "/") -> tuple[float, str]:
+    """(seconds, outcome): the body, or the name of the exception the view raised."""
+    started = time.perf_counter()
+    try:
+        outcome = app.get(path).text
+    except redis.RedisError as error:
+        outcome = type(error).__name__
+    return time.perf_counter() - started, outcome
+
+
+def breaker(app: Any) -> Any:
+    return breaker_of(get_redis(app.app.registry).connection_pool)
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "pyramid_redisx.breaker" and r.levelno >= logging.WARNING
+    ]
+
+
+# ------------------------------------------------------------------ what counts
+@pytest.mark.parametrize(
+    "reply",
+    [
+        f"{code} {message}".strip()
+        for code, entry in BaseParser.EXCEPTION_CLASSES.items()
+        for message in (entry if isinstance(entry, dict) else {"3999 127.0.0.1:6381": None})
+    ],
+)
+def test_no_error_reply_counts_as_unreachable(reply: str) -> None:
+    """Every reply redis-py knows, including those it types as ConnectionError
+    (LOADING, WRONGPASS, NOAUTH, max number of clients reached), parsed by redis-py."""
+    error = BaseParser.parse_error(reply)
+    assert not unreachable(error), (reply, type(error))
+    if isinstance(error, redis.ConnectionError):
+        assert is_reply(error)
+
+
+def test_what_counts() -> None:
+    assert unreachable(redis.ConnectionError("Error 111 connecting to h:1. Connection refused."))
+    assert unreachable(redis.TimeoutError("Timeout reading from socket"))
+    assert unreachable(CommandMayHaveBeenApplied("INCR may have been applied: ..."))
+    assert not unreachable(RedisCircuitOpen("'default'", "redis://h:1/0", "-", 1.0, 0.5))
+    assert not unreachable(PoolExhausted("redis client default: no free connection"))
+    assert not unreachable(redis.ConnectionError("The previous master is now a slave"))
+    assert not unreachable(redis.ResponseError("WRONGTYPE Operation against a key"))
+    assert not unreachable(ValueError("not redis"))
+
+
+def test_error_replies_of_a_live_server_never_open_it(
+    make_app: Any, redis_server_factory: Any
+) -> None:
+    """WRONGTYPE, a wrong password (AuthenticationError, a ConnectionError) and "max
+    number of clients reached" (also a ConnectionError), each far more often than
+    breaker_failures: the circuit stays closed."""
+    server = redis_server_factory()
+
+    def wrongtype(request: Any) -> str:
+        request.redis.lpush("list", "x")
+        return repr(request.redis.get("list"))
+
+    app = make_app({"/": wrongtype}, url=server.url, breaker_failures="2", **FAST)
+    for _ in range(6):
+        assert call(app)[1] == "ResponseError"
+    assert breaker(app).state == CLOSED
+
+    with server.client() as admin:
+        admin.config_set("requirepass", SECRET)
+        try:
+            wrong = make_app({"/": get_view}, url=f"redis://:nope@127.0.0.1:{server.port}/0",
+                             breaker_failures="2", **FAST)  # fmt: skip
+            for _ in range(6):
+                assert call(wrong)[1] == "AuthenticationError"
+            assert breaker(wrong).state == CLOSED
+        finally:
+            with redis.Redis(port=server.port, password=SECRET) as authed:
+                authed.config_set("requirepass", "")
+
+    with server.client(single_connection_client=True) as admin:
+        admin.ping()  # this connection is the one client allowed
+        admin.config_set("maxclients", "1")
+        try:
+            full = make_app({"/": get_view}, url=server.url, breaker_failures="2", **FAST)
+            outcomes = {call(full)[1] for _ in range(6)}
+            assert breaker(full).state == CLOSED, outcomes
+            assert outcomes <= {"MaxClientsReachedError", "ConnectionError"}
+        finally:
+            admin.config_set("maxclients", "10000")
+
+
+# ------------------------------------------------------------------ open
+def test_opens_after_failures_in_a_row_then_fails_at_once_without_the_network(
+    make_app: Any, proxy: Blackhole, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pyramid_redisx")
+    app = make_app({"/": get_view}, url=f"redis://{proxy.address}/0", breaker_failures="3",
+                   breaker_cooldown="30", **FAST)  # fmt: skip
+    assert call(app)[1] == "None"
+    proxy.blackhole()
+    failures = [call(app) for _ in range(3)]
+    assert [outcome for _, outcome in failures] == ["TimeoutError"] * 3
+    assert all(0.25 < seconds < 1.5 for seconds, _ in failures), failures
+    assert breaker(app).state == OPEN
+    accepted = proxy.accepted
+    fast = sorted(call(app) for _ in range(50))
+    assert {outcome for _, outcome in fast} == {"RedisCircuitOpen"}
+    # median, and slowest: below socket_timeout (0.3 s), so no call waited on the network
+    # (a loaded 2-core machine stalls a process for 100 ms now and then)
+    assert fast[25][0] < 0.005 and fast[-1][0] < 0.25, fast[-3:]
+    assert proxy.accepted == accepted  # no connection was even attempted
+    assert len(warnings_of(caplog)) == 1
+    assert "circuit open: 3 failures in a row" in warnings_of(caplog)[0]
+
+
+def test_the_error_names_client_url_cause_and_times_never_the_password(
+    make_app: Any, redis_server_factory: Any
+) -> None:
+    dead = redis_server_factory()
+    dead.stop()
+    app = make_app({"/": get_view}, clients="cache",
+                   url=f"redis://:{SECRET}@127.0.0.1:{dead.port}/0",
+                   breaker_failures="2", breaker_cooldown="30", **FAST)  # fmt: skip
+    client = get_redis(app.app.registry)
+    for _ in range(2):
+        with pytest.raises(redis.ConnectionError, match="Connection refused"):
+            client.get("k")
+    with pytest.raises(RedisCircuitOpen) as raised:
+        client.get("k")
+    error = raised.value
+    text = str(error)
+    assert isinstance(error, redis.ConnectionError)  # existing except clauses keep working
+    assert error.client == "'default', 'cache'"  # equal options: one pool, one circuit
+    assert f"redis://:***@127.0.0.1:{dead.port}/0" in text
+    assert "Connection refused" in error.cause and error.cause in text
+    assert 0 <= error.open_seconds < 5 and 29 < error.next_probe_seconds <= 30
+    assert "circuit open for" in text and "next probe in" in text
+    shown = "".join(traceback.format_exception(error)) + repr(error)
+    assert SECRET not in shown
+
+
+def test_a_retry_loop_stops_as_soon_as_the_circuit_opens(
+    make_app: Any, redis_server_factory: Any
+) -> None:
+    """retries 12 with pauses up to 0.25 s would hold the command ~2.5 s against a
+    refused port; the circuit opens (other requests failing) after ~0.2 s: it stops."""
+    dead = redis_server_factory()
+    dead.stop()
+    app = make_app(url=dead.url, retries="12", retry_backoff_cap="0.25",
+                   startup_check="false", breaker_failures="2", breaker_cooldown="30")  # fmt: skip
+    client = get_redis(app.app.registry)
+    seen: list[Any] = []
+
+    def command() -> None:
+        started = time.perf_counter()
+        try:
+            client.get("k")
+        except redis.RedisError as error:
+            seen.append((time.perf_counter() - started, error))
+
+    thread = threading.Thread(target=command)
+    thread.start()
+    time.sleep(0.2)
+    opened_at = time.perf_counter()
+    for _ in range(2):  # what two other requests' failures would report
+        breaker(app).failed(redis.ConnectionError("Error 111 connecting. Connection refused."))
+    assert breaker(app).state == OPEN
+    thread.join(10)
+    ((seconds, error),) = seen
+    assert type(error) is redis.ConnectionError  # its own failure, not RedisCircuitOpen
+    assert time.perf_counter() - opened_at < 0.5 and seconds < 1.0, seconds
+
+
+# ------------------------------------------------------------------ half-open
+def test_half_open_lets_one_probe_through_at_a_time(make_app: Any, proxy: Blackhole) -> None:
+    app = make_app({"/": get_view}, url=f"redis://{proxy.address}/0", breaker_failures="2",
+                   breaker_cooldown="0.4", **FAST)  # fmt: skip
+    assert call(app)[1] == "None"
+    proxy.blackhole()
+    while breaker(app).state != OPEN:
+        call(app)
+    time.sleep(0.45)
+    accepted = proxy.accepted
+    barrier = threading.Barrier(8)
+    outcomes: list[tuple[float, str]] = []
+
+    def one() -> None:
+        barrier.wait()
+        outcomes.append(call(app))
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    probes = [o for o in outcomes if o[1] != "RedisCircuitOpen"]
+    assert len(probes) == 1 and probes[0][1] == "TimeoutError", outcomes
+    assert probes[0][0] >= 0.25  # it waited socket_timeout: the only one that did
+    assert all(seconds < 0.25 for seconds, outcome in outcomes if outcome == "RedisCircuitOpen")
+    assert proxy.accepted - accepted <= 1  # the probe's connection, nothing else
+    assert breaker(app).state == OPEN  # the probe failed: open for another cooldown
+
+    proxy.heal()
+    time.sleep(0.45)
+    assert call(app)[1] == "None"  # the probe: it succeeds and closes the circuit
+    assert breaker(app).state == CLOSED
+    assert {call(app)[1] for _ in range(5)} == {"None"}
+
+
+def test_recovers_by_itself_after_a_restart_within_the_cooldown(
+    make_app: Any, redis_server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_server_factory()
+    app = make_app({"/": get_view}, url=server.url, breaker_failures="3",
+                   breaker_cooldown="0.5", **FAST)  # fmt: skip
+    caplog.set_level(logging.INFO, logger="pyramid_redisx")
+    assert call(app)[1] == "None"
+    server.stop()
+    outcomes = [call(app) for _ in range(100)]
+    assert [o for _, o in outcomes[3:]] == ["RedisCircuitOpen"] * 97
+    time.sleep(1.2)  # two probes fail meanwhile (or none: no request came)
+    server.start()
+    back = time.perf_counter()
+    while call(app)[1] != "None":
+        time.sleep(0.005)
+        assert time.perf_counter() - back < 5, "no recovery"
+    recovered = time.perf_counter() - back
+    assert recovered <= 0.5 + 0.1 + 0.2, recovered  # cooldown + 100 ms, + a loaded machine
+    assert breaker(app).state == CLOSED
+    warnings = warnings_of(caplog)
+    assert len(warnings) == 2, warnings  # one per state change: open, then closed
+    assert "circuit open" in warnings[0] and "circuit closed" in warnings[1]
+
+
+def test_a_forked_child_starts_closed(make_app: Any, redis_server_factory: Any) -> None:
+    server = redis_server_factory()
+    app = make_app({"/": get_view}, url=server.url, breaker_failures="2",
+                   breaker_cooldown="30", **FAST)  # fmt: skip
+    server.stop()
+    while breaker(app).state != OPEN:
+        call(app)
+    server.start()
+    assert call(app)[1] == "RedisCircuitOpen"  # the parent's circuit: open for 30 s
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.write(write_end, f"{breaker(app).state} {call(app)[1]}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        reported = pipe.read()
+    os.waitpid(pid, 0)
+    assert reported == "closed None"
+    assert call(app)[1] == "RedisCircuitOpen"  # the parent's is its own
+
+
+def test_off_when_breaker_failures_is_zero(make_app: Any, redis_server_factory: Any) -> None:
+    dead = redis_server_factory()
+    dead.stop()
+    app = make_app({"/": get_view}, url=dead.url, breaker_failures="0", **FAST)
+    assert {call(app)[1] for _ in range(10)} == {"ConnectionError"}
+    assert breaker(app).state == "off"

@@ -1,0 +1,136 @@
+"""The breaker's state machine against a model, over random sequences (hypothesis).
+
+Pure: no server. The clock is the breaker module's ``monotonic``, replaced by one the
+test moves; "threads" are the ids ``get_ident`` returns, replaced likewise. What it
+checks: the circuit opens exactly at ``breaker_failures`` failures to reach in a row and
+never on a reply; while open every call is refused; after the cooldown exactly one call
+becomes the probe, and the others are refused while it runs; its outcome closes or
+re-opens; a success anywhere closes; ``dirty`` is false exactly when closed with no
+failure counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from redis._parsers.base import BaseParser
+
+from pyramid_redisx import RedisCircuitOpen
+from pyramid_redisx import breaker as module
+from pyramid_redisx.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+
+THRESHOLD = 3
+COOLDOWN = 1.0
+UNREACHABLE = [redis.ConnectionError("Error 111 connecting. Connection refused."),
+               redis.TimeoutError("Timeout reading from socket")]  # fmt: skip
+# Error replies as redis-py's parser makes them (each carries its reply's code).
+REPLIES = [BaseParser.parse_error("LOADING Redis is loading the dataset in memory"),
+           BaseParser.parse_error("WRONGPASS invalid username-password pair"),
+           BaseParser.parse_error("WRONGTYPE Operation against a key")]  # fmt: skip
+
+
+class BreakerModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 100.0
+        self.thread = 1
+        module.monotonic = lambda: self.now  # type: ignore[assignment]
+        module.get_ident = lambda: self.thread  # type: ignore[assignment]
+        self.breaker = Breaker(THRESHOLD, COOLDOWN, "redis://h:1/0")
+        self.state = CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self.prober: int | None = None
+
+    def teardown(self) -> None:
+        module.monotonic = _MONOTONIC
+        module.get_ident = _GET_IDENT
+
+    def _call(self, thread: int) -> bool | None:
+        """The gate as the retry policy runs it: None when refused, else ``probe``."""
+        self.thread = thread
+        if not self.breaker.dirty:
+            return False
+        try:
+            return self.breaker.enter()
+        except RedisCircuitOpen:
+            return None
+
+    def _expect_gate(self, thread: int) -> bool | None:
+        if self.state == CLOSED or self.prober == thread:
+            return False
+        if self.state == OPEN and self.now >= self.opened_at + COOLDOWN:
+            self.state, self.prober = HALF_OPEN, thread
+            return True
+        return None
+
+    @rule(thread=st.integers(1, 4), error=st.sampled_from(UNREACHABLE + REPLIES))
+    def a_call_fails(self, thread: int, error: Exception) -> None:
+        expected = self._expect_gate(thread)
+        probe = self._call(thread)
+        assert probe == expected
+        if probe is None:
+            return
+        # a new exception each time, as raised (a reply keeps its code, as parsed)
+        error = type(error)(*error.args, status_code=getattr(error, "status_code", None))
+        self.breaker.failed(error, probe)
+        unreachable = isinstance(error, redis.TimeoutError) or type(error) is redis.ConnectionError
+        if probe:
+            self.prober = None
+            if unreachable:
+                self.state, self.opened_at = OPEN, self.now
+            else:  # a reply: the server answered
+                self.state, self.failures = CLOSED, 0
+        elif unreachable and self.state == CLOSED:
+            self.failures += 1
+            if self.failures >= THRESHOLD:
+                self.state, self.opened_at = OPEN, self.now
+
+    @rule(thread=st.integers(1, 4))
+    def a_call_succeeds(self, thread: int) -> None:
+        expected = self._expect_gate(thread)
+        probe = self._call(thread)
+        assert probe == expected
+        if probe is None:
+            return
+        if self.breaker.dirty:
+            self.breaker.succeeded(probe)
+        self.state, self.failures, self.prober = CLOSED, 0, None
+
+    @rule(seconds=st.floats(0.01, 2.0))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+
+    @precondition(lambda self: self.state == HALF_OPEN)
+    @rule(thread=st.integers(1, 4))
+    def others_are_refused_while_the_probe_runs(self, thread: int) -> None:
+        if thread == self.prober:
+            return
+        assert self._call(thread) is None
+
+    @invariant()
+    def agrees(self) -> None:
+        assert self.breaker.state == self.state
+        if self.state == CLOSED:
+            assert self.breaker.failures == self.failures
+            assert self.breaker.dirty == (self.failures > 0)
+        else:
+            assert self.breaker.dirty
+        assert self.breaker.prober == self.prober
+
+
+_MONOTONIC = module.monotonic
+_GET_IDENT = module.get_ident
+
+TestBreakerModel = BreakerModel.TestCase
+TestBreakerModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+@pytest.fixture(autouse=True)
+def _quiet(caplog: Any) -> None:
+    caplog.set_level("ERROR", logger="pyramid_redisx.breaker")

@@ -1,0 +1,144 @@
+"""PubSub through the add-on's clients when the server drops the subscription.
+
+Modelled on redis-py's own ``test_connection_error_raised_when_connection_dies`` (sync and
+asyncio): subscribe, ``CLIENT KILL`` the subscriber's connection, and the next read must
+raise ``ConnectionError`` as plain redis-py does, not resume silently through the
+client's retries (``redis.retries`` is 3 here, the default) while what was published in
+between is lost. The call after the error subscribes again and gets new messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+import redis
+from pyramid.config import Configurator
+
+from pyramid_redisx import close_async_redis, get_async_redis, get_redis
+from pyramid_redisx.request import client_set
+
+WAIT = 2.0
+
+
+def wait_for_message(pubsub: Any) -> Any:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.05)
+        if message is not None:
+            return message
+    return None
+
+
+async def await_message(pubsub: Any) -> Any:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        message = await pubsub.get_message(timeout=0.05)
+        if message is not None:
+            return message
+    return None
+
+
+def kill_subscribers(admin: redis.Redis) -> int:
+    killed = 0
+    for client in admin.client_list():
+        if client["cmd"] in ("subscribe", "psubscribe"):
+            killed += admin.client_kill_filter(_id=client["id"])
+    return killed
+
+
+@pytest.fixture
+def registry(redis_url: str) -> Any:
+    config = Configurator(settings={"redis.url": redis_url})  # redis.retries: 3
+    config.include("pyramid_redisx")
+    app = config.make_wsgi_app()
+    yield app.registry
+    client_set(app.registry).close()
+
+
+@pytest.fixture
+def admin(redis_url: str) -> Any:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def check_sync(pubsub: Any, admin: redis.Redis) -> None:
+    pubsub.subscribe("news")
+    assert wait_for_message(pubsub)["type"] == "subscribe"
+    assert kill_subscribers(admin) == 1
+    admin.publish("news", "lost")  # no subscriber any more: nobody gets it
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        wait_for_message(pubsub)
+    assert time.monotonic() - started < 1.0  # at once, not after retries and pauses
+    # The next call connects and subscribes again; later messages arrive.
+    assert wait_for_message(pubsub)["type"] == "subscribe"
+    assert admin.publish("news", "after") == 1
+    message = wait_for_message(pubsub)
+    assert (message["type"], message["data"]) == ("message", b"after")
+
+
+def test_a_dropped_subscription_raises_on_the_process_wide_client(
+    registry: Any, admin: redis.Redis
+) -> None:
+    client = get_redis(registry)
+    assert client.get_retry().get_retries() == 3  # commands are retried...
+    pubsub = client.pubsub()
+    try:
+        check_sync(pubsub, admin)  # ...a subscription is not resumed silently
+    finally:
+        pubsub.close()
+
+
+def test_a_dropped_subscription_raises_in_a_request(registry: Any, admin: redis.Redis) -> None:
+    from pyramid.scripting import prepare
+
+    env = prepare(registry=registry)
+    try:
+        pubsub = env["request"].redis.pubsub()
+        check_sync(pubsub, admin)
+        pubsub.close()
+    finally:
+        env["closer"]()
+
+
+def test_commands_on_a_killed_connection_are_still_retried(
+    registry: Any, admin: redis.Redis
+) -> None:
+    """The rule is the subscription's: a plain read on a killed pooled connection is
+    sent again on a new one, as before."""
+    client = get_redis(registry)
+    client.set("k", "v")
+    for entry in admin.client_list():
+        if entry["cmd"] == "set":
+            admin.client_kill_filter(_id=entry["id"])
+    assert client.get("k") == b"v"
+
+
+def test_a_dropped_subscription_raises_on_the_asyncio_client(
+    registry: Any, admin: redis.Redis
+) -> None:
+    async def scenario() -> None:
+        client = get_async_redis(registry)
+        assert client.get_retry().get_retries() == 3
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe("news")
+            assert (await await_message(pubsub))["type"] == "subscribe"
+            assert kill_subscribers(admin) == 1
+            started = time.monotonic()
+            with pytest.raises(redis.ConnectionError):
+                await await_message(pubsub)
+            assert time.monotonic() - started < 1.0
+            assert (await await_message(pubsub))["type"] == "subscribe"
+            assert admin.publish("news", "after") == 1
+            message = await await_message(pubsub)
+            assert (message["type"], message["data"]) == ("message", b"after")
+        finally:
+            await pubsub.aclose()
+            await close_async_redis(registry)
+
+    asyncio.run(scenario())
