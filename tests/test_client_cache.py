@@ -603,3 +603,33 @@ def test_close_stops_the_listener(cached_app: Any, admin: redis.Redis) -> None:
     wait_for(lambda: not thread.is_alive(), what="the listener thread to end")
     assert wait_for(lambda: ours(admin, "subscribe") == [] or True)
     wait_for(lambda: ours(admin, "subscribe") == [], what="the listener's connection closed")
+
+
+def test_during_an_outage_the_line_has_the_cache_pairs_then_the_outage_pairs(
+    redis_server_factory: Any, all_logs: pytest.LogCaptureFixture
+) -> None:
+    server = redis_server_factory()
+
+    def view(request: Any) -> str:
+        try:
+            return value_of(request.redis.get("k"))
+        except redis.RedisError as exc:
+            return type(exc).__name__
+
+    app = build_app(
+        {"redis.url": server.url, "redis.client_cache": "true", "redis.retries": "0",
+         "redis.socket_timeout": "0.3", "redis.socket_connect_timeout": "0.3",
+         "redis.breaker_failures": "1", "redis.breaker_cooldown": "30 seconds"},
+        {"/": view},
+    )  # fmt: skip
+    try:
+        assert app.get("/").text == "None"
+        server.stop()
+        all_logs.clear()
+        for _ in range(3):
+            app.get("/")
+        lines = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.stats"]
+        assert lines and " cache_hits=0 cache_misses=1 cache_invalidations=" in lines[-1]
+        assert lines[-1].endswith(" circuit=open"), lines[-1]
+    finally:
+        client_set(app.app.registry).close()
