@@ -3,12 +3,15 @@ expect it to fail, take the bug out again. Exit 1 if a test passed with its bug.
 
     python mutation/blind_spots.py [--topology]   # with --topology, Sentinel/Cluster ones too
 
-The bugs are the ones issue 25 found going through the suite unnoticed; this keeps each
-test honest (a test that no longer fails with its bug has stopped pinning it down).
+The bugs are the ones issue 25 found going through the suite unnoticed, and issue 24's
+ownership defects put back one at a time against the oracle (tests/test_ownership_oracle.py);
+this keeps each test honest (a test that no longer fails with its bug has stopped pinning
+it down). A mutant's ``env`` table is added to the test's environment.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -38,6 +41,7 @@ def main(argv: list[str]) -> int:
             run = subprocess.run(
                 [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:warnings", *tests],
                 cwd=ROOT, capture_output=True, text=True, check=False,
+                env={**os.environ, **mutant.get("env", {})},
             )  # fmt: skip
         finally:
             path.write_text(source)

@@ -47,6 +47,7 @@ from redis.exceptions import (
     ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import PoolExhausted, RedisCircuitOpen, is_error_reply
@@ -77,6 +78,11 @@ def unreachable(error: BaseException) -> bool:
     """True for a failure to reach the server: what counts toward opening the circuit."""
     if isinstance(error, TIMEOUTS):
         return True
+    if isinstance(error, RedisClusterException) and error.__cause__ is not None:
+        # redis-py 8.1's "Redis Cluster cannot be connected" (8.2 raises
+        # RedisClusterUnreachableError): a topology refresh that reached no node, raised
+        # from the last node's own error
+        return unreachable(error.__cause__)
     return (
         isinstance(error, RedisConnectionError)
         and not isinstance(error, NOT_THE_SERVER)

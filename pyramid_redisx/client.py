@@ -137,7 +137,7 @@ def _sent_safely(run: Any, what: str) -> Any:
         # (retried as usual); after it, the server may have run any complete command. A
         # connection the server closed while idle is replaced first (a WATCH pipeline's
         # then raises WatchError: its WATCH went with the old connection).
-        if closed_while_idle(connection):
+        if commands and closed_while_idle(connection):
             connection.disconnect()
         if not connection.is_connected:
             connection.connect()
@@ -331,6 +331,8 @@ class AccountedPipeline(Pipeline):
     def _send_command_parse_response(
         self, conn: Any, command_name: Any, *args: Any, **options: Any
     ) -> Any:
+        if self.watching and not reads_only(command_name) and closed_while_idle(conn):
+            conn.disconnect()  # its WATCH went with it: the reconnect raises WatchError
         return _send_safely(self, conn, command_name, args, options)
 
 
@@ -354,7 +356,12 @@ def _send_safely(
     try:
         return client.parse_response(conn, command_name, **options)
     except RedisConnectionError as exc:
-        if client._redisx_retry_writes or is_error_reply(exc) or reads_only(command_name):
+        if (
+            client._redisx_retry_writes
+            or is_error_reply(exc)
+            or reads_only(command_name)
+            or getattr(client, "watching", False)  # redis-py's WatchError, as with redis-py
+        ):
             raise
         conn.disconnect()
         raise may_have_been_applied(str(command_name), exc) from exc

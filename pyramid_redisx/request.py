@@ -103,7 +103,7 @@ class RequestAttributes:
     """``request.redis`` and ``request.redis_tm``, registered with Pyramid.
 
     Both start as request properties that keep their value (``request.redis`` a
-    ``RedisAttribute``, ``request.redis_tm`` reified). Pyramid makes a class per request
+    ``RedisAttribute``, ``request.redis_tm`` a plain property). Pyramid makes a class per request
     as soon as an app has one request property (~15 µs in process; a fifth to a third of a
     small app's throughput under waitress, bench/README.md), but binds request *methods* as plain
     attributes. So once the app is made (``ApplicationCreated``, when no configuration
@@ -118,7 +118,9 @@ class RequestAttributes:
         """``redis_tm``: the body of ``request.redis_tm`` (``tm.request_redis_tm``, given by
         ``config``: the integration sits above this module)."""
         self.redis = RedisAttribute(clients)
-        self.redis_tm = InstancePropertyHelper.make_property(redis_tm, "redis_tm", reify=True)[1]
+        # not reified: each read checks that the pipeline has joined the current
+        # transaction (a view may commit early and begin another; tm.get_redis_tm)
+        self.redis_tm = InstancePropertyHelper.make_property(redis_tm, "redis_tm")[1]
         self.methods = {"redis": RedisMethod(clients), "redis_tm": _WithoutPyramidTmAttribute()}
 
     def register(self, config: Any) -> None:
@@ -129,7 +131,8 @@ class RequestAttributes:
                 "request extensions", name, f"pyramid_redisx: request.{name}", "request property"
             )
             introspectable["callable"] = prop
-            introspectable["property"] = introspectable["reify"] = True
+            introspectable["property"] = True
+            introspectable["reify"] = name == "redis"
             config.action(
                 ("request extensions", name),
                 self._add,

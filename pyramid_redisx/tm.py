@@ -23,7 +23,8 @@ from redis.exceptions import ExecAbortError, RedisError
 from .request import NEEDS_PYRAMID_TM, get_redis
 from .settings import DEFAULT_CLIENT
 
-_PIPELINES = "_pyramid_redisx_tm"  # request.__dict__ key: {client name: pipeline}
+# request.__dict__ key: {client name: (pipeline, the transaction it has joined)}
+_PIPELINES = "_pyramid_redisx_tm"
 _ANNOTATION = re.compile(r"^Command # (\d+) \(.*?\) of pipeline caused error: ", re.S)
 
 
@@ -32,21 +33,29 @@ class RedisTransactionError(RedisError):
 
 
 def request_redis_tm(request: Any) -> Any:
-    """Body of the reified ``request.redis_tm`` property (the ``default`` client)."""
+    """Body of the ``request.redis_tm`` property (the ``default`` client)."""
     return get_redis_tm(request, DEFAULT_CLIENT)
 
 
 def get_redis_tm(request: Any, name: str = DEFAULT_CLIENT) -> Any:
-    """The transaction-bound pipeline of client ``name`` for ``request`` (one per name)."""
+    """The transaction-bound pipeline of client ``name`` for ``request`` (one per name).
+
+    It joins the request's current transaction when asked for in it the first time: a
+    view that commits early (``request.tm.commit()``, ``request.tm.begin()``) gets the same
+    pipeline, joined to the new transaction, so what it queues next goes out at the next
+    commit instead of being dropped.
+    """
     pipelines = request.__dict__.setdefault(_PIPELINES, {})
-    pipeline = pipelines.get(name)
+    manager = getattr(request, "tm", None)
+    if manager is None:
+        raise RuntimeError(NEEDS_PYRAMID_TM)
+    current = manager.get()
+    pipeline, joined = pipelines.get(name, (None, None))
     if pipeline is None:
-        manager = getattr(request, "tm", None)
-        if manager is None:
-            raise RuntimeError(NEEDS_PYRAMID_TM)
         pipeline = get_redis(request, name).pipeline(transaction=True)
-        manager.get().join(RedisDataManager(pipeline, manager, name))
-        pipelines[name] = pipeline
+    if joined is not current:
+        current.join(RedisDataManager(pipeline, manager, name))
+        pipelines[name] = (pipeline, current)
     return pipeline
 
 

@@ -38,6 +38,9 @@ CORE = [
     "tests/test_pool_options.py",
     "tests/test_aio.py",
     "tests/test_redis_py.py",
+    "tests/test_ownership.py",  # WATCH, the reconnect guard, error replies, idle closes
+    "tests/test_breaker.py",  # the retry loop's gate, redis-py's error replies
+    "tests/test_pubsub.py",  # PubSub._execute with redis-py's default policy
 ]
 # A memory test of 20,000 pipelines (a minute on a busy 2-core machine): the lifetime
 # of our pipeline objects, whatever redis-py's version; `make test` runs it.

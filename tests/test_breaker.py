@@ -96,6 +96,12 @@ def test_what_counts() -> None:
     assert not unreachable(redis.ConnectionError("The previous master is now a slave"))
     assert not unreachable(redis.ResponseError("WRONGTYPE Operation against a key"))
     assert not unreachable(ValueError("not redis"))
+    # redis-py 8.1: a Cluster topology refresh that reached no node (8.2 raises
+    # RedisClusterUnreachableError), raised from the last node's own error
+    refresh = redis.RedisClusterException("Redis Cluster cannot be connected. Please ...")
+    refresh.__cause__ = redis.TimeoutError("Timeout reading from socket")
+    assert unreachable(refresh)
+    assert not unreachable(redis.RedisClusterException("startup_nodes could not agree"))
 
 
 def test_error_replies_of_a_live_server_never_open_it(

@@ -147,15 +147,10 @@ def test_savepoint_rollback_drops_later_commands(make_app: Any) -> None:
     assert get_redis(app.app.registry).exists("kept", "dropped") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by tests/test_ownership_oracle.py: request.redis_tm keeps its pipeline "
-    "after an explicit commit, but does not join the next transaction",
-)
 def test_redis_tm_after_an_explicit_commit_joins_the_next_transaction(make_app: Any) -> None:
     """A view that commits early (``request.tm.commit()`` then ``begin()``, as
     pyramid_tm's docs show) and queues more: the later commands go out at the next
-    commit, not dropped."""
+    commit, not dropped (found by tests/test_ownership_oracle.py)."""
 
     def view(request: Any) -> str:
         request.redis_tm.set("first", "1")

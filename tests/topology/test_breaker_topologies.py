@@ -39,30 +39,37 @@ def test_a_sentinel_failover_closes_the_circuit(sentinel_set: SentinelSet, apps:
 
 
 def test_one_circuit_per_cluster_client(cluster_set: RedisClusterSet, apps: Any) -> None:
-    """Every node stalled (SIGSTOP) for 2.5 s, under the cluster's node timeout: the
-    client's commands time out, the circuit opens and they fail at once; once the nodes
-    run again, the first probe after the cooldown closes it."""
+    """Every node stalled (SIGSTOP), under the cluster's node timeout: the client's
+    commands time out, the circuit opens and the other calls fail at once (a probe per
+    cooldown tries the cluster); once the nodes run again, a probe closes it.
+
+    One failure takes longer on redis-py 8.1 than on 8.2: a topology refresh that reaches
+    no node tries every node in turn and raises ``RedisClusterException`` from the last
+    node's timeout (8.2 raises ``RedisClusterUnreachableError``). The bounds follow from
+    that worst case, so the test holds on both."""
+    timeout, cooldown, failures = 0.3, 0.5, 2
     settings = cluster_settings(
-        cluster_set, socket_timeout="0.3", socket_connect_timeout="0.3",
-        breaker_failures="2", breaker_cooldown="0.5",
+        cluster_set, socket_timeout=str(timeout), socket_connect_timeout=str(timeout),
+        breaker_failures=str(failures), breaker_cooldown=str(cooldown),
     )  # fmt: skip
     app = apps(settings, {"/w": lambda r: r.redis.incr("cluster:n")})
     client = get_redis(app.app.registry)
     breaker = breaker_of(client.connection_pool)
     assert breaker is not breaker_of(None) and breaker.state == CLOSED
     assert app.get("/w").status_int == 200
+    one_failure = (len(cluster_set.nodes) + 1) * timeout  # every node, in turn, at worst
     writer = FailoverWriter(lambda: app.get("/w")).start()
     try:
         for node in cluster_set.nodes:
             node.pause()
         stalled = time.monotonic()
         try:
-            deadline = stalled + 2.5
+            deadline = stalled + failures * one_failure + 1.0
             while breaker.state != OPEN and time.monotonic() < deadline:
                 time.sleep(0.01)
             opened = time.monotonic()
             assert breaker.state == OPEN, writer.failures[-3:]
-            time.sleep(max(0.0, deadline - time.monotonic()))
+            time.sleep(2 * cooldown)  # open through two cooldowns
         finally:
             for node in cluster_set.nodes:
                 node.resume()
@@ -70,7 +77,12 @@ def test_one_circuit_per_cluster_client(cluster_set: RedisClusterSet, apps: Any)
         recovered = writer.first_success_after(resumed, 10)
     finally:
         writer.stop()
-    fast = [text for moment, text in writer.failures if moment > opened + 0.05]
-    assert fast and all("RedisCircuitOpen" in text for text in fast[:-1]), fast[-3:]
-    assert recovered is not None and recovered - resumed <= 0.5 + 0.1 + 0.4, writer.failures[-3:]
+    during = [text for moment, text in writer.failures if opened + 0.05 < moment < resumed]
+    probes = [text for text in during if "RedisCircuitOpen" not in text]
+    assert during and len(probes) <= 3, during[-5:]  # at most one probe per cooldown
+    # The first success: the first probe after the cooldown, unless one still in flight
+    # when the nodes resumed times out first.
+    assert recovered is not None and recovered - resumed <= cooldown + one_failure + 0.4, (
+        writer.failures[-3:]
+    )
     assert breaker.state == CLOSED
