@@ -44,10 +44,10 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     MaxConnectionsError,
+    RedisClusterException,
     ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import PoolExhausted, RedisCircuitOpen, is_error_reply
