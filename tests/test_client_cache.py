@@ -580,7 +580,10 @@ def test_a_forked_child_keeps_nothing_of_the_parents_cache(
             wait_for(lambda: cache.listener_id is not None, what="the child's listener")
             report.append(str(cache.listener_id != parent_listener))
             app.get("/get/k")
-            admin_child.set("k", "child2")
+            admin_child.set("k", "child2")  # another client's write: seen within BOUND
+            deadline = time.monotonic() + BOUND
+            while app.get("/get/k").text != "child2" and time.monotonic() < deadline:
+                pass
             report.append(app.get("/get/k").text)
             os.write(write_end, " ".join(report).encode())
         finally:
