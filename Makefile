@@ -105,12 +105,15 @@ $(BIN)/.bench-installed: $(BIN)/.installed requirements/bench.txt
 	$(UV) pip install -q $(UV_FLAGS) --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $@
 
-## bench: in-process comparison, waitress throughput and pool pressure, the plot
+## bench: in-process comparison, waitress throughput and pool pressure, the plot, the client cache
 bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/bench_request.py
 	$(BIN)/python bench/bench_server.py
 	$(BIN)/python bench/bench_checkout.py | tee bench/results_checkout.txt
 	$(BIN)/python bench/plot.py
+	$(BIN)/python bench/bench_client_cache.py | tee bench/results_client_cache.txt
+	$(BIN)/python bench/bench_server.py --apps bare,bare_extras,redisx,redisx_cached,no_redis \
+		--json bench/results_server_client_cache.json | tee bench/results_server_client_cache.txt
 
 ## bench-outages: the breaker's cost per command, three outages with and without it, the plot (~8 min, needs wrk)
 bench-outages: system-deps $(BIN)/.bench-installed

@@ -75,6 +75,7 @@ APPS = [
     AppSpec("bare", "module-global client (baseline)", server_app.VALUE, 8, 8),
     AppSpec("bare_extras", "bare + a request property + a subscriber", server_app.VALUE, 8, 8),
     AppSpec("redisx", "request.redis (pyramid_redisx)", server_app.VALUE, 8, 8),
+    AppSpec("redisx_cached", "request.redis, client_cache (a hot key)", server_app.VALUE, 8, 8),
     AppSpec("websauna", "redis.Redis(pool) built per call", server_app.VALUE, 8, 8),
     AppSpec("no_redis", "no Redis, plain Pyramid", server_app.HELLO, 8, 8),
     AppSpec("redisx_per_command", "request.redis, request_connection off", server_app.VALUE, 8, 8),
@@ -360,7 +361,7 @@ def add_ratios(summaries: dict[str, dict[str, Any]]) -> None:
     # The baseline under waitress: the bare client in the same app shape as the
     # add-on's (a request property and a NewResponse subscriber), run in the same unit.
     shape = summaries.get("bare_extras")
-    for name in ("bare", "redisx", "redisx_per_command", "websauna", "no_redis"):
+    for name in ("bare", "redisx", "redisx_cached", "redisx_per_command", "websauna", "no_redis"):
         summary = summaries.get(name)
         if shape is None or summary is None:
             continue
@@ -454,7 +455,7 @@ def print_throughput(summaries: dict[str, dict[str, Any]], args: argparse.Namesp
         f"timed × {args.rounds} rounds; req/s median of rounds, latency over all samples"
     )
     print(
-        f"{'variant':<12}{'what':<42}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
+        f"{'variant':<14}{'what':<42}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
         f"{'/bare':>7}{'  rounds: med min..max':<23}{'cpu: client':>11}{'app':>6}{'redis':>6}{'other':>6}{'app µs/req':>11}"
     )
     for spec in APPS:
@@ -466,7 +467,7 @@ def print_throughput(summaries: dict[str, dict[str, Any]], args: argparse.Namesp
         )
         cpu = s["cpu_cores_busy"]
         print(
-            f"{spec.name:<12}{spec.label:<42}{s['rps_median']:>8.0f}{s['p50_ms']:>8.2f}"
+            f"{spec.name:<14}{spec.label:<42}{s['rps_median']:>8.0f}{s['p50_ms']:>8.2f}"
             f"{s['p99_ms']:>8.2f}{s['errors']:>7}{s['ratio_to_bare']:>7.3f}  {rounds:<23}"
             f"{cpu['client']:>11.0%}{cpu['app']:>6.0%}{cpu['redis']:>6.0%}"
             f"{cpu['other']:>6.0%}{s['app_cpu_us_per_request']:>11.0f}"
@@ -524,6 +525,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--pressure-requests", type=int, default=100, help="per client thread")
     parser.add_argument("--json", type=Path, default=HERE / "results_server.json")
+    parser.add_argument(
+        "--apps", default="", help="comma-separated app names to run (default: all)"
+    )
     return parser.parse_args(argv)
 
 
@@ -536,7 +540,10 @@ def plan_for(spec: AppSpec, args: argparse.Namespace) -> Plan:
 # Apps whose ratio is a target run back to back in each round (which one first is
 # random): the machine's load moves little between the two, so the per-round ratio
 # holds less of it (bench_request.py pairs its variants the same way).
-UNITS = (("bare", "bare_extras", "redisx"), ("contention_bare", "contention_redisx"))
+UNITS = (
+    ("bare", "bare_extras", "redisx", "redisx_cached"),
+    ("contention_bare", "contention_redisx"),
+)
 
 
 def run_rounds(
@@ -561,8 +568,10 @@ def run_rounds(
     return phases, orders
 
 
-def start_servers(url: str, log_dir: str) -> list[AppServer]:
-    servers = [AppServer(spec, url, log_dir) for spec in APPS]
+def start_servers(url: str, log_dir: str, names: str = "") -> list[AppServer]:
+    chosen = set(names.split(",")) if names else None
+    servers = [AppServer(spec, url, log_dir) for spec in APPS
+               if chosen is None or spec.name in chosen]  # fmt: skip
     for server in servers:
         server.start()  # all at once: imports overlap
     for server in servers:
@@ -580,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
         redis_client = redis_server.client()
         redis_client.set(server_app.KEY, server_app.VALUE)
         about = machine(redis_client)
-        servers = start_servers(redis_server.url, log_dir)
+        servers = start_servers(redis_server.url, log_dir, args.apps)
         sanity_check(servers)
         phases, orders = run_rounds(servers, args, redis_client)
         about["loadavg_end"] = os.getloadavg()

@@ -81,6 +81,7 @@ def redisx_settings(variant: str, url: str) -> dict[str, str] | None:
     pressure = {"redis.url": url, "redis.max_connections": str(PRESSURE_MAX_CONNECTIONS)}
     return {
         "redisx": {"redis.url": url},
+        "redisx_cached": {"redis.url": url, "redis.client_cache": "true"},
         "contention_redisx": pressure,
         "redisx_per_command": {"redis.url": url, "redis.request_connection": "false"},
         "pressure_blocking": pressure,
@@ -92,6 +93,7 @@ VIEWS = {
     "bare": bare_view,
     "bare_extras": bare_view,
     "redisx": redisx_view,
+    "redisx_cached": redisx_view,
     "websauna": websauna_view,
     "contention_bare": bare_view,
     "contention_redisx": redisx_view,

@@ -30,6 +30,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 from redis.observability.recorder import is_enabled as observability_enabled
 
+from . import client_cache
+from .client_cache import CachedUsage, ClientCache
 from .errors import is_error_reply
 from .pools import NoQueue
 from .pubsub import SubscribedPubSub
@@ -167,6 +169,9 @@ def _sent_safely(run: Any, what: str) -> Any:
                 connection.health_check_interval = interval
                 connection.next_health_check = monotonic() + interval
             self._redisx_seconds += perf_counter() - started
+            cache = self._redisx_cache  # client cache: None when off
+            if cache is not None:  # sent: its writes drop what they name (read your writes)
+                cache.wrote_commands(commands)
 
     send.__name__ = run.__name__
     return send
@@ -193,6 +198,7 @@ class AccountedPipeline(Pipeline):
     _redisx_thread: int | None = None  # the thread that used it last (Usage.finish)
     _redisx_guarded: Any = None  # the watching connection whose reconnect raises
     _redisx_observer: Any = None  # telemetry.Observer; None when telemetry is off
+    _redisx_cache: Any = None  # client_cache.ClientCache; None when the cache is off
     _redisx_wait_start = 0.0
 
     def _redisx_waited(self) -> float:
@@ -319,6 +325,8 @@ class AccountedPipeline(Pipeline):
                 self._redisx_observer.command(
                     self.connection, args[0], args, started, 0.0, failed, inside=False
                 )
+            if self._redisx_cache is not None and not reads_only(args[0]):  # client cache
+                self._redisx_cache.wrote(args)
 
     def _send_command_parse_response(
         self, conn: Any, command_name: Any, *args: Any, **options: Any
@@ -396,6 +404,10 @@ class AccountedRedis(redis.Redis):
     _redisx_request: Callable[[], Any] | None = None  # a lazy copy's request (weak)
     _redisx_shares = True  # its pipelines may use the request's connection (not client()'s)
     _redisx_thread: int | None = None  # client(): the thread that used it last
+    _redisx_cache: Any = None  # client_cache.ClientCache (CachedRedis); None when off
+    # Sends one command on a connection: ``_send_safely``, or the client cache's ``send``
+    # (CachedRedis), which arms the connection for the cache's reads and keeps replies.
+    _redisx_send = staticmethod(_send_safely)
 
     def _execute_command(self, *args: Any, **options: Any) -> Any:
         usage = self._redisx_usage
@@ -433,7 +445,7 @@ class AccountedRedis(redis.Redis):
                     # sent only on a live one (a read failing there is sent again).
                     conn.disconnect()
             result = conn.retry.call_with_retry(
-                lambda: _send_safely(self, conn, name, args, options),
+                lambda: self._redisx_send(self, conn, name, args, options),
                 lambda error: conn.disconnect(),
             )
             if self._redisx_observed:
@@ -470,7 +482,7 @@ class AccountedRedis(redis.Redis):
     def _send_command_parse_response(
         self, conn: Any, command_name: Any, *args: Any, **options: Any
     ) -> Any:
-        return _send_safely(self, conn, command_name, args, options)
+        return self._redisx_send(self, conn, command_name, args, options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> AccountedPipeline:
         usage = self._redisx_usage
@@ -481,6 +493,8 @@ class AccountedRedis(redis.Redis):
             pipe._redisx_retry_writes = True
         if self._redisx_observed:
             pipe._redisx_observed = True
+        if self._redisx_cache is not None:  # its writes drop what they name in the cache
+            pipe._redisx_cache = self._redisx_cache
         if usage is not None:
             pipe._redisx_usage = usage
             if not self._redisx_shares:
@@ -513,6 +527,8 @@ class AccountedRedis(redis.Redis):
             cls = cls.__bases__[0]  # (the copy's class keeps no connection at __del__)
         single = cls(connection_pool=self.connection_pool, single_connection_client=True)
         single._redisx_retry_writes = self._redisx_retry_writes
+        if self._redisx_cache is not None:  # the client cache serves it, sees its writes
+            single._redisx_cache, single._redisx_served = self._redisx_cache, self._redisx_served
         usage = self._redisx_usage
         if usage is not None:
             single._redisx_usage = usage
@@ -526,11 +542,29 @@ class AccountedRedis(redis.Redis):
         request's, as with plain redis-py."""
         if self._redisx_usage is not None and "response_callbacks" not in vars(self):
             self.response_callbacks = CaseInsensitiveDict(self.response_callbacks)
+            if self._redisx_cache is not None:
+                # Its replies are its own: none served or kept (its writes still drop
+                # what they name).
+                self._redisx_served: frozenset[Any] = frozenset()
+        elif self._redisx_cache is not None:
+            self._redisx_cache.clear()  # every later reply is parsed the new way
         self.response_callbacks[command] = callback
 
     def __repr__(self) -> str:
         # redis-py's repr shows the pool, whose repr redacts the password.
         return f"<{type(self).__name__}({self.connection_pool!r})>"
+
+
+class CachedRedis(AccountedRedis):
+    """``AccountedRedis`` of a client with ``client_cache``: the reads the cache serves
+    are answered from process memory (``client_cache.execute_command``); the others, and
+    the misses, run ``AccountedRedis._execute_command`` with the cache's ``send``."""
+
+    _execute_command = client_cache.execute_command  # type: ignore[assignment]
+    _redisx_served: frozenset[Any] = frozenset()  # the cache's commands (ClientSet.add)
+    _redisx_uncached = AccountedRedis._execute_command
+    _redisx_send = staticmethod(client_cache.send)
+    _redisx_plain_send = staticmethod(_send_safely)
 
 
 class StartUsage:
@@ -562,6 +596,26 @@ class StartUsage:
         client._redisx_usage = usage  # in the copy's __dict__, found before this
         return usage
 
+    bind = start  # ClientSet.bind: a view is about to use the copy
+
+
+class CachedStartUsage(StartUsage):
+    """``StartUsage`` of a client with ``client_cache``: a copy a view is about to use
+    still gets no ``Usage`` (unless the toolbar traces the request), since a read the
+    cache answers needs none; the first command makes it, with the hits before it."""
+
+    def start(self, client: Any, request: Any, state: dict[str, Any]) -> Usage:
+        usage = super().start(client, request, state)
+        usage.cache_hits = client.__dict__.pop("_redisx_hits", 0)
+        return usage
+
+    def bind(self, client: Any, request: Any, state: dict[str, Any]) -> Usage | None:  # type: ignore[override]
+        if TRACE in state:
+            return self.start(client, request, state)
+        client._redisx_request = ref(request)
+        client._redisx_hits = 0  # hits counted on the copy (client_cache.execute_command)
+        return None
+
 
 def _end_copy(client: Any) -> None:
     """``__del__`` of a per-request copy, which owns neither a connection nor the pool
@@ -583,6 +637,8 @@ class ClientSet:
         self._pools: dict[RedisOptions, Any] = {}
         self._bound_classes: dict[str, type[AccountedRedis]] = {}  # of per-request copies
         self._starters: dict[str, StartUsage] = {}
+        self.caches: dict[str, ClientCache] = {}  # by client name, with client_cache on
+        self._caches: dict[RedisOptions, ClientCache] = {}  # one per pool
 
     def add(self, name: str, options: RedisOptions) -> None:
         """Declare client ``name``; equal options share one pool, others never do."""
@@ -591,14 +647,28 @@ class ClientSet:
             pool = self._pools[options] = build_pool(options)
         self.options[name] = options
         make_client = getattr(pool, "make_client", None)  # Cluster: pyramid_redisx.cluster
-        client = make_client(name) if make_client else AccountedRedis(connection_pool=pool)
+        cache = None
+        if options.client_cache:  # settings refuse it with Cluster
+            cache = self._caches.get(options)
+            if cache is None:
+                cache = self._caches[options] = ClientCache(options, pool)
+            self.caches[name] = cache
+        if make_client:
+            client = make_client(name)
+        elif cache is not None:
+            client = CachedRedis(connection_pool=pool)
+            client._redisx_cache = cache
+            client._redisx_served = cache.served
+        else:
+            client = AccountedRedis(connection_pool=pool)
         client._redisx_retry_writes = options.retry_writes
         client._redisx_observed = observability_enabled()
         self.clients[name] = client
         usage_class = type(
             f"Usage[{name}]",
-            (Usage,),
+            (Usage if cache is None else CachedUsage,),
             {
+                "cache": cache,
                 "name": name,
                 "options": options,
                 "pool": pool,
@@ -610,7 +680,9 @@ class ClientSet:
                 "stats": options.stats,
             },
         )
-        starter = self._starters[name] = StartUsage(usage_class)
+        starter = self._starters[name] = (StartUsage if cache is None else CachedStartUsage)(
+            usage_class
+        )
         # Per-request copies share the process-wide client's attributes through a class
         # made for this client: a copy is then one object with one attribute (a weak
         # reference to its request), and gets its Usage at its first use.
@@ -641,7 +713,7 @@ class ClientSet:
             raise
         bound = object.__new__(bound_class)
         if state is not None:
-            self._starters[name].start(bound, request, state)
+            self._starters[name].bind(bound, request, state)
         else:
             bound._redisx_request = ref(request)
         return bound
@@ -658,6 +730,8 @@ class ClientSet:
         return {name: client.connection_pool for name, client in self.clients.items()}
 
     def close(self) -> None:
-        """Disconnect every pool (tests, scripts that are done)."""
+        """Disconnect every pool (tests, scripts that are done), stop the client caches."""
+        for cache in self._caches.values():
+            cache.close()
         for pool in self._pools.values():
             pool.disconnect()

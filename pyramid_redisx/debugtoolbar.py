@@ -28,7 +28,7 @@ from pyramid_debugtoolbar.panels.settings import (  # type: ignore[import-untype
 from .breaker import breaker_of
 from .pools import pool_figures
 from .redact import MASK, looks_secret, redact_value
-from .usage import TRACE, USAGES, Usage, command_name
+from .usage import CACHE_HIT, TRACE, USAGES, Usage, command_name
 
 ARG_SHOWN = 60  # characters of one argument shown
 ARGS_SHOWN = 10  # arguments of one command shown
@@ -87,6 +87,7 @@ class Entry:
     command: Command
     ms: float
     inner: list[Command] | None = None
+    cached: bool = False  # answered by the client cache (no round trip)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class ClientFigures:
     untraced: bool = False  # commands ran before the toolbar asked for the trace
     circuit: str = "closed"  # the pool's circuit at the end of the request (breaker.py)
     soft_failures: int = 0  # this request's fail-soft calls that got a default
+    cache: dict[str, Any] | None = None  # client cache: this request's and the process's
 
 
 @dataclass
@@ -116,23 +118,30 @@ def summarize(usages: list[Usage]) -> Summary:
     """What the request did, client by client (each in order; clients in first-use order)."""
     summary = Summary()
     for usage in usages:
-        if not usage.commands:
+        if not (usage.commands or usage.cache_hits):
             continue
         for name, args, seconds, inner in usage.trace or ():
             command = Command.from_args(args) if args else Command(command_name(name), "-", [])
             entry = Entry(usage.name, command, seconds * 1000)
-            if inner is not None:
+            if inner is CACHE_HIT:
+                entry.cached = True
+            elif inner is not None:
                 entry.inner = [Command.from_args(inner_args) for inner_args in inner]
                 command.args = [_count(len(inner), "command")]
             summary.entries.append(entry)
-            if summary.slowest is None or entry.ms > summary.slowest.ms:
+            if not entry.cached and (summary.slowest is None or entry.ms > summary.slowest.ms):
                 summary.slowest = entry
         pool = pool_figures(usage.pool)
         figures = (pool.in_use, pool.idle, pool.max, usage.waited * 1000, usage.trace is None)
         outage = (breaker_of(usage.pool).state, getattr(usage, "soft_failures", 0))
-        summary.clients.append(
-            ClientFigures(usage.name, usage.commands, usage.seconds * 1000, *figures, *outage)
-        )
+        client = ClientFigures(usage.name, usage.commands, usage.seconds * 1000, *figures, *outage)
+        if usage.cache is not None:
+            client.cache = {
+                "request_hits": usage.cache_hits,
+                "request_misses": usage.cache_misses,
+                **usage.cache.figures(),
+            }
+        summary.clients.append(client)
         summary.commands += usage.commands
         summary.ms += usage.seconds * 1000
     return summary
@@ -164,11 +173,13 @@ def render(summary: Summary) -> str:
 
 
 def _body(summary: Summary) -> str:
-    if not summary.commands:
+    if not summary.commands and not summary.entries and not summary.clients:
         return "<p>No Redis commands in this request.</p>"
     slowest = summary.slowest
+    trips = sum(1 for entry in summary.entries if not entry.cached)
+    hits = sum(client.cache["request_hits"] for client in summary.clients if client.cache)
     parts = [
-        f"<p>{_count(summary.commands, 'command')} in {_count(len(summary.entries), 'round trip')}, "
+        f"<p>{_count(summary.commands, 'command')} in {_count(trips, 'round trip')}, "
         f"{summary.ms:.2f} ms"
         + (
             f"; slowest: {escape(slowest.command.name)} {slowest.ms:.2f} ms"
@@ -176,6 +187,7 @@ def _body(summary: Summary) -> str:
             if slowest
             else ""
         )
+        + (f"; {_count(hits, 'read')} from the client cache" if hits else "")
         + ".</p>",
         '<table class="table table-striped table-condensed redisx-commands"><thead><tr>'
         "<th>#</th><th>Client</th><th>Command</th><th>Key</th><th>Arguments</th>"
@@ -190,7 +202,7 @@ def _body(summary: Summary) -> str:
         parts.append(
             f'<tr class="redisx-command"><td>{number}</td><td>{escape(entry.client)}</td>'
             f"<td><code>{escape(command.name)}</code></td><td>{escape(command.key)}</td>"
-            f"<td>{args}</td><td>{entry.ms:.2f}</td>"
+            f"<td>{args}</td><td>{'cache' if entry.cached else f'{entry.ms:.2f}'}</td>"
             f"<td>{'yes' if entry.inner is not None else 'no'}</td></tr>"
         )
     parts.append(
@@ -209,6 +221,24 @@ def _body(summary: Summary) -> str:
             f"<td>{client.soft_failures}</td></tr>"
         )
     parts.append("</tbody></table>")
+    cached = [client for client in summary.clients if client.cache is not None]
+    if cached:
+        parts.append(
+            "<h4>Client cache</h4>"
+            '<table class="table table-condensed redisx-client-cache"><thead><tr>'
+            "<th>Client</th><th>Hits (request)</th><th>Misses (request)</th>"
+            "<th>Entries</th><th>Bytes</th><th>Hits</th><th>Misses</th>"
+            "<th>Invalidations</th><th>Flushes</th><th>Listening</th></tr></thead><tbody>"
+        )
+        for client in cached:
+            c = client.cache or {}
+            parts.append(
+                f"<tr><td>{escape(client.name)}</td><td>{c['request_hits']}</td>"
+                f"<td>{c['request_misses']}</td><td>{c['entries']}</td><td>{c['bytes']}</td>"
+                f"<td>{c['hits']}</td><td>{c['misses']}</td><td>{c['invalidations']}</td>"
+                f"<td>{c['flushes']}</td><td>{'yes' if c['listening'] else 'no'}</td></tr>"
+            )
+        parts.append("</tbody></table>")
     return "".join(parts)
 
 

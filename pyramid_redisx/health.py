@@ -87,6 +87,9 @@ def health(clients: Any, probes: HealthProbes) -> tuple[bool, dict[str, Any]]:
         }
         if result.nodes is not None:
             entry["nodes"] = result.nodes
+        cache = clients.caches.get(name)
+        if cache is not None:  # redis.client_cache: its figures in this process
+            entry["client_cache"] = cache.figures()
         if not result.ok:
             entry["error"] = result.error
             body["status"] = "down"

@@ -46,6 +46,8 @@ from pyramid.response import Response
 from .cluster import REDIRECTIONS
 from .errors import RedisSettingsError
 from .telemetry import (
+    CACHE_COUNTERS,
+    CACHE_GAUGES,
     COMMANDS_BUCKETS,
     DURATION_BUCKETS,
     STATE,
@@ -128,6 +130,17 @@ class PrometheusMetrics:
             "pyramid_redisx_cache_lookups", "HTTP cache and dogpile.cache lookups by result",
             ["pyramid_redisx_cache_name", "pyramid_redisx_cache_result"], registry=self.registry,
         )  # fmt: skip
+        # The client cache's figures, per pool: counters (their increase since the last
+        # write) and gauges, as for the pools.
+        self.cache_counters = {
+            name: Counter(f"pyramid_redisx_client_cache_{name}", text, [POOL], registry=self.registry)
+            for name, _, text in CACHE_COUNTERS
+        }  # fmt: skip
+        self.cache_gauges = {
+            name: Gauge(f"pyramid_redisx_client_cache_{name}", text, [POOL], **live)
+            for name, _, text in CACHE_GAUGES
+        }
+        self._seen_cache: dict[tuple[int, str], int] = {}
         self._durations: dict[tuple[str, str], Any] = {}
         self._seen_failovers: dict[int, int] = {}
         self._seen_redirections: dict[str, int] = {}
@@ -170,12 +183,25 @@ class PrometheusMetrics:
         self.connections.labels(name, "idle").set(idle)
         self.max.labels(name).set(most)
         self.pending.labels(name).set(waiting)
+        cache = getattr(pool, "client_cache", None)
+        if cache is not None:
+            self._cache(name, cache)
         failovers = getattr(pool, "failovers", None)
         if failovers is not None:
             seen = self._seen_failovers.get(id(pool), 0)
             if failovers > seen:
                 self.failovers.labels(name).inc(failovers - seen)
                 self._seen_failovers[id(pool)] = failovers
+
+    def _cache(self, name: str, cache: Any) -> None:
+        figures = cache.figures()
+        for figure, counter in self.cache_counters.items():
+            seen = self._seen_cache.get((id(cache), figure), 0)
+            if figures[figure] > seen:
+                counter.labels(name).inc(figures[figure] - seen)
+                self._seen_cache[(id(cache), figure)] = figures[figure]
+        for figure, gauge in self.cache_gauges.items():
+            gauge.labels(name).set(figures[figure])
 
     def _counts(self) -> None:
         for kind in ("moved", "ask"):

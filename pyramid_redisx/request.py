@@ -188,7 +188,7 @@ def _finish(state: dict[str, Any], response: Any) -> None:
     timing = False
     for usage in usages:
         usage.thread = None  # later commands (a streamed body) take one each
-        if usage.commands:
+        if usage.commands or usage.cache_hits:  # (hits: the client cache answered)
             # before the release: in_use counts the request's connection; with the line
             # off, only a pool that may be saturated or a wait can have something to say
             if usage.stats or usage.pool.may_be_saturated or usage.waited >= WAIT_WARNING:

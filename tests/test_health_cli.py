@@ -199,3 +199,25 @@ def test_health_on_a_stalled_server_answers_after_one_timeout(redis_server_facto
     finally:
         close_probes(app.app.registry)
         client_set(app.app.registry).close()
+
+
+def test_health_shows_the_client_cache_only_when_on(make_app: Any) -> None:
+    def view(request: Any) -> str:
+        return str(request.redis.get("k"))
+
+    plain = make_app({"/": view}, health_route="/health")
+    assert "client_cache" not in plain.get("/health").json["clients"]["default"]
+    app = make_app({"/": view}, health_route="/health", client_cache="true")
+    cache = client_set(app.app.registry).caches["default"]
+    app.get("/")
+    deadline = time.monotonic() + 5
+    while cache.listener_id is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for _ in range(3):
+        app.get("/")
+    figures = app.get("/health").json["clients"]["default"]["client_cache"]
+    assert figures["listening"] is True
+    assert figures["entries"] == 1 and figures["hits"] >= 2 and figures["bytes"] > 0
+    assert set(figures) == {"listening", "entries", "bytes", "hits", "misses",
+                            "invalidations", "flushes", "evictions"}  # fmt: skip

@@ -168,6 +168,7 @@ BOOL_KEYS = [
     "blocking", "socket_keepalive", "retry_on_timeout", "decode_responses", "stats",
     "cluster", "ssl_check_hostname", "sentinel_listener", "require_full_coverage",
     "fail_soft",
+    "client_cache",
 ]  # fmt: skip
 TRUE_WORDS = [
     "true",
@@ -661,6 +662,11 @@ CHANGES: list[tuple[str, object]] = [
     ("breaker_failures", "0"),
     ("breaker_cooldown", "5s"),
     ("fail_soft", "true"),
+    ("client_cache", "true"),
+    ("client_cache_max_keys", "500"),
+    ("client_cache_max_bytes", "1 MB"),
+    ("client_cache_ttl", "30 seconds"),
+    ("client_cache_commands", "GET HGETALL"),
 ]
 IDENTITY_BASE = {"redis.sentinel_service": "mymaster"}
 
@@ -948,3 +954,59 @@ def test_error_is_a_configuration_error() -> None:
     assert isinstance(err, ConfigurationError)
     assert (err.key, err.value) == ("redis.retries", "x")
     assert "whole number from 0 to 20" in err.accepted
+
+
+# ------------------------------------------------------------------ client cache
+def test_client_cache_is_off_by_default_with_documented_bounds() -> None:
+    options = parse_client("default", {})
+    assert options.client_cache is False
+    assert (options.client_cache_max_keys, options.client_cache_max_bytes) == (10_000, 64 << 20)
+    assert options.client_cache_ttl is None
+    assert options.client_cache_commands[:3] == ("GET", "MGET", "EXISTS")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1048576", 1 << 20), ("512 KB", 512 << 10), ("64MB", 64 << 20), ("1 GiB", 1 << 30),
+     ("2048 bytes", 2048), (4096, 4096), ("1.5 MB", 3 << 19)],
+)  # fmt: skip
+def test_client_cache_max_bytes_accepts_sizes(text: object, expected: int) -> None:
+    settings = {"redis.client_cache_max_bytes": text}
+    assert parse_client("default", settings).client_cache_max_bytes == expected
+
+
+@pytest.mark.parametrize("text", ["12 parsecs", "-1", "10", "MB", "100 GB", True, 2.5])
+def test_client_cache_max_bytes_refuses_the_rest(text: object) -> None:
+    with pytest.raises(RedisSettingsError) as caught:
+        parse_client("default", {"redis.client_cache_max_bytes": text})
+    message = str(caught.value)
+    assert message.startswith("redis.client_cache_max_bytes = ")
+    assert "a size from 1024 bytes to 64 GB" in message
+
+
+def test_client_cache_commands_are_read_commands_the_cache_knows() -> None:
+    parsed = parse_client("cache", {"redis.clients": "cache",
+                                    "redis.cache.client_cache_commands": "get, hgetall HGETALL"})  # fmt: skip
+    assert parsed.client_cache_commands == ("GET", "HGETALL")
+    with pytest.raises(RedisSettingsError) as caught:
+        parse_client("cache", {"redis.cache.client_cache_commands": "GET SET"})
+    message = str(caught.value)
+    assert message.startswith("redis.cache.client_cache_commands = 'GET SET' is not valid")
+    assert "expected read command names from: BITCOUNT EXISTS GET" in message
+    assert message.endswith("'SET' is not one")
+    with pytest.raises(RedisSettingsError, match="client_cache_commands"):
+        parse_client("default", {"redis.client_cache_commands": " "})
+
+
+def test_client_cache_refused_with_cluster_and_a_replica_role() -> None:
+    with pytest.raises(RedisSettingsError) as caught:
+        parse_client("cache", {"redis.cache.client_cache": "on", "redis.cache.cluster": "true"})
+    message = str(caught.value)
+    assert message.startswith("redis.cache.client_cache = 'true' is not valid")
+    assert "cannot be combined with redis.cache.cluster" in message
+    replica = {"redis.client_cache": "yes", "redis.sentinels": "s:26379",
+               "redis.sentinel_service": "m", "redis.sentinel_role": "replica"}  # fmt: skip
+    with pytest.raises(RedisSettingsError, match=r"redis\.sentinel_role = replica"):
+        parse_client("default", replica)
+    master = parse_client("default", {**replica, "redis.sentinel_role": "master"})
+    assert master.client_cache and master.kind == "sentinel"

@@ -658,3 +658,33 @@ def test_grafana_dashboard_reads_only_metrics_the_endpoint_exposes(make_app: Any
                 re.findall(r"\b((?:db_client|pyramid_redisx)_[a-z_]+)\[", target["expr"])
             )
     assert queried and queried <= exposed, sorted(queried - exposed)
+
+
+def test_client_cache_figures_in_otel_and_prometheus(make_app: Any, telemetry: Otel) -> None:
+    def view(request: Any) -> str:
+        return str(request.redis.get("t:cached"))
+
+    app = make_app({"/": view}, metrics="true", metrics_route="/metrics", client_cache="true")
+    cache = client_set(app.app.registry).caches["default"]
+    app.get("/")
+    deadline = time.monotonic() + 5
+    while cache.listener_id is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for _ in range(4):
+        app.get("/")
+    figures = cache.figures()
+    assert figures["hits"] >= 3 and figures["entries"] == 1
+    pool = {"db.client.connection.pool.name": "default"}
+    otel_hits = sum(p.value for a, p in telemetry.points("pyramid_redisx.client_cache.hits")
+                    if a == pool)  # fmt: skip
+    assert otel_hits == figures["hits"]
+    assert telemetry.value("pyramid_redisx.client_cache.entries") >= 1
+    assert telemetry.value("pyramid_redisx.client_cache.bytes") == figures["bytes"]
+    families = scrape(app)
+    label = {"db_client_connection_pool_name": "default"}
+    assert sample(families, "pyramid_redisx_client_cache_hits_total", **label) == figures["hits"]
+    assert (
+        sample(families, "pyramid_redisx_client_cache_misses_total", **label) == figures["misses"]
+    )
+    assert sample(families, "pyramid_redisx_client_cache_entries", **label) == 1

@@ -40,6 +40,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("probes and accounting", ("probe", "usage"), independent=True, note="a lone connection to a server; what one request did"),
     Layer("topologies", ("sentinel", "cluster"), independent=True, note="each builds its pools (and Cluster its client) from the layers below"),
     Layer("topology choice", ("topology",), note="the one place that picks a kind from the options"),
+    Layer("client cache", ("client_cache",), note="reads answered from process memory, invalidated by the server (CLIENT TRACKING)"),
     Layer("clients", ("client",), note="the accounted client and pipeline, ClientSet, client_set(registry)"),
     Layer("request and reports", ("stats", "request", "startup", "health"), note="the request lifecycle, the stats line, the checks"),
     Layer("telemetry", ("telemetry",), note="spans and metrics of commands, pipelines and requests (off by default)"),

@@ -50,6 +50,8 @@ def default(setting: Any) -> str:
         return "unset"
     if isinstance(value, bool):
         return str(value).lower()
+    if getattr(setting.convert, "shows_bytes", False):
+        return f"{value / 1024**2:g} MB"
     if setting.convert is table.log_level:
         return logging.getLevelName(value).lower()
     if isinstance(value, tuple):
