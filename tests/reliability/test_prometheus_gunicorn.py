@@ -58,6 +58,7 @@ def gunicorn(tmp_path: Path) -> Iterator[Any]:
         instance = Gunicorn(process, port, log)
         started.append(instance)
         wait_until_serving(instance)
+        wait_for_workers(instance)
         return instance
 
     try:
@@ -65,6 +66,25 @@ def gunicorn(tmp_path: Path) -> Iterator[Any]:
     finally:
         for instance in started:
             stop_group(instance.process)
+
+
+def wait_for_workers(instance: Gunicorn, timeout: float = 30.0) -> set[int]:
+    """Without ``--preload`` each worker imports the app after it forks: the first may
+    serve while the others still boot, and the load then reaches one worker only (seen
+    under CI's load). Ask ``/whoami`` (no Redis, no metrics) until every worker answered,
+    or the timeout passed; the test asserts on what the load then reached."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < WORKERS and time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", instance.port, timeout=5)
+        try:
+            connection.request("GET", "/whoami")
+            seen.add(json.loads(connection.getresponse().read())["pid"])
+        except (OSError, http.client.HTTPException):
+            time.sleep(0.05)
+        finally:
+            connection.close()
+    return seen
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
