@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -205,13 +206,18 @@ def test_a_write_of_this_process_is_seen_without_the_servers_message(
     admin.set("k", "1")
     assert app.get("/get/k").text == "1"
     assert app.get("/get/k").text == "1"  # kept
-    monkeypatch.setattr(cache, "invalidate", lambda keys: None)
+    heard = threading.Event()
+    monkeypatch.setattr(cache, "invalidate", lambda keys: heard.set())
     monkeypatch.setattr(cache, "unheard", lambda: False)
     assert app.get("/set/k/2").text == "True"
     assert app.get("/get/k").text == "2"
     assert app.get("/get/k").text == "2"
+    heard.clear()
     admin.set("k", "3")
-    time.sleep(0.1)
+    assert heard.wait(5)  # the listener read the message (and ignored it)
+    deadline = time.monotonic() + 5
+    while (cache.draining or cache.socket_unread()) and time.monotonic() < deadline:
+        time.sleep(0.001)
     assert app.get("/get/k").text == "2"  # stale: the server's message was ignored
 
 
@@ -436,11 +442,19 @@ def test_ttl_forgets_a_reply_even_without_an_invalidation(
 ) -> None:
     app = cached_app(client_cache_ttl="200ms")
     cache = listening(app)
-    monkeypatch.setattr(cache, "invalidate", lambda keys: None)  # no message applied
+    heard = threading.Event()
+    monkeypatch.setattr(cache, "invalidate", lambda keys: heard.set())  # no message applied
     monkeypatch.setattr(cache, "unheard", lambda: False)
     admin.set("k", "1")
     assert app.get("/get/k").text == "1"
+    heard.clear()
     admin.set("k", "2")
+    # The listener has read the message and is done with it: a read while it drains
+    # goes to the server (CI under load read "2" here).
+    assert heard.wait(5)
+    deadline = time.monotonic() + 5
+    while (cache.draining or cache.socket_unread()) and time.monotonic() < deadline:
+        time.sleep(0.001)
     assert app.get("/get/k").text == "1"  # kept (the message was ignored)
     time.sleep(0.25)
     assert app.get("/get/k").text == "2"
