@@ -123,9 +123,16 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def _wait(driver: Any, condition: Any, what: str) -> Any:
+    """Poll ``condition`` until it holds. While a page is being replaced, chromedriver may
+    answer a lookup on the old one with "unknown error: unhandled inspector error: Node with
+    given id does not belong to the document" (a plain WebDriverException, not a stale
+    element: it failed CI once in ``staleness_of``); such answers mean "not yet"."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT).until(condition, message=what)
+    return WebDriverWait(driver, WAIT, ignored_exceptions=(WebDriverException,)).until(
+        condition, message=what
+    )
 
 
 def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
@@ -145,6 +152,11 @@ def test_demo_in_a_browser(demo: Demo, browser: Any) -> None:
         a form's POST and redirect: the next lookup could hit the old page)."""
         element.click()
         _wait(browser, staleness_of(element), "the click did not leave the page")
+        _wait(
+            browser,
+            lambda d: d.execute_script("return document.readyState") == "complete",
+            "the next page never finished loading",
+        )
 
     def submit(field: str, value: str) -> None:
         browser.find_element(By.NAME, field).send_keys(value)
