@@ -19,11 +19,14 @@ program it started: the same executable (``/proc/<pid>/exe``) and the same auxil
 vector (``/proc/<pid>/auxv``, which a fork copies and a new program gets anew, with its
 randomized addresses). So an app started by a shell, systemd, a supervisor or a test
 runner always fails fast. Needs ``/proc`` (Linux); elsewhere every boot is a first boot. Markers are empty files in
-``<tmp>/pyramid_redisx-boot-<uid>/`` (mode 0700), a few bytes per master.
+``<tmp>/pyramid_redisx-boot-<uid>/`` (mode 0700); each new marker removes those of masters
+that are no longer running (pid gone, or reused by a process with another start time), so
+the folder holds the markers of live masters only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -43,11 +46,38 @@ def master() -> tuple[int, str] | None:
             return None
         if _read(f"/proc/{parent}/auxv") != _read("/proc/self/auxv"):
             return None  # the same program started anew (exec), not a fork
-        with open(f"/proc/{parent}/stat", encoding="ascii", errors="replace") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    start = started(parent)  # in clock ticks after boot
+    return None if start is None else (parent, start)
+
+
+def started(pid: int) -> str | None:
+    """The start time of process ``pid`` (field 22 of proc(5)), or None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
-    return parent, fields[19]  # field 22 of proc(5): start time, in clock ticks after boot
+
+
+def prune(folder: str) -> list[str]:
+    """Remove the markers in ``folder`` whose master is no longer running; their names."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        pid, _, rest = name.partition("-")
+        start, _, _ = rest.partition("-")
+        if not pid.isdigit() or not start.isdigit():
+            continue  # not a marker: not ours to remove
+        if started(int(pid)) != start:
+            with contextlib.suppress(OSError):  # another worker removed it first
+                os.unlink(os.path.join(folder, name))
+                removed.append(name)
+    return removed
 
 
 def _read(path: str) -> bytes:
@@ -76,7 +106,8 @@ def mark_checked(options: RedisOptions) -> None:
         with open(path, "a"):
             pass
     except OSError:
-        pass  # a read-only /tmp: every boot is then a first boot, as before
+        return  # a read-only /tmp: every boot is then a first boot, as before
+    prune(os.path.dirname(path))
 
 
 def replaces_a_worker(options: RedisOptions) -> bool:
