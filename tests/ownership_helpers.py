@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
+
+from tests.loopback_proxy import LoopbackProxy
 
 # The app's settings in these tests, and the same figures for the plain client.
 SOCKET_TIMEOUT = 2.0
@@ -99,7 +100,7 @@ def attempt(call: Callable[[], Any]) -> Any:
         return type(exc).__name__
 
 
-class CuttingProxy:
+class CuttingProxy(LoopbackProxy):
     """A loopback TCP proxy in front of a real server: bytes go through unchanged,
     except that once armed (``cut_next(b"GET")``) the next command of that name is not
     forwarded and both sides of its connection are closed. The client has then sent
@@ -110,92 +111,29 @@ class CuttingProxy:
     """
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = int(self.listener.getsockname()[1])
         self.cut: bytes | None = None
         self.cuts = 0
-        self.lock = threading.Lock()
-        self.sockets: list[socket.socket] = []
-        self.threads: list[threading.Thread] = []
-        self._start(self._accept)
+        super().__init__(upstream_port)
 
     def cut_next(self, command: bytes) -> None:
         with self.lock:
             self.cut = command.upper()
 
-    def _start(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self.threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            with self.lock:
-                self.sockets += [client, upstream]
-            self._start(self._commands, client, upstream)
-            self._start(self._replies, upstream, client)
-
-    def _commands(self, client: socket.socket, upstream: socket.socket) -> None:
+    def client_to_server(self, client: socket.socket, upstream: socket.socket) -> None:
         buffer = b""
-        try:
-            while True:
-                data = client.recv(65536)
-                if not data:
-                    break
-                buffer += data
-                while True:
-                    parsed = _one_command(buffer)
-                    if parsed is None:
-                        break
-                    name, end = parsed
-                    with self.lock:
-                        cut = self.cut is not None and name.upper() == self.cut
-                        if cut:
-                            self.cut = None
-                            self.cuts += 1
+        while data := client.recv(65536):
+            buffer += data
+            while (parsed := _one_command(buffer)) is not None:
+                name, end = parsed
+                with self.lock:
+                    cut = self.cut is not None and name.upper() == self.cut
                     if cut:
-                        return  # not forwarded: the finally closes both sides
-                    upstream.sendall(buffer[:end])
-                    buffer = buffer[end:]
-        except OSError:
-            pass
-        finally:
-            _close(client, upstream)
-
-    def _replies(self, upstream: socket.socket, client: socket.socket) -> None:
-        try:
-            while True:
-                data = upstream.recv(65536)
-                if not data:
-                    break
-                client.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(client, upstream)
-
-    def close(self) -> None:
-        self.listener.close()
-        with self.lock:
-            sockets = list(self.sockets)
-        _close(*sockets)
-        for thread in self.threads:
-            thread.join(5)
-
-
-def _close(*sockets: socket.socket) -> None:
-    for sock in sockets:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
+                        self.cut = None
+                        self.cuts += 1
+                if cut:
+                    return  # not forwarded: the pump closes both sides
+                upstream.sendall(buffer[:end])
+                buffer = buffer[end:]
 
 
 def _one_command(buffer: bytes) -> tuple[bytes, int] | None:

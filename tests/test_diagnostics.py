@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +19,7 @@ from pyramid_redisx.request import client_set
 from pyramid_redisx.settings import parse_client
 from pyramid_redisx.testing import RedisServer, TLSFiles
 from tests.conftest import build_app
+from tests.loopback_proxy import LoopbackProxy, relay
 from tests.test_cli_hardening import ini, run
 
 
@@ -101,40 +101,18 @@ def test_no_permission_is_classified(redis_server: Any) -> None:
             admin.acl_deluser("noping")
 
 
-class SlowConnectProxy:
+class SlowConnectProxy(LoopbackProxy):
     """Forwards to ``port``, holding each new connection's first reply back ``delay`` s."""
 
     def __init__(self, port: int, delay: float) -> None:
-        self.target, self.delay = port, delay
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.delay = delay
+        super().__init__(port)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, slow_first: bool) -> None:
-        first = slow_first
-        try:
-            while data := source.recv(65536):
-                if first:
-                    time.sleep(self.delay)  # the connection's handshake (HELLO/SETINFO) is slow
-                    first = False
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            sink.close()
-
-    def close(self) -> None:
-        self.listener.close()
+    def server_to_client(self, upstream: socket.socket, client: socket.socket) -> None:
+        first = upstream.recv(65536)
+        time.sleep(self.delay)  # the connection's handshake (HELLO/SETINFO) is slow
+        client.sendall(first)
+        relay(upstream, client)
 
 
 def test_latency_is_a_ping_on_an_established_connection(

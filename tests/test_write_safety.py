@@ -3,7 +3,6 @@ server run a command and then resets the client's connection before the reply.""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
 import threading
@@ -19,71 +18,41 @@ from pyramid_redisx import CommandMayHaveBeenApplied, get_redis
 from pyramid_redisx.pools import pool_figures
 from pyramid_redisx.request import client_set
 from tests.conftest import build_app
+from tests.loopback_proxy import LoopbackProxy
 
 
-class ResetAfterReplyProxy:
+class ResetAfterReplyProxy(LoopbackProxy):
     """Forwards TCP to a server; ``arm(b"INCR")`` makes it reset the client connection
     (RST) instead of passing on the reply of the next request whose bytes hold that
     command: the server ran it, the client never hears so."""
 
+    replies_pumped = False  # one request, one reply, in lockstep (below)
+
     def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
         self.trigger: bytes | None = None
         self.resets = 0
-        self.lock = threading.Lock()
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port)
 
     def arm(self, command: bytes) -> None:
         with self.lock:
             self.trigger = command
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target_port))
-            self.sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
-
-    def _pump(self, client: socket.socket, server: socket.socket) -> None:
-        try:
-            while True:
-                data = client.recv(65536)
-                if not data:
-                    break
-                with self.lock:
-                    trigger = self.trigger
-                    hit = trigger is not None and trigger in data.upper()
-                    if hit:
-                        self.trigger = None
-                server.sendall(data)
-                reply = server.recv(65536)  # one request, one reply (no pipelining here
-                # beyond one packet: redis-py sends a command or a pipeline in one write)
+    def client_to_server(self, client: socket.socket, server: socket.socket) -> None:
+        while data := client.recv(65536):
+            with self.lock:
+                trigger = self.trigger
+                hit = trigger is not None and trigger in data.upper()
                 if hit:
-                    self.resets += 1
-                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    client.close()  # RST: "Connection reset by peer" on the client
-                    break
-                client.sendall(reply)
-        except OSError:
-            pass
-        finally:
-            for sock in (client, server):
-                with contextlib.suppress(OSError):
-                    sock.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
+                    self.trigger = None
+            server.sendall(data)
+            reply = server.recv(65536)  # one request, one reply (no pipelining here
+            # beyond one packet: redis-py sends a command or a pipeline in one write)
+            if hit:
+                self.resets += 1
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()  # RST: "Connection reset by peer" on the client
+                return
+            client.sendall(reply)
 
 
 @pytest.fixture
