@@ -7,6 +7,8 @@ import asyncio
 import time
 from typing import Any
 
+import redis
+
 from pyramid_redisx import RedisCircuitOpen, get_async_redis, get_redis
 from pyramid_redisx.aio import close_async_redis
 from pyramid_redisx.breaker import CLOSED, OPEN, TIMEOUTS, breaker_of
