@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from asyncio import current_task
 from typing import Any
 
 import redis.asyncio
@@ -35,6 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from .breaker import CLOSED, NO_BREAKER, NoBreaker, breaker_of
 from .client import client_set
 from .cluster import (
     READING,
@@ -120,24 +122,80 @@ async def _close_all(clients: dict[str, Any]) -> None:
 
 
 class WriteSafeAsyncRetry(Retry):
-    """The asyncio ``Retry`` that, as the sync one, never retries a command that may have
-    been applied (``CommandMayHaveBeenApplied``)."""
+    """The asyncio ``Retry`` that, as the sync one (``retries.WriteSafeRetry``), never
+    retries a command that may have been applied (``CommandMayHaveBeenApplied``), and is
+    the circuit breaker's gate (``breaker``, the sync pool's of the same client name):
+    every connect, command and pipeline of a standalone or Sentinel client passes here."""
+
+    breaker: NoBreaker = NO_BREAKER  # shared by each connection's (deep) copy
 
     async def call_with_retry(
         self, do: Any, fail: Any, is_retryable: Any = None, with_failure_count: bool = False
     ) -> Any:
-        given = is_retryable
-        return await super().call_with_retry(
-            do,
-            fail,
-            lambda error: retryable(error) and (given is None or given(error)),
-            with_failure_count,
-        )
+        # redis-py's asyncio loop (redis.asyncio.retry.Retry.call_with_retry, 8.1 and
+        # 8.2), written out as the sync WriteSafeRetry does, with the breaker's steps;
+        # the half-open probe belongs to this task (an event loop's tasks share a thread).
+        breaker = self.breaker
+        me = current_task()
+        probe = breaker.dirty and breaker.enter(me)  # breaker: RedisCircuitOpen while open
+        failures = 0
+        while True:
+            try:
+                result = await do()
+            except self._supported_errors as error:
+                if (
+                    probe  # breaker: the half-open probe is tried once
+                    or not retryable(error)
+                    or (is_retryable is not None and not is_retryable(error))
+                ):
+                    breaker.failed(error, probe, me)  # breaker: counts failures to reach
+                    raise
+                failures += 1
+                if with_failure_count:
+                    await fail(error, failures)
+                else:
+                    await fail(error)
+                if (self._retries >= 0 and failures > self._retries) or (
+                    breaker.dirty and breaker.state != CLOSED  # breaker: open, or probing
+                ):
+                    breaker.failed(error, me=me)  # breaker: and stops retrying once open
+                    raise error
+                if failures == 1:
+                    self._backoff.reset()
+                pause = self._backoff.compute(failures)
+                if pause > 0:
+                    await asyncio.sleep(pause)
+            except BaseException as error:
+                breaker.failed(error, probe, me)  # breaker: a timeout not retried counts too
+                raise
+            else:
+                if breaker.dirty:
+                    breaker.succeeded(probe, me)  # breaker: closes, or clears the count
+                return result
 
 
-def async_retry(options: RedisOptions) -> Retry:
-    """The sync pools' policy: connection errors; timeouts only if asked; no write twice."""
-    return WriteSafeAsyncRetry(**retry_arguments(options))
+def async_retry(options: RedisOptions, breaker: NoBreaker = NO_BREAKER) -> Retry:
+    """The sync pools' policy: connection errors; timeouts only if asked; no write twice;
+    gated by ``breaker``."""
+    policy = WriteSafeAsyncRetry(**retry_arguments(options))
+    policy.breaker = breaker
+    return policy
+
+
+async def _guarded(breaker: NoBreaker, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """``await call(*args, **kwargs)`` through ``breaker``'s gate (``breaker.guarded``'s
+    asyncio twin): for the Cluster client's own loops, which its node connections' retry
+    policy (redis-py's, no retries) never gates."""
+    me = current_task()
+    probe = breaker.dirty and breaker.enter(me)
+    try:
+        result = await call(*args, **kwargs)
+    except BaseException as error:
+        breaker.failed(error, probe, me)
+        raise
+    if breaker.dirty:
+        breaker.succeeded(probe, me)
+    return result
 
 
 async def _connected(connection: Any) -> None:
@@ -262,6 +320,10 @@ class _WriteSafeAsyncPipelineStrategy(redis.asyncio.cluster.PipelineStrategy):
     only if that is safe (redis-py sends its failed commands again)."""
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        breaker = getattr(self._pipe.cluster_client, "_redisx_breaker", NO_BREAKER)
+        return await _guarded(breaker, self._execute_safely, raise_on_error, allow_redirections)
+
+    async def _execute_safely(self, raise_on_error: bool, allow_redirections: bool) -> Any:
         stack = self._command_queue
         if not stack:
             return []
@@ -292,6 +354,11 @@ class _WriteSafeAsyncPipelineStrategy(redis.asyncio.cluster.PipelineStrategy):
 class _WriteSafeAsyncTransactionStrategy(redis.asyncio.cluster.TransactionStrategy):
     """redis-py's MULTI/EXEC; once sent, not run again unless every command reads."""
 
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        breaker = getattr(self._pipe.cluster_client, "_redisx_breaker", NO_BREAKER)
+        run = super().execute
+        return await _guarded(breaker, run, raise_on_error, allow_redirections)
+
     async def _execute_transaction(self, stack: Any, raise_on_error: bool) -> Any:
         try:
             return await super()._execute_transaction(stack, raise_on_error)
@@ -309,6 +376,12 @@ class WriteSafeAsyncCluster(redis.asyncio.RedisCluster):
 
     _redisx_retry_writes = False
     _redisx_retry_on_timeout = False
+    _redisx_breaker: NoBreaker = NO_BREAKER  # the sync client's circuit (breaker.py)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        # One circuit for the client, around redis-py's loop (as the sync AccountedCluster)
+        run = super().execute_command
+        return await _guarded(self._redisx_breaker, run, *args, **kwargs)
 
     async def _execute_command(self, target_node: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -337,25 +410,27 @@ _ASYNC_CONNECTIONS = {
 }
 
 
-def async_pool_kwargs(options: RedisOptions) -> dict[str, Any]:
+def async_pool_kwargs(options: RedisOptions, breaker: NoBreaker = NO_BREAKER) -> dict[str, Any]:
     """Arguments of a ``redis.asyncio`` pool for ``options`` (pure: tested without a server):
-    the sync pools' connection arguments, with the asyncio connection class and retry."""
+    the sync pools' connection arguments, with the asyncio connection class and retry
+    (gated by ``breaker``)."""
     kwargs = connection_kwargs(options)
     kwargs["connection_class"] = _ASYNC_CONNECTIONS[kwargs["connection_class"]]
-    kwargs["retry"] = async_retry(options)
+    kwargs["retry"] = async_retry(options, breaker)
     kwargs["max_connections"] = options.max_connections
     if options.blocking:
         kwargs["timeout"] = options.pool_timeout
     return kwargs
 
 
-def build_async_client(options: RedisOptions) -> Any:
-    """A new ``redis.asyncio.Redis`` owning a new pool. Opens no connection."""
-    kwargs = async_pool_kwargs(options)
+def build_async_client(options: RedisOptions, breaker: NoBreaker = NO_BREAKER) -> Any:
+    """A new ``redis.asyncio.Redis`` owning a new pool, its calls gated by ``breaker``
+    (``get_async_redis`` passes the sync client's). Opens no connection."""
+    kwargs = async_pool_kwargs(options, breaker)
     if options.kind == "sentinel":
         return _sentinel_master(options, kwargs)
     if options.kind == "cluster":
-        return _cluster(kwargs, options)
+        return _cluster(kwargs, options, breaker)
     pool_class = (
         redis.asyncio.BlockingConnectionPool if options.blocking else redis.asyncio.ConnectionPool
     )
@@ -364,7 +439,7 @@ def build_async_client(options: RedisOptions) -> Any:
     return client
 
 
-def _cluster(kwargs: dict[str, Any], options: RedisOptions) -> Any:
+def _cluster(kwargs: dict[str, Any], options: RedisOptions, breaker: NoBreaker) -> Any:
     # RedisCluster makes its own per-node pools and picks the (SSL) connection class,
     # which then marks its errors (write safety); no db but 0.
     for name in ("connection_class", "timeout"):
@@ -374,6 +449,10 @@ def _cluster(kwargs: dict[str, Any], options: RedisOptions) -> Any:
     client = WriteSafeAsyncCluster(ssl=options.scheme == "rediss", **kwargs)
     client._redisx_retry_writes = options.retry_writes
     client._redisx_retry_on_timeout = options.retry_on_timeout
+    # redis-py gives node connections a retry policy of its own (no retries): the gate is
+    # around the client's loops (execute_command, the pipelines' execute) instead, and in
+    # the client's policy, which a MULTI/EXEC's WATCH and retries copy.
+    client._redisx_breaker = breaker
     manager = client.nodes_manager
     marked = marking(_AsyncStageMarking, manager.connection_kwargs["connection_class"])
     manager.connection_kwargs["connection_class"] = marked
@@ -418,7 +497,9 @@ def get_async_redis(registry: Any, name: str = DEFAULT_CLIENT) -> Any:
         if options is None:
             client_set(registry).client(name)  # the LookupError naming the declared clients
         assert options is not None
-        client = clients[name] = build_async_client(options)
+        # one circuit per client name and process: the sync client's (breaker.py)
+        breaker = breaker_of(client_set(registry).pools().get(name))
+        client = clients[name] = build_async_client(options, breaker)
     return client
 
 

@@ -5,8 +5,9 @@ pauses) for as long as Redis is unreachable, and under load every server thread 
 on Redis at once. With it, once ``breaker_failures`` calls in a row failed to reach the
 server, the circuit is **open**: commands raise ``RedisCircuitOpen`` at once, without
 touching the network. After ``breaker_cooldown`` it is **half-open**: the next call
-(one thread at a time; the others still fail at once) is the probe, sent once without
-retries. Its success closes the circuit, its failure opens it for another cooldown.
+(one thread or asyncio task at a time; the others still fail at once) is the probe,
+sent once without retries. Its success closes the circuit, its failure opens it for
+another cooldown.
 
 Why consecutive failures, not a rate over a window: a closed circuit then costs one
 attribute read per call (``dirty`` is false while no failure is counted; a success
@@ -25,7 +26,9 @@ policy; the breaker copies as itself), and clients with equal options share a po
 closed, as it starts with fresh pools. The gate runs in the retry policy (``retries``:
 every connect, command and pipeline goes through it) and at checkout (``pools``); a
 Sentinel failover closes the circuit (``sentinel``), and a Cluster client has one
-breaker for all its nodes (``cluster``).
+breaker for all its nodes (``cluster``). The asyncio clients of ``get_async_redis`` pass
+the same gate with the very breaker of the sync pool of the same name (``aio``): one
+circuit per client name and process, whichever kind of client saw the outage.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from threading import get_ident
 from time import monotonic
 from typing import Any
@@ -109,16 +112,16 @@ class NoBreaker:
     soft_failures = 0
     opened = 0
 
-    def enter(self) -> bool:
+    def enter(self, me: Hashable = None) -> bool:
         return False
 
-    def check(self) -> None:
+    def check(self, me: Hashable = None) -> None:
         return None
 
-    def failed(self, error: BaseException, probe: bool = False) -> None:
+    def failed(self, error: BaseException, probe: bool = False, me: Hashable = None) -> None:
         return None
 
-    def succeeded(self, probe: bool = False) -> None:
+    def succeeded(self, probe: bool = False, me: Hashable = None) -> None:
         return None
 
     def soft_failure(self) -> None:
@@ -158,7 +161,7 @@ class Breaker(NoBreaker):
         self.opened_at = 0.0  # monotonic: when it last opened (or re-opened)
         self.since = 0.0  # monotonic: when this outage began (the first open)
         self.last_error = ""
-        self.prober: int | None = None  # the thread running the half-open probe
+        self.prober: Hashable = None  # who runs the half-open probe: a thread or a task
         self.probes = 0  # probes that failed during this outage
         self.opened = 0  # outages seen by this process
         self.soft_failures = 0  # fail-soft callers that got a default instead (process)
@@ -179,11 +182,15 @@ class Breaker(NoBreaker):
         return ",".join(self.names)  # as in the log lines: client=default,cache
 
     # -------------------------------------------------------------- the gate
-    def enter(self) -> bool:
+    # ``me`` says who calls: the thread (``get_ident()``, the default) for sync clients,
+    # the asyncio task for the async ones (``aio``): every task of an event loop runs on
+    # one thread, so a thread identity would let them all pass as "inside the probe".
+    def enter(self, me: Hashable = None) -> bool:
         """Before a call that may touch the network, when ``dirty``. Raises
         ``RedisCircuitOpen`` while open; True when this call is the half-open probe (its
         caller reports the outcome with ``probe=True``)."""
-        me = get_ident()
+        if me is None:
+            me = get_ident()
         with self._lock:
             if self.state == CLOSED or self.prober == me:  # closed, or inside the probe
                 return False
@@ -199,11 +206,11 @@ class Breaker(NoBreaker):
                 return True
             raise self.error()
 
-    def check(self) -> None:
+    def check(self, me: Hashable = None) -> None:
         """At checkout, when ``dirty``: raise while open and cooling down, or while
         another thread probes. No lock: the probe itself is decided by ``enter``."""
         state = self.state
-        if state == CLOSED or self.prober == get_ident():
+        if state == CLOSED or self.prober == (get_ident() if me is None else me):
             return
         if state == OPEN and monotonic() >= self.opened_at + self.cooldown:
             return  # the probe is due: the call after the checkout may be it
@@ -223,10 +230,11 @@ class Breaker(NoBreaker):
         )
 
     # -------------------------------------------------------------- outcomes
-    def failed(self, error: BaseException, probe: bool = False) -> None:
+    def failed(self, error: BaseException, probe: bool = False, me: Hashable = None) -> None:
         """A call failed with ``error`` (counted once, and only if it is a failure to
         reach the server). ``probe``: the call was the half-open probe."""
-        me = get_ident()
+        if me is None:
+            me = get_ident()
         if probe and self.prober == me:
             with self._lock:
                 if self.prober != me:
@@ -254,9 +262,10 @@ class Breaker(NoBreaker):
             if self.failures >= self.threshold:
                 self._open(monotonic())
 
-    def succeeded(self, probe: bool = False) -> None:
+    def succeeded(self, probe: bool = False, me: Hashable = None) -> None:
         """A call succeeded, when ``dirty``: the server is reachable."""
-        me = get_ident()
+        if me is None:
+            me = get_ident()
         if self.prober == me and not probe:
             return  # inside the probe (its connect): the probe's own outcome decides
         with self._lock:

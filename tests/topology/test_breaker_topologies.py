@@ -3,11 +3,15 @@ Cluster client has one circuit, which opens when the cluster is unreachable from
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
-from pyramid_redisx import get_redis
-from pyramid_redisx.breaker import CLOSED, OPEN, breaker_of
+import redis
+
+from pyramid_redisx import RedisCircuitOpen, get_async_redis, get_redis
+from pyramid_redisx.aio import close_async_redis
+from pyramid_redisx.breaker import CLOSED, OPEN, TIMEOUTS, breaker_of
 from pyramid_redisx.testing import FailoverWriter, RedisClusterSet, SentinelSet
 
 from .conftest import cluster_settings, sentinel_settings
@@ -86,3 +90,68 @@ def test_one_circuit_per_cluster_client(cluster_set: RedisClusterSet, apps: Any)
         writer.failures[-3:]
     )
     assert breaker.state == CLOSED
+
+
+# ------------------------------------------------------------------ asyncio clients
+def _async_until_open(registry: Any, command: Any, deadline: float) -> list[str]:
+    """Run ``command(client)`` in a loop on the async client until it raises
+    RedisCircuitOpen (or ``deadline`` passes): the outcomes, by exception name."""
+
+    async def main() -> list[str]:
+        client = get_async_redis(registry)
+        seen: list[str] = []
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    await command(client)
+                    seen.append("ok")
+                except (redis.RedisError, *TIMEOUTS) as error:  # 8.2: RedisClusterUnreachableError
+                    seen.append(type(error).__name__)
+                    if isinstance(error, RedisCircuitOpen):
+                        break
+        finally:
+            await close_async_redis(registry)
+        return seen
+
+    return asyncio.run(main())
+
+
+def test_the_async_sentinel_client_opens_the_sync_clients_circuit(
+    sentinel_set: SentinelSet, apps: Any
+) -> None:
+    """The master killed: the async client's writes fail (refused) until the circuit of
+    the client's name opens; then they fail at once with RedisCircuitOpen."""
+    app = apps(sentinel_settings(sentinel_set, breaker_failures="2", breaker_cooldown="30"))
+    breaker = breaker_of(get_redis(app.app.registry).connection_pool)
+    sentinel_set.master().stop()  # SIGKILL
+    seen = _async_until_open(app.app.registry, lambda c: c.incr("n"), time.monotonic() + 5)
+    assert seen[-1] == "RedisCircuitOpen", seen
+    assert breaker.opened == 1 and breaker.state == OPEN
+
+
+def test_the_async_cluster_client_opens_the_sync_clients_circuit(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """Every node stalled: the async Cluster client's commands time out until the
+    circuit opens, then fail at once; once the nodes run again, a probe closes it."""
+    timeout, cooldown = 0.3, 0.5
+    settings = cluster_settings(
+        cluster_set, socket_timeout=str(timeout), socket_connect_timeout=str(timeout),
+        breaker_failures="2", breaker_cooldown=str(cooldown),
+    )  # fmt: skip
+    app = apps(settings)
+    registry = app.app.registry
+    breaker = breaker_of(get_redis(registry).connection_pool)
+    assert _async_until_open(registry, lambda c: c.set("k", "v"), time.monotonic() + 5)[0] == "ok"
+    for node in cluster_set.nodes:
+        node.pause()
+    try:
+        deadline = time.monotonic() + 2 * (len(cluster_set.nodes) + 1) * timeout + 2
+        seen = _async_until_open(registry, lambda c: c.get("k"), deadline)
+        assert seen[-1] == "RedisCircuitOpen" and breaker.state == OPEN, seen
+    finally:
+        for node in cluster_set.nodes:
+            node.resume()
+    time.sleep(cooldown + 0.05)
+    seen = _async_until_open(registry, lambda c: c.get("k"), time.monotonic() + 0.5)
+    assert seen[0] == "ok" and breaker.state == CLOSED, seen
