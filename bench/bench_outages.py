@@ -1,6 +1,6 @@
 """Benchmark: three Redis outages under load, with and without the circuit breaker.
 
-    python bench/bench_outages.py [--down S] [--json PATH]
+    python bench/bench_outages.py [--down S] [--pin] [--json PATH]
 
 For each outage (SIGKILL then a restart, SIGSTOP, a black hole; ``--down`` seconds,
 default 10) and each server (waitress 8 threads; gunicorn 2 workers x 4 threads, no
@@ -11,6 +11,11 @@ an open-loop client on a plain view, a fail-soft view, a write view and that Red
 view (docs/outages.rst has the method). Writes ``bench/results_outages.json`` (the
 figures and, per run, p99 latency per 250 ms through the outage, for
 ``bench/plot_outages.py``). ~5 min. Needs ``wrk`` (scripts/system-deps.sh).
+
+``--pin``: the app server runs on a CPU of its own and everything else (wrk, the
+open-loop client, Redis) on the others, as when the load comes from another machine. On
+a 2-core machine the server then has one core, and the load cannot take it from it: the
+ratios and latencies are the server's own, not the scheduler's.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from tests.reliability.outages import (  # noqa: E402
     RATES,
     WORST_CASE,
     figures,
+    pinned,
     run_outage,
     timeline,
     wrk_available,
@@ -58,13 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--down", type=float, default=10.0)
     parser.add_argument("--json", default=str(HERE / "results_outages.json"))
+    parser.add_argument(
+        "--pin", action="store_true",
+        help="the app server on a CPU of its own, the load (wrk, the open-loop client, "
+        "Redis) on the others: as if the load came from another machine",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not wrk_available():
         print("bench_outages: needs wrk (scripts/system-deps.sh installs it)", file=sys.stderr)
         return 2
     results: dict[str, Any] = {
         "machine": machine(), "settings": SETTINGS, "cooldown_s": COOLDOWN,
-        "worst_case_s": WORST_CASE, "rates": RATES, "down_s": args.down, "runs": [],
+        "worst_case_s": WORST_CASE, "rates": RATES, "down_s": args.down,
+        "pinned": [sorted(cpus) for cpus in split] if (split := pinned()) and args.pin else None,
+        "runs": [],
     }  # fmt: skip
     order = True
     with tempfile.TemporaryDirectory() as workdir:
@@ -72,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             for server in ("waitress", "gunicorn"):
                 for breaker in (order, not order):  # alternate which goes first
                     started = time.monotonic()
-                    run = run_outage(outage, server, breaker, Path(workdir), down=args.down)
+                    run = run_outage(outage, server, breaker, Path(workdir), down=args.down,
+                                     pin=args.pin)  # fmt: skip
                     found = figures(run)
                     found["timeline"] = timeline(run)
                     found["seconds"] = round(time.monotonic() - started, 1)

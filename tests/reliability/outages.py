@@ -55,7 +55,9 @@ def wrk_available() -> bool:
 class AppServer:
     """The outage app in its own process group: waitress or gunicorn."""
 
-    def __init__(self, kind: str, url: str, breaker: bool, log: Path) -> None:
+    def __init__(
+        self, kind: str, url: str, breaker: bool, log: Path, cpus: set[int] | None = None
+    ) -> None:
         self.kind = kind
         self.port = free_port()
         self.log = log
@@ -74,6 +76,7 @@ class AppServer:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )  # fmt: skip
 
     def wait_serving(self, timeout: float = 30.0) -> None:
@@ -261,11 +264,37 @@ class OutageRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def pinned() -> tuple[set[int], set[int]] | None:
+    """(the load's CPUs, the app server's CPUs) for ``pin=True``: the last CPU this
+    process may use serves the app, the others run the load (wrk, the open-loop client,
+    Redis and this process), as if the load came from another machine. None with one CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return set(cpus[:-1]), {cpus[-1]}
+
+
 def run_outage(
     outage: str, server_kind: str, breaker: bool, workdir: Path, *,
-    healthy: float = 3.0, down: float = 10.0, after: float = 3.0,
+    healthy: float = 3.0, down: float = 10.0, after: float = 3.0, pin: bool = False,
 ) -> OutageRun:  # fmt: skip
-    """One outage of ``down`` seconds between ``healthy`` and ``after`` seconds of load."""
+    """One outage of ``down`` seconds between ``healthy`` and ``after`` seconds of load.
+    ``pin``: the app server on a CPU of its own (``pinned``), the load on the others."""
+    split = pinned() if pin else None
+    before = os.sched_getaffinity(0)
+    if split:  # this thread's children and threads inherit it: Redis, wrk, the client
+        os.sched_setaffinity(0, split[0])
+    try:
+        return _run_outage(outage, server_kind, breaker, workdir, healthy, down, after,
+                           split[1] if split else None)  # fmt: skip
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _run_outage(
+    outage: str, server_kind: str, breaker: bool, workdir: Path,
+    healthy: float, down: float, after: float, server_cpus: set[int] | None,
+) -> OutageRun:  # fmt: skip
     redis_server = RedisServer(None, None, "--appendonly", "yes", "--appendfsync", "always")
     redis_server.start()
     proxy = None
@@ -276,7 +305,8 @@ def run_outage(
         if outage == "blackhole":
             proxy, port = start_blackhole(f"127.0.0.1:{redis_server.port}")
             url = f"redis://127.0.0.1:{port}/0"
-        app = AppServer(server_kind, url, breaker, workdir / f"{server_kind}-{outage}.log")
+        app = AppServer(server_kind, url, breaker, workdir / f"{server_kind}-{outage}.log",
+                        server_cpus)  # fmt: skip
         app.wait_serving()
         with redis_server.client() as admin:
             admin.set("page", "cached")
