@@ -50,6 +50,7 @@ from .errors import is_error_reply
 from .pools import connection_kwargs
 from .pubsub import SubscribedAsyncPubSub
 from .retries import (
+    connects_only,
     may_have_been_applied,
     reads_only,
     retry_arguments,
@@ -169,8 +170,11 @@ class WriteSafeAsyncRetry(Retry):
                 breaker.failed(error, probe, me)  # breaker: a timeout not retried counts too
                 raise
             else:
-                if breaker.dirty:
-                    breaker.succeeded(probe, me)  # breaker: closes, or clears the count
+                if breaker.dirty:  # breaker: closes, or clears the count
+                    if connects_only(do):
+                        breaker.connected_only(probe, me)  # not yet an answer
+                    else:
+                        breaker.succeeded(probe, me)
                 return result
 
 

@@ -124,6 +124,9 @@ class NoBreaker:
     def succeeded(self, probe: bool = False, me: Hashable = None) -> None:
         return None
 
+    def connected_only(self, probe: bool = False, me: Hashable = None) -> None:
+        return None
+
     def soft_failure(self) -> None:
         return None
 
@@ -274,6 +277,18 @@ class Breaker(NoBreaker):
                 self.dirty = False
             else:
                 self._close("a request succeeded" if not probe else "the probe succeeded")
+
+    def connected_only(self, probe: bool = False, me: Hashable = None) -> None:
+        """A bare socket connect succeeded (``retries.connects_only``): no success, as a
+        proxy or load balancer in front of a dead server accepts too; only an answer is.
+        A probe that was only that hands the probe to the next call."""
+        if not probe:
+            return
+        if me is None:
+            me = get_ident()
+        with self._lock:
+            if self.prober == me:
+                self.state, self.prober, self.opened_at = OPEN, None, 0.0
 
     def failover(self, where: str) -> None:
         """Sentinel moved the service to a new master: close the circuit now."""

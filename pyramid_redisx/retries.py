@@ -62,6 +62,17 @@ def retryable(error: Exception) -> bool:
     return not isinstance(error, CommandMayHaveBeenApplied | TimeoutNotRetried)
 
 
+def connects_only(do: Any) -> bool:
+    """True when a retried call is redis-py's bare socket connect, which
+    ``connect_check_health`` gates apart from the handshake when a connection reconnects
+    inside a command (``self._connect``; ``lambda: self._connect()`` in asyncio): its
+    success is not the server's answer (``breaker.Breaker.connected_only``)."""
+    name = getattr(do, "__name__", "")
+    if name == "_connect":
+        return True
+    return name == "<lambda>" and do.__code__.co_names == ("_connect",)
+
+
 class WriteSafeRetry(Retry):
     """redis-py's ``Retry``, except that it never retries ``CommandMayHaveBeenApplied``
     (nor the Cluster client's ``TimeoutNotRetried``), and that it is the circuit
@@ -118,8 +129,11 @@ class WriteSafeRetry(Retry):
                 breaker.failed(error, probe)  # breaker: a timeout not retried counts too
                 raise
             else:
-                if breaker.dirty:
-                    breaker.succeeded(probe)  # breaker: closes, or clears the count
+                if breaker.dirty:  # breaker: closes, or clears the count
+                    if connects_only(do):
+                        breaker.connected_only(probe)  # not yet an answer
+                    else:
+                        breaker.succeeded(probe)
                 return result
 
 

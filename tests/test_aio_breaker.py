@@ -22,7 +22,15 @@ from pyramid_redisx import RedisCircuitOpen, get_async_redis, get_redis
 from pyramid_redisx.aio import close_async_redis
 from pyramid_redisx.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from tests.reliability.blackhole import Blackhole
-from tests.test_breaker import FAST, breaker, call, get_view, warnings_of
+from tests.test_breaker import (
+    FAST,
+    DeadBehindProxy,
+    breaker,
+    call,
+    get_view,
+    warnings_of,
+)
+from tests.test_breaker import dead_behind_proxy as dead_behind_proxy  # a fixture
 from tests.test_breaker import proxy as proxy  # the fixture
 
 Outcome = tuple[float, str]
@@ -305,3 +313,20 @@ def test_a_success_clears_the_count(make_app: Any, redis_server_factory: Any) ->
 
     assert run(app, use) == ["ConnectionError", "None"] * 3
     assert breaker(app).state == CLOSED and not breaker(app).dirty
+
+
+@pytest.mark.parametrize("retries", ["0", "1", "3"])
+def test_opens_behind_a_proxy_whose_server_is_down(
+    make_app: Any, dead_behind_proxy: DeadBehindProxy, retries: str
+) -> None:
+    """As the sync clients (test_breaker): a connect that a proxy accepts is no success
+    until the server answers, so retries do not keep the circuit closed."""
+    app = make_app(url=f"redis://127.0.0.1:{dead_behind_proxy.port}/0", breaker_failures="3",
+                   breaker_cooldown="30", **{**FAST, "retries": retries})  # fmt: skip
+    outcomes = [outcome for _, outcome in async_gets(app, 3)]
+    failed = outcomes.count("ConnectionError")
+    assert outcomes == ["ConnectionError"] * failed + ["RedisCircuitOpen"] * (3 - failed)
+    assert failed >= 1 and breaker(app).state == OPEN, (outcomes, breaker(app).failures)
+    accepted = dead_behind_proxy.accepted
+    assert {outcome for _, outcome in async_gets(app, 10)} == {"RedisCircuitOpen"}
+    assert dead_behind_proxy.accepted == accepted

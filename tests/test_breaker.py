@@ -7,8 +7,10 @@ proxy) saw, what was logged, and that the app recovers by itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 import traceback
@@ -22,6 +24,7 @@ from redis._parsers.base import BaseParser
 from pyramid_redisx import RedisCircuitOpen, get_redis
 from pyramid_redisx.breaker import CLOSED, OPEN, breaker_of, is_reply, unreachable
 from pyramid_redisx.errors import CommandMayHaveBeenApplied, PoolExhausted
+from tests.loopback_proxy import LoopbackProxy, relay
 from tests.reliability.blackhole import Blackhole
 
 FAST = {
@@ -319,3 +322,101 @@ def test_off_when_breaker_failures_is_zero(make_app: Any, redis_server_factory: 
     app = make_app({"/": get_view}, url=dead.url, breaker_failures="0", **FAST)
     assert {call(app)[1] for _ in range(10)} == {"ConnectionError"}
     assert breaker(app).state == "off"
+
+
+class DeadBehindProxy:
+    """A proxy in front of a dead Redis, as a load balancer or a TLS terminator is: it
+    accepts each TCP connection, then closes it (the handshake's reply never comes).
+    ``heal(port)`` makes it forward to a live server instead."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.accepted = 0
+        self.upstream: int | None = None
+        self.proxies: list[LoopbackProxy] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.upstream is None:
+                client.close()
+                continue
+            forward = LoopbackProxy(self.upstream)  # one relay per connection: simple
+            self.proxies.append(forward)
+            threading.Thread(target=_splice, args=(client, forward.port), daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+        for forward in self.proxies:
+            forward.close()
+
+
+def _splice(client: socket.socket, port: int) -> None:
+    upstream = socket.create_connection(("127.0.0.1", port))
+    threading.Thread(target=relay, args=(upstream, client), daemon=True).start()
+    with contextlib.suppress(OSError):
+        relay(client, upstream)
+
+
+@pytest.fixture
+def dead_behind_proxy() -> Iterator[DeadBehindProxy]:
+    proxy = DeadBehindProxy()
+    yield proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize("retries", ["0", "1", "3"])
+def test_opens_behind_a_proxy_whose_server_is_down(
+    make_app: Any, dead_behind_proxy: DeadBehindProxy, retries: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """The TCP connect succeeds, the handshake fails. Only an answer from the server is
+    a success: a bare connect that succeeded (redis-py gates it apart when it reconnects
+    inside a command, e.g. for the health check's PING) used to clear the count, so with
+    retries the circuit never opened (stuck at 1 failure)."""
+    caplog.set_level(logging.INFO, logger="pyramid_redisx")
+    app = make_app({"/": get_view}, url=f"redis://127.0.0.1:{dead_behind_proxy.port}/0",
+                   breaker_failures="3", breaker_cooldown="30",
+                   **{**FAST, "retries": retries})  # fmt: skip
+    # Three failures open it: three calls without retries, fewer with them (a retry's
+    # reconnect is a call of its own, as for a refused connect).
+    outcomes = [call(app)[1] for _ in range(3)]
+    failed = outcomes.count("ConnectionError")
+    assert outcomes == ["ConnectionError"] * failed + ["RedisCircuitOpen"] * (3 - failed)
+    assert failed >= 1 and breaker(app).state == OPEN, (outcomes, breaker(app).failures)
+    accepted = dead_behind_proxy.accepted
+    fast = sorted(call(app) for _ in range(20))
+    assert {outcome for _, outcome in fast} == {"RedisCircuitOpen"}
+    assert fast[10][0] < 0.005, fast[-3:]
+    assert dead_behind_proxy.accepted == accepted  # no connection attempted while open
+    assert len(warnings_of(caplog)) == 1
+    assert "circuit open: 3 failures in a row" in warnings_of(caplog)[0]
+
+
+def test_a_probe_that_only_connects_does_not_close_the_circuit(
+    make_app: Any, dead_behind_proxy: DeadBehindProxy, redis_server: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Half-open behind that proxy: each probe's connect succeeds and its handshake
+    fails, so the circuit opens again and never closes until the server answers."""
+    caplog.set_level(logging.INFO, logger="pyramid_redisx")
+    app = make_app({"/": get_view}, url=f"redis://127.0.0.1:{dead_behind_proxy.port}/0",
+                   breaker_failures="2", breaker_cooldown="0.3", **FAST)  # fmt: skip
+    outcomes = [call(app)[1] for _ in range(2)]
+    assert breaker(app).state == OPEN, (outcomes, breaker(app).failures)
+    for _ in range(3):  # three cooldowns, three probes: each fails, none closes it
+        time.sleep(0.35)
+        assert call(app)[1] == "ConnectionError"  # the probe
+        assert breaker(app).state == OPEN
+        assert call(app)[1] == "RedisCircuitOpen"
+    assert not [w for w in warnings_of(caplog) if "circuit closed" in w], warnings_of(caplog)
+    dead_behind_proxy.upstream = redis_server.port  # the server behind it is back
+    time.sleep(0.35)
+    assert call(app)[1] == "None"  # the probe reaches the server: closed
+    assert breaker(app).state == CLOSED
