@@ -40,6 +40,7 @@ CORE = [
     "tests/test_redis_py.py",
     "tests/test_ownership.py",  # WATCH, the reconnect guard, error replies, idle closes
     "tests/test_breaker.py",  # the retry loop's gate, redis-py's error replies
+    "tests/test_aio_breaker.py",  # the asyncio retry loop written out (8.1 and 8.2)
     "tests/test_pubsub.py",  # PubSub._execute with redis-py's default policy
     "tests/test_cluster_pipeline_rule.py",  # redis-py 8.2's _UNANSWERED, 8.1's None
 ]
