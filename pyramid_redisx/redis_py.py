@@ -193,6 +193,7 @@ INTERNALS: tuple[tuple[str, str, str, str], ...] = (
     ("redis.asyncio.connection.AbstractConnection.disconnect", ATTR, "", "aio.py overrides it"),
     ("redis.asyncio.cluster.RedisCluster._execute_command", PARAMS, "target_node *args **kwargs", "aio.py overrides it"),
     ("redis.asyncio.cluster.RedisCluster.pipeline", PARAMS, "transaction shard_hint", "aio.py overrides it"),
+    ("redis.asyncio.cluster.RedisCluster.execute_command", PARAMS, "*args **kwargs", "aio.py overrides it (the breaker's gate)"),
     ("redis.asyncio.cluster.RedisCluster.initialize", ATTR, "", "aio.py"),
     ("redis.asyncio.cluster.RedisCluster.aclose", ATTR, "", "aio.py"),
     ("redis.asyncio.cluster.RedisCluster._initialize", SELF, "", "aio.py"),
@@ -209,6 +210,7 @@ INTERNALS: tuple[tuple[str, str, str, str], ...] = (
     ("redis.asyncio.cluster.PipelineStrategy._command_queue", SELF, "", "aio.py"),
     ("redis.asyncio.cluster.PipelineStrategy._pipe", SELF, "", "aio.py"),
     ("redis.asyncio.cluster.TransactionStrategy._execute_transaction", PARAMS, "stack raise_on_error", "aio.py overrides it"),
+    ("redis.asyncio.cluster.TransactionStrategy.execute", PARAMS, "raise_on_error allow_redirections", "aio.py overrides it (the breaker's gate)"),
     ("redis.asyncio.sentinel.Sentinel.master_for", ACCEPTS, "service_name redis_class", "aio.py"),
 )  # fmt: skip
 
