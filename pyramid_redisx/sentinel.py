@@ -54,6 +54,7 @@ from .settings import RedisOptions
 log = logging.getLogger("pyramid_redisx.sentinel")
 
 THREAD_NAME = "pyramid_redisx-sentinel-listener"
+_SEEN_LOCK = threading.Lock()  # guards _SentinelPool._master_seen (a moment's hold)
 CHANNEL = "+switch-master"
 POLL = 0.5  # seconds: longest the listener sleeps before noticing it should stop
 RECONNECT_PAUSE = 1.0  # seconds between tries to reach a Sentinel that is down
@@ -90,12 +91,16 @@ class NewestSentinel(Sentinel):
 
     During a failover the leader announces the new master a second or two before the
     other Sentinels learn it; redis-py's first answer may still be the old master, alive
-    but no longer the master, and writes sent there until it is demoted are lost.
+    but no longer the master, and writes sent there until it is demoted are lost. The
+    leader itself, until it has reconfigured the replicas, names the old master with the
+    new epoch and the flag ``failover_in_progress``: at equal epochs a Sentinel that has
+    finished wins (else a request's reconnect moved the pool back to the old master
+    right after the announcement moved it forward).
     Costs one round trip per Sentinel per new connection (a reconnect, not a command).
     """
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
-        best: tuple[int, tuple[str, int]] | None = None
+        best: tuple[tuple[int, bool], tuple[str, int]] | None = None
         errors = []
         for sentinel in self.sentinels:
             try:
@@ -105,13 +110,18 @@ class NewestSentinel(Sentinel):
                 errors.append(f"{sentinel} - {exc!r}")
                 continue
             if state and self.check_master_state(state, service_name):
-                epoch = int(state.get("config-epoch", 0))
-                if best is None or epoch > best[0]:
-                    best = (epoch, (state["ip"], int(state["port"])))
+                rank = (int(state.get("config-epoch", 0)), not _failing_over(state))
+                if best is None or rank > best[0]:
+                    best = (rank, (state["ip"], int(state["port"])))
         if best is None:
             detail = f" : {', '.join(errors)}" if errors else ""
             raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
         return best[1]
+
+
+def _failing_over(state: dict[str, Any]) -> bool:
+    flags = state.get("flags", ())  # "a,b" over RESP2, a set over RESP3
+    return "failover_in_progress" in (flags.split(",") if isinstance(flags, str) else flags)
 
 
 def manager(options: RedisOptions, timeout: float | None = None) -> Sentinel:
@@ -133,18 +143,17 @@ class _SentinelPool:
     _listening_pid: int | None = None
     failovers = 0  # master changes seen (telemetry): announced, or found at a connect
     failover_callbacks: tuple[Any, ...] = ()  # called at each (the client cache flushes)
+    _master_seen: tuple[str, int] | None = None  # kept through reset(), unlike the proxy's
 
-    def _failed_over(self) -> None:
-        self.failovers += 1
-        for callback in self.failover_callbacks:
-            callback()
-
-    def get_master_address(self) -> Any:
-        before = self.proxy.master_address
-        address = super().get_master_address()  # type: ignore[misc]
-        if before is not None and address != before:  # redis-py moved the pool itself
-            self._failed_over()
-        return address
+    def _saw_master(self, address: tuple[str, int]) -> None:
+        """The master is at ``address``: a change is a failover, counted once whichever
+        saw it first (the listener's thread, or a request's connection reconnecting)."""
+        with _SEEN_LOCK:
+            before, self._master_seen = self._master_seen, address
+        if before is not None and address != before:
+            self.failovers += 1
+            for callback in self.failover_callbacks:
+                callback()
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if self.listen and self._listening_pid != os.getpid():
@@ -155,10 +164,7 @@ class _SentinelPool:
     def switch_master(self, address: tuple[str, int]) -> None:
         """Sentinel announced ``address`` as the master: move there now."""
         if self.is_master:
-            moved = self.proxy.master_address not in (None, address)
-            self.proxy.master_address = address
-            if moved:
-                self._failed_over()
+            self.proxy.master_address = address  # disconnect() below counts the move
         # Idle connections reconnect (asking the Sentinels) at their next use; busy ones
         # no longer match the master's address and are dropped when given back.
         self.disconnect(inuse_connections=False)
@@ -176,9 +182,12 @@ class _SentinelPool:
         if inuse_connections:  # closing the pool (ClientSet.close): stop listening for it
             self._listening_pid = None
             LISTENER.unwatch(self)
-        else:  # the master moved (switch_master, or redis-py's proxy saw a new address):
-            # a new server, so the circuit closes (breaker.py)
+        else:  # the master moved (switch_master, or redis-py's proxy saw a new address
+            # at a connection's connect and calls this): a new server, so the circuit
+            # closes (breaker.py)
             address = getattr(self.proxy, "master_address", None) if self.is_master else None
+            if address is not None:
+                self._saw_master(address)
             self.breaker.failover(f"{address[0]}:{address[1]}" if address else "a new master")  # type: ignore[attr-defined]
         super().disconnect(inuse_connections)  # type: ignore[misc]
 

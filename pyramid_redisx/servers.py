@@ -532,14 +532,21 @@ class SentinelSet:
 
     def master(self) -> RedisServer:
         """The data server named master with the newest ``config-epoch`` (right after a
-        failover only the leader knows it)."""
+        failover only the leader knows it; at equal epochs, a Sentinel that has finished
+        wins over the leader still reconfiguring, which names the old master)."""
         states = []
         for index in range(len(self.sentinels)):
             try:
                 states.append(self.master_state(index))
             except redis.ConnectionError:
                 continue
-        port = int(max(states, key=lambda state: int(state["config-epoch"]))["port"])
+
+        def rank(state: dict[str, Any]) -> tuple[int, bool]:
+            flags = state.get("flags", "")  # "a,b" over RESP2, a set over RESP3
+            flags = flags.split(",") if isinstance(flags, str) else flags
+            return int(state["config-epoch"]), "failover_in_progress" not in flags
+
+        port = int(max(states, key=rank)["port"])
         return next(server for server in self.data if server.port == port)
 
     def replicas(self) -> list[RedisServer]:

@@ -14,7 +14,7 @@ from pyramid.config import Configurator
 from pyramid_redisx import RedisUnavailable, get_redis
 from pyramid_redisx.pools import worst_case_seconds
 from pyramid_redisx.request import client_set
-from pyramid_redisx.sentinel import THREAD_NAME
+from pyramid_redisx.sentinel import THREAD_NAME, _failing_over
 from pyramid_redisx.testing import FailoverWriter, SentinelSet
 
 from .conftest import client_names_on, sentinel_settings
@@ -375,3 +375,38 @@ def test_a_switch_leaves_a_command_in_flight_alone(sentinel_set: SentinelSet, ap
     announce(replica, master)  # still listened to: the pool moves back
     assert pool.proxy.master_address == ("127.0.0.1", master.port)
     assert app.get("/w").text == "master"
+
+
+def test_a_failover_a_connection_finds_is_counted_once(
+    sentinel_set: SentinelSet, apps: Any
+) -> None:
+    """With no listener (or before it hears the announcement) a connection's reconnect is
+    the first to see the new master: redis-py's pool proxy asks the Sentinels and moves
+    itself. That is a failover too (telemetry counts it, the client cache flushes); a
+    fresh-clone CI run missed one this way, the listener then finding nothing new."""
+    settings = sentinel_settings(sentinel_set, sentinel_listener="false")
+    app = apps(
+        settings, {"/w": lambda r: r.redis.set("k", "v") and r.redis.config_get("port")["port"]}
+    )
+    old = sentinel_set.master()
+    assert app.get("/w").text == str(old.port)
+    pool = client_set(app.app.registry).pools()["default"]
+    assert pool.failovers == 0
+    watcher = sentinel_set.watch_switch()
+    with sentinel_set.sentinel_client() as sentinel:
+        sentinel.sentinel_failover(sentinel_set.service)
+    assert watcher.wait(15) is not None
+    # The old master takes writes until the Sentinels turn it into a replica; then its
+    # clients are cut and the next command reconnects to the new master.
+    assert _until(lambda: app.get("/w", expect_errors=True).text not in ("", str(old.port)), 30)
+    assert app.get("/w").text == str(sentinel_set.master().port)
+    assert pool.failovers == 1
+
+
+def test_a_sentinel_still_failing_over_loses_a_tie() -> None:
+    """Its flags as RESP2 (a string) and RESP3 (a set) give them."""
+    assert _failing_over({"flags": "master,failover_in_progress,force_failover"})
+    assert _failing_over({"flags": {"master", "failover_in_progress"}})
+    assert not _failing_over({"flags": "master,disconnected"})
+    assert not _failing_over({"flags": {"master"}})
+    assert not _failing_over({})
