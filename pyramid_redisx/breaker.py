@@ -115,7 +115,7 @@ class NoBreaker:
     def enter(self, me: Hashable = None) -> bool:
         return False
 
-    def check(self, me: Hashable = None) -> None:
+    def check(self) -> None:
         return None
 
     def failed(self, error: BaseException, probe: bool = False, me: Hashable = None) -> None:
@@ -209,11 +209,12 @@ class Breaker(NoBreaker):
                 return True
             raise self.error()
 
-    def check(self, me: Hashable = None) -> None:
-        """At checkout, when ``dirty``: raise while open and cooling down, or while
-        another thread probes. No lock: the probe itself is decided by ``enter``."""
+    def check(self) -> None:
+        """At checkout (sync pools only: asyncio pools have no gate there), when
+        ``dirty``: raise while open and cooling down, or while another thread probes.
+        No lock: the probe itself is decided by ``enter``."""
         state = self.state
-        if state == CLOSED or self.prober == (get_ident() if me is None else me):
+        if state == CLOSED or self.prober == get_ident():
             return
         if state == OPEN and monotonic() >= self.opened_at + self.cooldown:
             return  # the probe is due: the call after the checkout may be it

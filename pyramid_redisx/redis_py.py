@@ -122,6 +122,8 @@ INTERNALS: tuple[tuple[str, str, str, str], ...] = (
     ("redis.connection.AbstractConnection.register_connect_callback", PARAMS, "callback", "client.py: a WATCH lost on reconnect"),
     ("redis.connection.AbstractConnection.deregister_connect_callback", PARAMS, "callback", "client.py"),
     ("redis.connection.AbstractConnection._sock", SELF, "", "cluster.py, health.py, sentinel.py, client_cache.py"),
+    ("redis.connection.AbstractConnection._connect", PARAMS, "", "retries.py: connects_only knows the bare connect by this name"),
+    ("redis.asyncio.connection.AbstractConnection._connect", PARAMS, "", "retries.py: connects_only (asyncio)"),
     ("redis.connection.AbstractConnection.pid", SELF, "", "pools.py"),
     ("redis.connection.AbstractConnection.retry", SELF, "", "client.py"),
     ("redis.connection.AbstractConnection.health_check_interval", SELF, "", "client.py"),
@@ -148,6 +150,7 @@ INTERNALS: tuple[tuple[str, str, str, str], ...] = (
     ("redis.sentinel.SentinelConnectionPool.__init__", ACCEPTS, "service_name sentinel_manager is_master", "sentinel.py"),
     ("redis.sentinel.SentinelConnectionPool.proxy", SELF, "", "sentinel.py"),
     ("redis.sentinel.SentinelConnectionPoolProxy.master_address", SELF, "", "sentinel.py"),
+    ("redis.sentinel.SentinelConnectionPoolProxy.get_master_address", PARAMS, "", "sentinel.py: it calls the pool's disconnect(inuse_connections=False) when the master moved"),
     ("redis.sentinel.SentinelManagedConnection", ATTR, "", "sentinel.py"),
     ("redis.sentinel.SentinelManagedSSLConnection", ATTR, "", "sentinel.py"),
     # -- Cluster (cluster.py): accounting, write-safe loops

@@ -183,8 +183,8 @@ class _SentinelPool:
             self._listening_pid = None
             LISTENER.unwatch(self)
         else:  # the master moved (switch_master, or redis-py's proxy saw a new address
-            # at a connection's connect and calls this): a new server, so the circuit
-            # closes (breaker.py)
+            # at a connection's connect: its get_master_address calls this): a new
+            # server, so the circuit closes (breaker.py)
             address = getattr(self.proxy, "master_address", None) if self.is_master else None
             if address is not None:
                 self._saw_master(address)
