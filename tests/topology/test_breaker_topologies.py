@@ -15,9 +15,7 @@ from pyramid_redisx.aio import close_async_redis
 from pyramid_redisx.breaker import CLOSED, OPEN, TIMEOUTS, breaker_of
 from pyramid_redisx.testing import FailoverWriter, RedisClusterSet, SentinelSet
 
-from .conftest import cluster_settings, sentinel_settings
-
-SWITCH_LAG_BOUND = 0.5  # as in test_sentinel: our first write after Sentinel's switch
+from .conftest import SWITCH_LAG_BOUND, cluster_settings, sentinel_settings
 
 
 def test_a_sentinel_failover_closes_the_circuit(sentinel_set: SentinelSet, apps: Any) -> None:
