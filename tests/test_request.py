@@ -11,6 +11,7 @@ import pytest
 import redis
 from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationConflictError
+from pyramid.request import Request
 
 from pyramid_redisx import get_redis
 from pyramid_redisx.pools import PoolFigures, pool_figures
@@ -110,6 +111,11 @@ def test_get_redis_without_include_says_what_to_do() -> None:
     config = Configurator()
     with pytest.raises(RuntimeError, match=r'config.include\("pyramid_redisx"\)'):
         get_redis(config.registry)
+    request = Request.blank("/")  # a request's path: the same error, not AttributeError
+    request.registry = config.registry
+    for name in ("default", "jobs"):
+        with pytest.raises(RuntimeError, match=r'config.include\("pyramid_redisx"\)'):
+            get_redis(request, name)
 
 
 def test_directive_declares_a_client_with_python_values(make_app: Any) -> None:

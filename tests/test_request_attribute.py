@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from pyramid.config import Configurator
+from pyramid.exceptions import ConfigurationConflictError
+from pyramid.interfaces import IRequestExtensions
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.scripting import prepare
@@ -63,11 +65,47 @@ def test_get_redis_first_then_request_redis(make_app: Any) -> None:
     assert make_app({"/": view}, setup).get("/").text == "True"
 
 
-def test_an_apps_own_request_redis_wins(redis_url: str) -> None:
-    """As with any request method an include adds: the app's own overrides it."""
+def test_a_named_client_first_then_request_redis(make_app: Any) -> None:
+    """``get_redis(request, "jobs")`` before ``request.redis``: the default client is
+    still bound, once, and is ``get_redis(request)``; in both forms of the attribute."""
+
+    def view(request: Any) -> str:
+        jobs = get_redis(request, "jobs")
+        jobs.set("from-jobs", "1")
+        client = request.redis
+        return ",".join(
+            [
+                type(client).__name__,
+                str(client is get_redis(request) and client is request.redis),
+                str(client is not jobs),
+                str(client.get("from-jobs")),
+            ]
+        )
+
+    def declare(config: Configurator) -> None:
+        config.add_redis_client("jobs")
+
+    def declare_and_add(config: Configurator) -> None:
+        declare(config)
+        config.add_request_method(lambda request: 1, "other", reify=True)
+
+    for setup in (declare, declare_and_add):
+        text = make_app({"/": view}, setup).get("/").text
+        assert text.split(",")[1:] == ["True", "True", "b'1'"], text
+        assert text.split(",")[0] != "NoneType", text
+
+
+@pytest.mark.parametrize("before", [False, True], ids=["after-include", "before-include"])
+def test_an_apps_own_request_redis_wins(redis_url: str, before: bool) -> None:
+    """As with any request method an include adds: the app's own overrides it, whether
+    added before or after the include (Pyramid's conflict resolution by discriminator,
+    not the order the actions run in)."""
     config = Configurator(settings={"redis.url": redis_url})
+    if before:
+        config.add_request_method(lambda request: "mine", "redis", reify=True)
     config.include("pyramid_redisx")
-    config.add_request_method(lambda request: "mine", "redis", reify=True)
+    if not before:
+        config.add_request_method(lambda request: "mine", "redis", reify=True)
     config.add_route("r", "/")
     config.add_view(lambda request: Response(str(request.redis)), route_name="r")
     app = config.make_wsgi_app()
@@ -76,6 +114,46 @@ def test_an_apps_own_request_redis_wins(redis_url: str) -> None:
         assert request.get_response(app).text == "mine"
     finally:
         client_set(app.registry).close()
+
+
+def test_two_includes_adding_request_redis_conflict(redis_url: str) -> None:
+    """Another add-on's ``request.redis`` beside ours is a configuration conflict, as
+    between any two Pyramid add-ons, not a silent winner."""
+
+    def other_addon(config: Configurator) -> None:
+        config.add_request_method(lambda request: "theirs", "redis", reify=True)
+
+    config = Configurator(settings={"redis.url": redis_url})
+    config.include("pyramid_redisx")
+    config.include(other_addon)
+    with pytest.raises(ConfigurationConflictError, match="request extensions"):
+        config.commit()
+
+
+def test_introspection_lists_them_as_pyramid_lists_its_own(redis_url: str) -> None:
+    """The introspector (the debug toolbar's, ``pyramid.interfaces.IIntrospector``) shows
+    ``request.redis`` and ``request.redis_tm`` as ``config.add_request_method`` shows a
+    request property: the oracle is Pyramid's own entry for one."""
+    plain = Configurator()
+    plain.add_request_method(lambda request: 1, "mine", reify=True)
+    plain.commit()
+    oracle = plain.registry.introspector.get("request extensions", "mine")
+    config = Configurator(settings={"redis.url": redis_url})
+    config.include("pyramid_redisx")
+    config.commit()
+    try:
+        for name, reify in (("redis", True), ("redis_tm", False)):
+            ours = config.registry.introspector.get("request extensions", name)
+            assert ours is not None, name
+            assert (ours.category_name, ours.type_name) == (oracle.category_name, oracle.type_name)
+            assert (ours.discriminator, oracle.discriminator) == (name, "mine")
+            assert ours.title == f"pyramid_redisx: request.{name}"
+            assert sorted(ours) == sorted(oracle) == ["callable", "property", "reify"]
+            assert ours["property"] is True and ours["reify"] is reify
+            descriptor = config.registry.getUtility(IRequestExtensions).descriptors[name]
+            assert ours["callable"] is descriptor
+    finally:
+        client_set(config.registry).close()
 
 
 def test_scripts_get_request_redis_without_make_wsgi_app(redis_url: str) -> None:
