@@ -66,7 +66,9 @@ class LoopbackProxy:
         relay(upstream, client)
 
     def close(self) -> None:
-        self.listener.close()
+        # A thread blocked in accept() is not woken by close() on Linux: shutdown() is
+        # what wakes it (EINVAL), else each close waited out the 5 s join below.
+        close_sockets(self.listener)
         with self.lock:
             sockets, threads = list(self.sockets), list(self.threads)
         close_sockets(*sockets)

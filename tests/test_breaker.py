@@ -24,7 +24,7 @@ from redis._parsers.base import BaseParser
 from pyramid_redisx import RedisCircuitOpen, get_redis
 from pyramid_redisx.breaker import CLOSED, OPEN, breaker_of, is_reply, unreachable
 from pyramid_redisx.errors import CommandMayHaveBeenApplied, PoolExhausted
-from tests.loopback_proxy import LoopbackProxy, relay
+from tests.loopback_proxy import LoopbackProxy, close_sockets, relay
 from tests.reliability.blackhole import Blackhole
 
 FAST = {
@@ -352,7 +352,7 @@ class DeadBehindProxy:
             threading.Thread(target=_splice, args=(client, forward.port), daemon=True).start()
 
     def close(self) -> None:
-        self.listener.close()
+        close_sockets(self.listener)  # wakes the accept() thread (close() alone does not)
         for forward in self.proxies:
             forward.close()
 
