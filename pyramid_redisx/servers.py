@@ -541,6 +541,8 @@ class SentinelSet:
             except redis.ConnectionError:
                 continue
 
+        # The rule of sentinel.NewestSentinel, written again on purpose: the tests judge
+        # the client by this helper, which must not share the client's bugs (or mutants).
         def rank(state: dict[str, Any]) -> tuple[int, bool]:
             flags = state.get("flags", "")  # "a,b" over RESP2, a set over RESP3
             flags = flags.split(",") if isinstance(flags, str) else flags
