@@ -63,7 +63,7 @@ from pyramid_redisx.testing import RedisServer
 from tests.ownership_helpers import app_settings, attempt, frozen_heap, outcome, plain_client
 
 STEPS = 30  # steps per program at most
-ALL_FEATURES = "command pipeline watch transaction client tm thread background write kill gc"
+ALL_FEATURES = "command pipeline watch transaction client tm thread background write kill gc errors"
 # The runs of the test command: every kind of step together, then programs made of the few
 # kinds each defect of issue 24 needs (a defect put back alone was found by these in the
 # number of programs docs/guide/usage.rst gives; among all kinds it can hide for hundreds).
@@ -76,6 +76,9 @@ RUNS: dict[str, tuple[str, int]] = {
     "kill": ("pipeline watch kill write command", 50),  # 2, 7: reconnects, idle closes
     "threads": ("background thread watch write command", 50),  # 3, 4: threads
     "gc": ("pipeline watch gc command", 40),  # 5: a collected WATCH pipeline
+    # error replies: a key made a list, then read or incremented as a string (WRONGTYPE),
+    # in commands, pipelines and transactions, with and without ``raise_on_error``
+    "errors": ("pipeline transaction client command errors", 40),
 }
 if os.environ.get("OWNERSHIP_ORACLE_FEATURES") or os.environ.get("OWNERSHIP_ORACLE_EXAMPLES"):
     RUNS = {  # one run, as the environment says
@@ -275,6 +278,8 @@ class PlainSide(Side):
 
 
 def write(client: Any, op: str, key: str, value: int) -> Any:
+    if op == "LPUSH":  # a list where the other steps expect a string: WRONGTYPE replies
+        return client.lpush(key, value)
     if op == "GET":
         return client.get(key)
     if op == "SET":
@@ -435,6 +440,23 @@ class OwnershipMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def pipe_execute(self, data: st.DataObject) -> None:
         self.on_pipe(data, "execute()", execute)
+
+    @precondition(lambda self: enabled("pipeline", "errors")(self) and bool(self.handles))
+    @rule(data=st.data())
+    def pipe_execute_keeping_errors(self, data: st.DataObject) -> None:
+        self.on_pipe(
+            data, "execute(raise_on_error=False)", lambda p: p.execute(raise_on_error=False)
+        )
+
+    @precondition(enabled("errors"))
+    @rule(key=st.sampled_from(KEYS), value=st.integers(0, 9))
+    def list_push(self, key: str, value: int) -> None:
+        self.both(f"LPUSH {key}", lambda ctx: write(ctx.redis, "LPUSH", key, value))
+
+    @precondition(lambda self: enabled("pipeline", "errors")(self) and bool(self.handles))
+    @rule(data=st.data(), key=st.sampled_from(KEYS), value=st.integers(0, 9))
+    def pipe_list_push(self, data: st.DataObject, key: str, value: int) -> None:
+        self.on_pipe(data, f"lpush({key!r})", lambda pipe: write(pipe, "LPUSH", key, value))
 
     @precondition(lambda self: enabled("pipeline")(self) and bool(self.handles))
     @rule(data=st.data())

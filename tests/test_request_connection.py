@@ -463,3 +463,44 @@ def test_a_connection_the_server_closed_in_the_pool_is_replaced_before_a_write(
     assert int(app.get("/id").text) != first
     with redis_server.client() as admin:
         assert admin.get("n") == b"1"
+
+
+def pipeline_with_an_error(client: Any, transaction: bool, keep_errors: bool | None) -> Any:
+    """SET, LPUSH on the string (WRONGTYPE), GET: what ``execute`` gives or raises."""
+    client.delete("pe")
+    pipe = client.pipeline(transaction=transaction)
+    pipe.set("pe", "1").lpush("pe", "x").get("pe")
+    try:
+        if keep_errors is None:
+            return pipe.execute()  # the default: raise the first error reply
+        return pipe.execute(raise_on_error=not keep_errors)
+    except redis.ResponseError as error:
+        return f"raised {error}"
+
+
+@pytest.mark.parametrize("keep_errors", [None, False, True])
+@pytest.mark.parametrize("transaction", [True, False])
+def test_a_pipeline_error_reply_is_raised_or_returned_as_redis_py_does(
+    make_app: Any, redis_url: str, transaction: bool, keep_errors: bool | None
+) -> None:
+    """redis-py as the oracle: the same pipeline with an error reply in the middle, run by
+    ``request.redis`` in a request and by a plain client, gives the same outcome (raised
+    by default and with ``raise_on_error=True``, in place with ``False``)."""
+
+    def shown(result: Any) -> str:
+        if isinstance(result, list):
+            return repr([type(r).__name__ if isinstance(r, Exception) else r for r in result])
+        return str(result)
+
+    app = make_app({"/": lambda request: shown(
+        pipeline_with_an_error(request.redis, transaction, keep_errors)
+    )})  # fmt: skip
+    ours = app.get("/").text
+    with redis.Redis.from_url(redis_url) as plain:
+        theirs = shown(pipeline_with_an_error(plain, transaction, keep_errors))
+    assert ours == theirs
+    if keep_errors:
+        assert ours == "[True, 'ResponseError', b'1']"
+    else:
+        assert ours.startswith("raised Command # 2 (LPUSH pe x)") and "WRONGTYPE" in ours
+    assert in_use(app) == 0
