@@ -128,55 +128,6 @@ def closed_while_idle(connection: Any) -> bool:
     return bool(polled[1].poll(0))
 
 
-def _sent_safely(run: Any, what: str) -> Any:
-    """``Pipeline._execute_pipeline`` / ``_execute_transaction`` (``run``), raising
-    ``CommandMayHaveBeenApplied`` instead of letting a write be sent again."""
-
-    def send(self: Any, connection: Any, commands: Any, raise_on_error: Any) -> Any:
-        # Connect and health-check first: an error there is before anything was sent
-        # (retried as usual); after it, the server may have run any complete command. A
-        # connection the server closed while idle is replaced first (a WATCH pipeline's
-        # then raises WatchError: its WATCH went with the old connection).
-        if commands and closed_while_idle(connection):
-            connection.disconnect()
-        if not connection.is_connected:
-            connection.connect()
-        connection.check_health()
-        # redis-py moves the health-check deadline after every reply; moving it once
-        # after the last one sets the same deadline (~0.15 µs a reply less).
-        interval = connection.health_check_interval
-        started = perf_counter()
-        observer = self._redisx_observer  # telemetry: None when off
-        if observer is not None:
-            observer.enrich_pipeline(self._redisx_waited())
-        try:
-            if interval:
-                connection.health_check_interval = 0
-            return run(self, connection, commands, raise_on_error)
-        except RedisConnectionError as exc:
-            if (
-                self._redisx_retry_writes
-                or is_error_reply(exc)
-                or all(reads_only(args[0]) for args, _ in commands)
-            ):
-                raise
-            connection.disconnect()
-            raise may_have_been_applied(
-                f"{what} of {len(commands)} commands with writes", exc
-            ) from exc
-        finally:
-            if interval:
-                connection.health_check_interval = interval
-                connection.next_health_check = monotonic() + interval
-            self._redisx_seconds += perf_counter() - started
-            cache = self._redisx_cache  # client cache: None when off
-            if cache is not None:  # sent: its writes drop what they name (read your writes)
-                cache.wrote_commands(commands)
-
-    send.__name__ = run.__name__
-    return send
-
-
 class AccountedPipeline(Pipeline):
     """A pipeline that records its round trip (all its commands) on the request and
     raises ``CommandMayHaveBeenApplied`` instead of sending writes again.
@@ -291,8 +242,58 @@ class AccountedPipeline(Pipeline):
         self.reset()
         raise WatchError("The connection was lost and reconnected while watching one or more keys")
 
-    _execute_transaction = _sent_safely(Pipeline._execute_transaction, "a MULTI/EXEC transaction")
-    _execute_pipeline = _sent_safely(Pipeline._execute_pipeline, "a pipeline")
+    def _execute_transaction(self, connection: Any, commands: Any, raise_on_error: Any) -> Any:
+        run = super()._execute_transaction
+        return self._redisx_send(run, "a MULTI/EXEC transaction", connection, commands, raise_on_error)  # fmt: skip
+
+    def _execute_pipeline(self, connection: Any, commands: Any, raise_on_error: Any) -> Any:
+        run = super()._execute_pipeline
+        return self._redisx_send(run, "a pipeline", connection, commands, raise_on_error)
+
+    def _redisx_send(
+        self, run: Any, what: str, connection: Any, commands: Any, raise_on_error: Any
+    ) -> Any:
+        """redis-py's ``_execute_pipeline`` / ``_execute_transaction`` (``run``), raising
+        ``CommandMayHaveBeenApplied`` instead of letting a write be sent again."""
+        # Connect and health-check first: an error there is before anything was sent
+        # (retried as usual); after it, the server may have run any complete command. A
+        # connection the server closed while idle is replaced first (a WATCH pipeline's
+        # then raises WatchError: its WATCH went with the old connection).
+        if commands and closed_while_idle(connection):
+            connection.disconnect()
+        if not connection.is_connected:
+            connection.connect()
+        connection.check_health()
+        # redis-py moves the health-check deadline after every reply; moving it once
+        # after the last one sets the same deadline (~0.15 µs a reply less).
+        interval = connection.health_check_interval
+        started = perf_counter()
+        observer = self._redisx_observer  # telemetry: None when off
+        if observer is not None:
+            observer.enrich_pipeline(self._redisx_waited())
+        try:
+            if interval:
+                connection.health_check_interval = 0
+            return run(connection, commands, raise_on_error)
+        except RedisConnectionError as exc:
+            if (
+                self._redisx_retry_writes
+                or is_error_reply(exc)
+                or all(reads_only(args[0]) for args, _ in commands)
+            ):
+                raise
+            connection.disconnect()
+            raise may_have_been_applied(
+                f"{what} of {len(commands)} commands with writes", exc
+            ) from exc
+        finally:
+            if interval:
+                connection.health_check_interval = interval
+                connection.next_health_check = monotonic() + interval
+            self._redisx_seconds += perf_counter() - started
+            cache = self._redisx_cache  # client cache: None when off
+            if cache is not None:  # sent: its writes drop what they name (read your writes)
+                cache.wrote_commands(commands)
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         usage = self._redisx_usage
