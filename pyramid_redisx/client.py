@@ -480,11 +480,6 @@ class AccountedRedis(redis.Redis):
             elif usage is not None and usage.queue.waiting:
                 usage.give_back()
 
-    def _send_command_parse_response(
-        self, conn: Any, command_name: Any, *args: Any, **options: Any
-    ) -> Any:
-        return self._redisx_send(self, conn, command_name, args, options)
-
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> AccountedPipeline:
         usage = self._redisx_usage
         pipe = AccountedPipeline(

@@ -49,7 +49,7 @@ SELF = "self"  # an instance attribute that the class's redis-py source assigns 
 INTERNALS: tuple[tuple[str, str, str, str], ...] = (
     # -- standalone client and pipeline (client.py): accounting, write-safe retries
     ("redis.client.Redis._execute_command", PARAMS, "*args **options", "client.py replaces it"),
-    ("redis.client.Redis._send_command_parse_response", PARAMS, "conn command_name *args **options", "client.py replaces it"),
+    ("redis.client.Redis._send_command_parse_response", PARAMS, "conn command_name *args **options", "client.py calls it"),
     ("redis.client.Redis.parse_response", PARAMS, "connection command_name **options", "client.py"),
     ("redis.client.Redis._single_connection_client", SELF, "", "client.py"),
     ("redis.client.Redis.single_connection_lock", SELF, "", "client.py"),
