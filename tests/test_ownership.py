@@ -951,3 +951,31 @@ def test_i25_lower_case_read_is_retried(both: Any, cutting_proxy: CuttingProxy, 
     assert cutting_proxy.cuts == 2
     assert theirs == b"v"
     assert ours == b"v"
+
+
+@pytest.mark.parametrize("command", list(IMMEDIATE))
+def test_d2_the_lost_watch_says_what_happened(
+    make_app: Any, admin: redis.Redis, command: str
+) -> None:
+    """The ``WatchError`` of a watching pipeline whose connection the server closed says
+    why (docs/reference/troubleshooting.rst lists both): a write finds the connection
+    closed before it is sent, reconnects and says so; a read is sent, fails, and redis-py
+    says so in its words."""
+
+    def view(request: Any) -> str:
+        watching = request.redis.pipeline()
+        watching.watch("a")
+        kill(admin, watching.client_id())
+        try:
+            IMMEDIATE[command](watching)
+        except redis.WatchError as error:
+            return str(error)
+        finally:
+            watching.reset()
+        return "no error"
+
+    assert make_app({"/": view}).get("/").text == (
+        "A ConnectionError occurred while watching one or more keys"
+        if command in ("get", "watch")
+        else "The connection was lost and reconnected while watching one or more keys"
+    )

@@ -10,6 +10,7 @@ between is lost. The call after the error subscribes again and gets new messages
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -142,3 +143,76 @@ def test_a_dropped_subscription_raises_on_the_asyncio_client(
             await close_async_redis(registry)
 
     asyncio.run(scenario())
+
+
+def test_a_requests_pubsub_takes_redis_py_arguments(registry: Any, admin: redis.Redis) -> None:
+    """``request.redis.pubsub(ignore_subscribe_messages=True)`` as redis-py's: the first
+    message read is the published one, not the subscription's confirmation."""
+    from pyramid.scripting import prepare
+
+    env = prepare(registry=registry)
+    try:
+        pubsub = env["request"].redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe("quiet")
+        deadline = time.monotonic() + WAIT
+        while admin.publish("quiet", "hello") == 0 and time.monotonic() < deadline:
+            pubsub.get_message(timeout=0.05)  # reads (and skips) the confirmation
+        message = wait_for_message(pubsub)
+        assert (message["type"], message["data"]) == ("message", b"hello")
+        pubsub.close()
+    finally:
+        env["closer"]()
+
+
+def test_a_pubsub_used_by_another_thread_outlives_the_request(
+    registry: Any, admin: redis.Redis
+) -> None:
+    """A request's pubsub last used by another thread is that thread's: the request's
+    end does not close it (it closes only what its own thread used last)."""
+    from pyramid.scripting import prepare
+
+    env = prepare(registry=registry)
+    pubsub = env["request"].redis.pubsub()
+    try:
+        worker = threading.Thread(target=pubsub.subscribe, args=("worker",))
+        worker.start()
+        worker.join()
+        env["closer"]()  # the request ends
+        assert admin.publish("worker", "still there") == 1
+        received = []
+        reader = threading.Thread(target=lambda: received.extend([
+            wait_for_message(pubsub), wait_for_message(pubsub)
+        ]))  # fmt: skip
+        reader.start()
+        reader.join()
+        assert [(m["type"], m["data"]) for m in received] == [
+            ("subscribe", 1), ("message", b"still there")
+        ]  # fmt: skip
+    finally:
+        pubsub.close()
+
+
+def test_a_pubsub_the_request_used_last_is_closed_at_its_end(
+    registry: Any, admin: redis.Redis
+) -> None:
+    """A pubsub the view used last and left open is closed when the request ends (the
+    server no longer lists a subscriber), whether its last use was a command or a read;
+    a blocking read (``parse_response()``, as ``listen()`` makes) waits for the reply."""
+    from pyramid.scripting import prepare
+
+    for read in (False, True):
+        env = prepare(registry=registry)
+        pubsub = env["request"].redis.pubsub()
+        pubsub.subscribe("left-open")
+        if read:
+            assert pubsub.parse_response()[0] == b"subscribe"
+            later = threading.Timer(0.2, admin.publish, ("left-open", "later"))
+            later.start()
+            assert pubsub.parse_response() == [b"message", b"left-open", b"later"]
+            later.join()
+        deadline = time.monotonic() + WAIT
+        while not admin.client_list(_type="pubsub") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(admin.client_list(_type="pubsub")) == 1
+        env["closer"]()
+        assert admin.client_list(_type="pubsub") == []

@@ -104,7 +104,11 @@ def test_unknown_client_name_is_a_clear_error(make_app: Any) -> None:
         return "ok"
 
     make_app({"/": view}).get("/")
-    assert errors == ["no Redis client named 'nope'; declared: default"]
+    make_app({"/": view}, clients="cache jobs").get("/")
+    assert errors == [
+        "no Redis client named 'nope'; declared: default",
+        "no Redis client named 'nope'; declared: default, cache, jobs",
+    ]
 
 
 def test_get_redis_without_include_says_what_to_do() -> None:

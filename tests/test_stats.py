@@ -358,3 +358,23 @@ def test_server_timing_counts_every_client_of_the_request(make_app: Any) -> None
     app = make_app({"/": view}, clients="cache", server_timing="true")
     header = app.get("/").headers["Server-Timing"]
     assert re.fullmatch(r'redis;dur=\d+\.\d\d;desc="4 commands"', header), header
+
+
+def test_commands_of_client_and_its_pipelines_are_the_requests(
+    make_app: Any, all_logs: Any
+) -> None:
+    """``request.redis.client()`` is the request's too: its commands and its pipeline's
+    are counted in the request's line, and its pipeline runs on its own connection (the
+    request's connection stays idle for the request's next command)."""
+
+    def view(request: Any) -> str:
+        own = request.redis.client_id()
+        with request.redis.client() as single:
+            single.set("k", "v")
+            ids = single.pipeline(transaction=False).client_id().get("k").execute()
+            single_id = single.client_id()
+        return f"{len({own, single_id, ids[0]})} {ids[1]!r}"
+
+    assert make_app({"/": view}).get("/").text == "3 b'v'"
+    (record,) = stats_records(all_logs)
+    assert record.redis_commands == 5  # type: ignore[attr-defined]

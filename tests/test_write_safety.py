@@ -356,3 +356,28 @@ def test_async_retry_writes_sends_a_transaction_again(
     _async_use(app_through(proxy, {}, retry_writes="true"), use)
     assert proxy.resets == 1
     assert results == [[2]] and counter(redis_server) == 2
+
+
+@pytest.mark.parametrize("retry_writes", ["true", "false"])
+def test_client_keeps_the_write_rule_of_its_client(
+    proxy: ResetAfterReplyProxy, redis_server: Any, retry_writes: str
+) -> None:
+    """``request.redis.client()`` (one connection, for a sequence of commands) follows
+    ``retry_writes`` as the client it came from: an INCR whose reply was lost is sent
+    again only when the setting says so."""
+
+    def view(request: Any) -> str:
+        with request.redis.client() as single:
+            try:
+                return str(single.incr("n"))
+            except CommandMayHaveBeenApplied:
+                return "may have been applied"
+
+    app = app_through(proxy, {"/": view}, retry_writes=retry_writes)
+    try:
+        proxy.arm(b"INCR")
+        expected = "2" if retry_writes == "true" else "may have been applied"
+        assert app.get("/").text == expected
+        assert counter(redis_server) == (2 if retry_writes == "true" else 1)
+    finally:
+        client_set(app.app.registry).close()
