@@ -504,3 +504,43 @@ def test_a_pipeline_error_reply_is_raised_or_returned_as_redis_py_does(
     else:
         assert ours.startswith("raised Command # 2 (LPUSH pe x)") and "WRONGTYPE" in ours
     assert in_use(app) == 0
+
+
+def test_redis_py_metrics_of_a_command_are_recorded_as_redis_py_records_them(
+    make_app: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py as the oracle: with its observability on, a GET and a failing HGET
+    (WRONGTYPE) through ``request.redis`` reach redis-py's metric calls with the
+    arguments plain ``redis.Redis`` passes (the duration aside: timed, not equal)."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def keep(kind: str) -> Any:
+        def record(**kwargs: Any) -> None:
+            kwargs = dict(kwargs)
+            seconds = kwargs.pop("duration_seconds", None)
+            assert seconds is None or 0 < seconds < 1
+            if "error_type" in kwargs:
+                kwargs["error_type"] = type(kwargs["error_type"]).__name__
+            seen.append((kind, kwargs))
+
+        return record
+
+    monkeypatch.setattr(redis.client, "record_operation_duration", keep("duration"))
+    monkeypatch.setattr(redis.client, "record_error_count", keep("error"))
+    monkeypatch.setattr("pyramid_redisx.client.observability_enabled", lambda: True)
+
+    def steps(client: Any) -> None:
+        client.set("h", "x")
+        seen.clear()
+        client.get("h")
+        with pytest.raises(redis.ResponseError):
+            client.hget("h", "field")
+
+    app = make_app({"/": lambda request: str(steps(request.redis))})
+    app.get("/")
+    ours = list(seen)
+    with redis.Redis.from_url(redis_url) as plain:
+        steps(plain)
+    theirs = list(seen)
+    assert [kind for kind, _ in ours] == ["duration", "error"]
+    assert ours == theirs
