@@ -694,8 +694,13 @@ class ClientSet:
         try:
             return self.clients[name]
         except KeyError:
+            if not self.clients:  # asked for during the configuration, before its commit
+                raise LookupError(
+                    f"no Redis client named {name!r} yet: clients are made when the "
+                    "configuration is committed (config.commit() or make_wsgi_app())"
+                ) from None
             raise LookupError(
-                f"no Redis client named {name!r}; declared: {', '.join(self.clients) or 'none'}"
+                f"no Redis client named {name!r}; declared: {', '.join(self.clients)}"
             ) from None
 
     def bind(self, name: str, request: Any, state: dict[str, Any] | None = None) -> AccountedRedis:

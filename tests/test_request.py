@@ -254,3 +254,31 @@ def test_instrumentation_on_redis_execute_command_sees_each_command_once(
     monkeypatch.setattr(redis.Redis, "execute_command", wrapper)
     assert app.get("/").text == "b'1'"
     assert seen == ["SET", "GET"]
+
+
+def test_repr_names_the_client_class_and_its_pool(make_app: Any) -> None:
+    """``repr(request.redis)``: the client's class and its pool (whose repr shows host,
+    port and db, never a password), as redis-py's shows them."""
+
+    def view(request: Any) -> str:
+        client = request.redis
+        expected = f"<{type(client).__name__}({client.connection_pool!r})>"
+        return str(repr(client) == expected and "port=" in repr(client))
+
+    assert make_app({"/": view}, password="s3cret-pw").get("/").text == "True"
+
+
+def test_get_redis_before_the_commit_says_when_clients_exist(redis_url: str) -> None:
+    """Asked for while the app is being configured, the client does not exist yet: the
+    error says when it will (at the commit), not that nothing was declared."""
+    config = Configurator(settings={"redis.url": redis_url})
+    config.include("pyramid_redisx")
+    with pytest.raises(LookupError) as info:
+        get_redis(config.registry)
+    assert str(info.value) == (
+        "no Redis client named 'default' yet: clients are made when the configuration "
+        "is committed (config.commit() or make_wsgi_app())"
+    )
+    config.commit()
+    assert get_redis(config.registry).ping() is True
+    client_set(config.registry).close()
