@@ -441,9 +441,11 @@ class AccountedRedis(redis.Redis):
                     else:
                         conn = pool.get_connection()
                         lent = True
-                elif not reads_only(name) and closed_while_idle(conn):
-                    # The request's connection, idle since its last command: a write is
-                    # sent only on a live one (a read failing there is sent again).
+                elif closed_while_idle(conn):
+                    # The request's connection, idle since its last command, closed by
+                    # the server: replaced before anything is sent, as redis-py's pool
+                    # checks a connection before lending it (with redis.retries = 0 a
+                    # read would fail there; a write is never sent on it).
                     conn.disconnect()
             result = conn.retry.call_with_retry(
                 lambda: self._redisx_send(self, conn, name, args, options),

@@ -979,3 +979,35 @@ def test_d2_the_lost_watch_says_what_happened(
         if command in ("get", "watch")
         else "The connection was lost and reconnected while watching one or more keys"
     )
+
+
+@pytest.mark.parametrize("op", ["get", "set"])
+@pytest.mark.parametrize("single", [False, True], ids=["request", "client()"])
+def test_a_connection_closed_while_idle_is_replaced_without_retries(
+    both: Any, op: str, single: bool
+) -> None:
+    """With ``redis.retries = 0``, the server closes the connection the request holds
+    while it idles: the next command, a read or a write, runs on a new connection and
+    answers, as plain redis-py's does (its pool checks a connection before lending it).
+    A ``client()`` holds its connection as redis-py's does: a read fails there as in
+    redis-py; a write is never sent on a connection known to be closed (redis-py sends
+    it and fails)."""
+
+    def scenario(ctx: Ctx) -> Any:
+        r, admin = ctx.redis, ctx.admin
+        admin.set("k", "v")
+
+        def steps(client: Any) -> Any:
+            kill(admin, client.client_id())
+            return attempt(lambda: client.get("k") if op == "get" else client.set("k", "w"))
+
+        if single:
+            with r.client() as one:
+                return steps(one), admin.get("k")
+        return steps(r), admin.get("k")
+
+    ours, theirs = both(scenario, retries="0")
+    answered = (b"v", b"v") if op == "get" else (True, b"w")
+    failed = ("ConnectionError", b"v")
+    assert theirs == (failed if single else answered)
+    assert ours == (failed if single and op == "get" else answered)
