@@ -1011,3 +1011,47 @@ def test_a_connection_closed_while_idle_is_replaced_without_retries(
     failed = ("ConnectionError", b"v")
     assert theirs == (failed if single else answered)
     assert ours == (failed if single and op == "get" else answered)
+
+
+@pytest.mark.parametrize("queued", ["commands", "multi", "watch"])
+def test_reset_forgets_what_was_queued(both: Any, queued: str) -> None:
+    """``reset()`` before ``execute()`` drops what the pipeline held (queued commands, a
+    MULTI, a WATCH): the next ``execute()`` sends nothing, as redis-py's. (While
+    watching, before MULTI, the SET runs at once, as in redis-py.)"""
+
+    def scenario(ctx: Ctx) -> Any:
+        r, admin = ctx.redis, ctx.admin
+        admin.set("k", "before")
+        pipe = r.pipeline(transaction=queued == "multi")
+        if queued == "watch":
+            pipe.watch("k")
+        elif queued == "multi":
+            pipe.multi()
+        pipe.set("k", "queued")
+        pipe.reset()
+        return attempt(pipe.execute), admin.get("k")
+
+    ours, theirs = both(scenario)
+    assert theirs == ((), b"queued" if queued == "watch" else b"before")
+    assert ours == theirs
+
+
+def test_a_reset_watch_leaves_no_trap_on_its_connection(both: Any) -> None:
+    """A WATCH pipeline reset gives its connection back; when that connection is later
+    reconnected for someone else (here a ``client()``, after the server closed it), that
+    user's command answers: the pipeline's lost-WATCH check went with its reset."""
+
+    def scenario(ctx: Ctx) -> Any:
+        r, admin = ctx.redis, ctx.admin
+        admin.set("k", "v")
+        pipe = r.pipeline()
+        pipe.watch("k")
+        watched = pipe.client_id()
+        pipe.reset()
+        kill(admin, watched)
+        with r.client() as one:
+            return attempt(lambda: one.set("k", "w")), admin.get("k")
+
+    ours, theirs = both(scenario)
+    assert theirs == (True, b"w")
+    assert ours == theirs
