@@ -544,3 +544,21 @@ def test_redis_py_metrics_of_a_command_are_recorded_as_redis_py_records_them(
     theirs = list(seen)
     assert [kind for kind, _ in ours] == ["duration", "error"]
     assert ours == theirs
+
+
+def test_a_client_kept_past_the_request_gives_its_connection_back_at_the_end(
+    make_app: Any,
+) -> None:
+    """A ``client()`` the view used and did not close (kept alive, here in a list) gives
+    its connection back when the request ends, as the request's own connection does."""
+    kept: list[Any] = []
+
+    def view(request: Any) -> str:
+        kept.append(request.redis.client())
+        kept[-1].ping()
+        return str(in_use(app))
+
+    app = make_app({"/": view})
+    assert app.get("/").text == "1"  # the client()'s (the request sent nothing itself)
+    assert in_use(app) == 0
+    assert kept[0].ping() is True  # still usable after: it takes a connection again

@@ -381,3 +381,23 @@ def test_client_keeps_the_write_rule_of_its_client(
         assert counter(redis_server) == (2 if retry_writes == "true" else 1)
     finally:
         client_set(app.app.registry).close()
+
+
+@pytest.mark.parametrize("transaction", [True, False])
+def test_retry_writes_sends_a_pipeline_again(
+    proxy: ResetAfterReplyProxy, redis_server: Any, transaction: bool
+) -> None:
+    """With ``retry_writes = true`` a request's pipeline (or MULTI/EXEC) whose reply was
+    lost is sent again, as redis-py does: answered, and applied twice."""
+
+    def view(request: Any) -> str:
+        return repr(request.redis.pipeline(transaction=transaction).incr("n").execute())
+
+    app = app_through(proxy, {"/": view}, retry_writes="true")
+    try:
+        proxy.arm(b"INCR")
+        assert app.get("/").text == "[2]"
+        assert proxy.resets == 1
+        assert counter(redis_server) == 2
+    finally:
+        client_set(app.app.registry).close()
