@@ -222,6 +222,8 @@ def on_new_response(event: Any) -> None:
     state = event.request.__dict__
     if state.get(USAGES):
         _finish(state, event.response)
+    elif BOUND in state:  # request.redis read, nothing sent: a later use keeps nothing
+        state[USAGES] = ENDED
 
 
 def redis_tween_factory(handler: Any, registry: Any) -> Any:
@@ -238,6 +240,8 @@ def redis_tween_factory(handler: Any, registry: Any) -> Any:
         except BaseException:
             if state.get(USAGES):
                 _finish(state, None)
+            elif BOUND in state:
+                state[USAGES] = ENDED
             raise
 
     return redis_tween

@@ -562,3 +562,42 @@ def test_a_client_kept_past_the_request_gives_its_connection_back_at_the_end(
     assert app.get("/").text == "1"  # the client()'s (the request sent nothing itself)
     assert in_use(app) == 0
     assert kept[0].ping() is True  # still usable after: it takes a connection again
+
+
+def test_request_redis_kept_past_the_request_takes_a_connection_per_command(
+    make_app: Any,
+) -> None:
+    """``request.redis`` kept after its request ended (with the request itself, as a
+    background job might) still works, one connection per command, none kept: the
+    request's end already gave back what it held."""
+    kept: list[Any] = []
+
+    def view(request: Any) -> str:
+        kept.append((request, request.redis))
+        return "ok"
+
+    app = make_app({"/": view})
+    app.get("/")
+    _, late = kept[0]
+    assert late.set("late", "1") is True
+    assert late.get("late") == b"1"
+    assert in_use(app) == 0
+
+
+@pytest.mark.parametrize("sent", [False, True], ids=["read-only", "used"])
+def test_a_scripts_request_redis_used_after_closer_keeps_no_connection(
+    make_app: Any, sent: bool
+) -> None:
+    """``pyramid.scripting.prepare()``: ``request.redis`` used after ``closer()`` (read
+    before it, with or without a command) takes one connection per command."""
+    from pyramid.scripting import prepare
+
+    app = make_app({})
+    env = prepare(registry=app.app.registry)
+    late = env["request"].redis
+    if sent:
+        late.ping()
+    env["closer"]()
+    assert in_use(app) == 0
+    assert late.set("late", "1") is True
+    assert in_use(app) == 0
