@@ -601,3 +601,21 @@ def test_a_scripts_request_redis_used_after_closer_keeps_no_connection(
     assert in_use(app) == 0
     assert late.set("late", "1") is True
     assert in_use(app) == 0
+
+
+@pytest.mark.parametrize("transaction", [True, False])
+def test_a_pipeline_first_takes_the_request_connection_for_what_follows(
+    make_app: Any, checkouts: Any, transaction: bool
+) -> None:
+    """A pipeline run before any command takes the request's connection, and the request's
+    later commands use that same connection: one checkout for the request."""
+
+    def view(request: Any) -> str:
+        (first,) = request.redis.pipeline(transaction=transaction).client_id().execute()
+        return str(first == request.redis.client_id())
+
+    app = make_app({"/": view})
+    counted = checkouts(app)
+    assert app.get("/").text == "True"
+    assert counted == [1]
+    assert in_use(app) == 0

@@ -59,9 +59,12 @@ def test_one_line_per_used_client_in_the_contract_format(make_app: Any, all_logs
         assert record.redis_time_ms > 0  # type: ignore[attr-defined]
 
 
-def test_pipeline_counts_each_command_in_one_entry(make_app: Any, all_logs: Any) -> None:
+@pytest.mark.parametrize(("transaction", "name"), [(True, "MULTI"), (False, "PIPELINE")])
+def test_pipeline_counts_each_command_in_one_entry(
+    make_app: Any, all_logs: Any, transaction: bool, name: str
+) -> None:
     def view(request: Any) -> str:
-        pipe = request.redis.pipeline()
+        pipe = request.redis.pipeline(transaction=transaction)
         for i in range(20):
             pipe.set(f"k{i}", i)
         pipe.execute()
@@ -70,7 +73,9 @@ def test_pipeline_counts_each_command_in_one_entry(make_app: Any, all_logs: Any)
     make_app({"/": view}).get("/")
     (record,) = stats_records(all_logs)
     assert record.redis_commands == 20  # type: ignore[attr-defined]
-    assert record.redis_slowest.startswith("MULTI:")  # type: ignore[attr-defined]
+    assert record.redis_slowest.startswith(f"{name}:")  # type: ignore[attr-defined]
+    # one round trip on loopback: its time, not a second more
+    assert 0 < record.redis_time_ms < 500  # type: ignore[attr-defined]
 
 
 def test_no_line_for_a_request_without_redis(make_app: Any, all_logs: Any) -> None:
