@@ -52,6 +52,8 @@ from .pubsub import SubscribedAsyncPubSub
 from .retries import (
     connects_only,
     may_have_been_applied,
+    pipeline_may_have_been_applied,
+    pipeline_sent_again,
     reads_only,
     retry_arguments,
     retryable,
@@ -231,16 +233,10 @@ class WriteSafeAsyncPipeline(redis.asyncio.client.Pipeline):
         try:
             return await run(connection, commands, raise_on_error)
         except RedisConnectionError as exc:
-            if (
-                self.redisx_retry_writes
-                or is_error_reply(exc)
-                or all(reads_only(args[0]) for args, _ in commands)
-            ):
+            if pipeline_sent_again(self.redisx_retry_writes, exc, commands):
                 raise
             await connection.disconnect()
-            raise may_have_been_applied(
-                f"{what} of {len(commands)} commands with writes", exc
-            ) from exc
+            raise pipeline_may_have_been_applied(what, commands, exc) from exc
 
 
 class WriteSafeAsyncRedis(redis.asyncio.Redis):

@@ -35,7 +35,12 @@ from .client_cache import CachedUsage, ClientCache
 from .errors import is_error_reply
 from .pools import NoQueue
 from .pubsub import SubscribedPubSub
-from .retries import may_have_been_applied, reads_only
+from .retries import (
+    may_have_been_applied,
+    pipeline_may_have_been_applied,
+    pipeline_sent_again,
+    reads_only,
+)
 from .settings import DEFAULT_CLIENT, AppOptions, RedisOptions
 from .topology import build_pool
 from .usage import ENDED, IN_TWEEN, TRACE, USAGES, Usage
@@ -276,16 +281,10 @@ class AccountedPipeline(Pipeline):
                 connection.health_check_interval = 0
             return run(connection, commands, raise_on_error)
         except RedisConnectionError as exc:
-            if (
-                self._redisx_retry_writes
-                or is_error_reply(exc)
-                or all(reads_only(args[0]) for args, _ in commands)
-            ):
+            if pipeline_sent_again(self._redisx_retry_writes, exc, commands):
                 raise
             connection.disconnect()
-            raise may_have_been_applied(
-                f"{what} of {len(commands)} commands with writes", exc
-            ) from exc
+            raise pipeline_may_have_been_applied(what, commands, exc) from exc
         finally:
             if interval:
                 connection.health_check_interval = interval

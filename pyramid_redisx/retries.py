@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .breaker import CLOSED, NO_BREAKER, NoBreaker, new_breaker
-from .errors import CommandMayHaveBeenApplied, TimeoutNotRetried
+from .errors import CommandMayHaveBeenApplied, TimeoutNotRetried, is_error_reply
 from .settings import RedisOptions
 
 RETRY_BACKOFF_BASE = 0.008  # seconds: first pause before jitter (redis-py's own base)
@@ -56,6 +56,19 @@ def may_have_been_applied(what: str, error: Exception) -> CommandMayHaveBeenAppl
         f"{what} may have been applied: the connection failed after it was sent ({error}); "
         "not retried, since it can change data (redis.retry_writes = true retries it)"
     )
+
+
+def pipeline_sent_again(retry_writes: bool, error: Exception, commands: Any) -> bool:
+    """Whether a pipeline of ``commands`` (redis-py's ``(args, options)`` pairs) that
+    failed with ``error`` once sent may go out again: writes retried by setting, an
+    error reply (the server answered), or nothing in it that writes."""
+    return retry_writes or is_error_reply(error) or all(reads_only(args[0]) for args, _ in commands)
+
+
+def pipeline_may_have_been_applied(
+    what: str, commands: Any, error: Exception
+) -> CommandMayHaveBeenApplied:
+    return may_have_been_applied(f"{what} of {len(commands)} commands with writes", error)
 
 
 def retryable(error: Exception) -> bool:
