@@ -551,8 +551,16 @@ class OwnershipMachine(RuleBasedStateMachine):
 
         def step(ctx: Ctx) -> Any:
             if isinstance(ctx, RequestCtx):
-                ctx.request.tm.commit()
-                ctx.request.tm.begin()
+                try:
+                    ctx.request.tm.commit()
+                except Exception:
+                    # as a view that handles a failed commit (an error reply in the
+                    # MULTI/EXEC) and goes on: a fresh transaction, as the plain side's
+                    # new pipeline (else pyramid_tm fails the request at its end)
+                    ctx.request.tm.abort()
+                    raise
+                finally:
+                    ctx.request.tm.begin()
             else:
                 assert isinstance(ctx, PlainCtx)
                 tm, ctx.tm = ctx.tm, None
