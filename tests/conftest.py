@@ -45,6 +45,15 @@ def build_app(
     return webtest.TestApp(app)
 
 
+def close_script(env: Any) -> None:
+    """``closer()`` of ``pyramid.scripting.prepare()``, then the request's finished
+    callbacks, which Pyramid 2's closer runs and Pyramid 1.10's leaves to the script."""
+    env["closer"]()
+    request = env["request"]
+    if request.finished_callbacks:
+        request._process_finished_callbacks()
+
+
 def pools_of(testapp: webtest.TestApp) -> dict[str, Any]:
     return client_set(testapp.app.registry).pools()
 

@@ -20,6 +20,7 @@ from pyramid.config import Configurator
 
 from pyramid_redisx import close_async_redis, get_async_redis, get_redis
 from pyramid_redisx.request import client_set
+from tests.conftest import close_script
 
 WAIT = 2.0
 
@@ -161,7 +162,7 @@ def test_a_requests_pubsub_takes_redis_py_arguments(registry: Any, admin: redis.
         assert (message["type"], message["data"]) == ("message", b"hello")
         pubsub.close()
     finally:
-        env["closer"]()
+        close_script(env)
 
 
 def test_a_pubsub_used_by_another_thread_outlives_the_request(
@@ -177,7 +178,7 @@ def test_a_pubsub_used_by_another_thread_outlives_the_request(
         worker = threading.Thread(target=pubsub.subscribe, args=("worker",))
         worker.start()
         worker.join()
-        env["closer"]()  # the request ends
+        close_script(env)  # the request ends
         assert admin.publish("worker", "still there") == 1
         received = []
         reader = threading.Thread(target=lambda: received.extend([
@@ -214,5 +215,5 @@ def test_a_pubsub_the_request_used_last_is_closed_at_its_end(
         while not admin.client_list(_type="pubsub") and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(admin.client_list(_type="pubsub")) == 1
-        env["closer"]()
+        close_script(env)
         assert admin.client_list(_type="pubsub") == []

@@ -16,7 +16,7 @@ from pyramid.response import Response
 from pyramid_redisx import get_redis
 from pyramid_redisx.pools import pool_figures
 from pyramid_redisx.request import client_set
-from tests.conftest import pools_of
+from tests.conftest import close_script, pools_of
 
 
 def in_use(app: Any) -> int:
@@ -597,7 +597,7 @@ def test_a_scripts_request_redis_used_after_closer_keeps_no_connection(
     late = env["request"].redis
     if sent:
         late.ping()
-    env["closer"]()
+    close_script(env)
     assert in_use(app) == 0
     assert late.set("late", "1") is True
     assert in_use(app) == 0
