@@ -216,4 +216,7 @@ def test_a_pubsub_the_request_used_last_is_closed_at_its_end(
             time.sleep(0.01)
         assert len(admin.client_list(_type="pubsub")) == 1
         close_script(env)
+        deadline = time.monotonic() + WAIT  # the server sees the close a moment later
+        while admin.client_list(_type="pubsub") and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert admin.client_list(_type="pubsub") == []
