@@ -180,6 +180,7 @@ class AccountedPipeline(Pipeline):
             # The request's own connection; redis-py's execute runs on it, and reset()
             # leaves it with the request. Other threads: redis-py takes one from the pool.
             self.connection = usage.connection or usage.checkout()
+        used = self.connection  # for the span: a WATCH pipeline's is gone after its reset
         inner = [args for args, _ in stack] if usage.trace is not None else None
         self._redisx_seconds = 0.0
         try:
@@ -199,7 +200,7 @@ class AccountedPipeline(Pipeline):
                 run = self._execute_pipeline
             conn = self.connection
             if conn is None:
-                conn = self.connection = self.connection_pool.get_connection()
+                conn = used = self.connection = self.connection_pool.get_connection()
             try:
                 return conn.retry.call_with_retry(  # type: ignore[no-any-return]
                     lambda: run(conn, stack, raise_on_error), lambda error: conn.disconnect()
@@ -215,7 +216,7 @@ class AccountedPipeline(Pipeline):
             if observer is not None:  # telemetry: the pipeline's span and metrics
                 observer.pipeline(
                     [args for args, _ in stack], name == "MULTI", started,
-                    self._redisx_waited(), failed, usage.connection,
+                    self._redisx_waited(), failed, used or usage.connection,
                 )  # fmt: skip
 
     def reset(self) -> None:  # type: ignore[override]
@@ -333,6 +334,8 @@ class AccountedPipeline(Pipeline):
     ) -> Any:
         if self.watching and not reads_only(command_name) and closed_while_idle(conn):
             conn.disconnect()  # its WATCH went with it: the reconnect raises WatchError
+        if self._redisx_observer is not None:  # ours on the instrumentation's span, if any
+            self._redisx_observer.enrich_command(0.0)
         return _send_safely(self, conn, command_name, args, options)
 
 

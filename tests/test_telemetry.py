@@ -77,8 +77,17 @@ def views(tracer: Any = None) -> dict[str, Any]:
             request.redis.get("t:n")
         return "ok"
 
+    def watch(request: Any) -> str:
+        pipe = request.redis.pipeline()
+        pipe.watch("t:w")
+        pipe.get("t:w")
+        pipe.multi()
+        pipe.set("t:w", "secret-w")
+        pipe.execute()
+        return "ok"
+
     return {"/commands": commands, "/pipeline": pipeline, "/transaction": transaction,
-            "/own": own_span}  # fmt: skip
+            "/own": own_span, "/watch": watch}  # fmt: skip
 
 
 # ------------------------------------------------------------------ settings, off
@@ -176,13 +185,14 @@ def test_each_command_and_pipeline_is_one_span_under_the_request_span(
     make_app: Any, telemetry: Otel
 ) -> None:
     app = make_app(views(telemetry.tracer), tracing="true")
-    for path in ("/commands", "/pipeline", "/transaction", "/own"):
+    for path in ("/commands", "/pipeline", "/transaction", "/own", "/watch"):
         telemetry.exporter.clear()
         with telemetry.tracer.start_as_current_span("request") as request_span:
             app.get(path)
         spans = telemetry.redis_spans()
         expected = {"/commands": ["SET", "GET"], "/pipeline": ["PIPELINE"],
-                    "/transaction": ["MULTI"], "/own": ["INCRBY", "GET"]}[path]  # fmt: skip
+                    "/transaction": ["MULTI"], "/own": ["INCRBY", "GET"],
+                    "/watch": ["WATCH", "GET", "MULTI"]}[path]  # fmt: skip
         assert [s.name for s in spans] == expected, path
         parent = request_span.get_span_context().span_id
         if path == "/own":  # the app's own span in the view
@@ -197,8 +207,15 @@ def test_each_command_and_pipeline_is_one_span_under_the_request_span(
             assert attributes["server.address"] == "127.0.0.1"
             assert isinstance(attributes["server.port"], int)
             assert attributes["pyramid_redisx.client.name"] == "default"
-            assert attributes["pyramid_redisx.connection.wait_time"] >= 0
+            assert 0 <= attributes["pyramid_redisx.connection.wait_time"] < 0.5
             assert "secret" not in str(attributes)
+            assert span.status.status_code is StatusCode.UNSET
+            assert 0 < span.end_time - span.start_time < 5e9
+        assert "pyramid_redisx.client.name" not in (request_span.attributes or {})
+    telemetry.exporter.clear()
+    app.get("/watch")
+    assert [s.attributes["db.query.text"] for s in telemetry.redis_spans()] == [
+        "WATCH t:w", "GET t:w", "SET t:w ?"]  # fmt: skip
     telemetry.exporter.clear()
     app.get("/pipeline")
     (span,) = telemetry.redis_spans()
@@ -240,13 +257,27 @@ def test_a_failed_command_span_has_the_error(make_app: Any, telemetry: Otel) -> 
             return type(exc).__name__
         return "no error"
 
-    app = make_app({"/": wrongtype}, tracing="true")
-    assert app.get("/").text == "ResponseError"
-    span = telemetry.redis_spans()[-1]
-    assert span.name == "LPUSH"
-    assert span.status.status_code is StatusCode.ERROR
-    assert span.attributes["error.type"] == "redis.exceptions.ResponseError"
-    assert span.attributes["db.response.status_code"] == "WRONGTYPE"
+    def watching(request: Any) -> str:  # the same, sent at once by a WATCH pipeline
+        request.redis.set("t:s", "v")
+        with request.redis.pipeline() as pipe:
+            pipe.watch("t:s")
+            try:
+                pipe.lpush("t:s", "x")
+            except Exception as exc:  # noqa: BLE001
+                return type(exc).__name__
+        return "no error"
+
+    app = make_app({"/": wrongtype, "/watching": watching}, tracing="true")
+    for path, names in (("/", ["SET", "LPUSH"]), ("/watching", ["SET", "WATCH", "LPUSH"])):
+        telemetry.exporter.clear()
+        assert app.get(path).text == "ResponseError"
+        spans = telemetry.redis_spans()
+        assert [s.name for s in spans] == names
+        assert all(s.status.status_code is StatusCode.UNSET for s in spans[:-1])
+        span = spans[-1]
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes["error.type"] == "redis.exceptions.ResponseError"
+        assert span.attributes["db.response.status_code"] == "WRONGTYPE"
 
 
 # ------------------------------------------------------------------ the instrumentation's spans, once
@@ -255,7 +286,8 @@ def test_instrumentation_spans_appear_exactly_once_with_our_attributes(
 ) -> None:
     app = make_app(views(telemetry.tracer), tracing="true")
     for path, expected in (("/commands", ["SET", "GET"]), ("/pipeline", ["SET INCRBY"]),
-                           ("/transaction", ["SET GET"]), ("/own", ["INCRBY", "GET"])):  # fmt: skip
+                           ("/transaction", ["SET GET"]), ("/own", ["INCRBY", "GET"]),
+                           ("/watch", ["WATCH", "GET", "SET"])):  # fmt: skip
         telemetry.exporter.clear()
         with telemetry.tracer.start_as_current_span("request") as request_span:
             app.get(path)
@@ -269,8 +301,9 @@ def test_instrumentation_spans_appear_exactly_once_with_our_attributes(
             parent = next(s for s in telemetry.spans() if s.name == "view work").context.span_id
         for span in spans:
             assert span.parent.span_id == parent
-            assert span.attributes["pyramid_redisx.client.name"] == "default"
+            assert span.attributes["pyramid_redisx.client.name"] == "default", (path, span.name)
             assert span.attributes["pyramid_redisx.connection.wait_time"] >= 0
+        assert "pyramid_redisx.client.name" not in (request_span.attributes or {})
 
 
 def test_instrumentation_alone_still_sees_every_command(
