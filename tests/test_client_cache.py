@@ -55,9 +55,13 @@ def cached_app(server: RedisServer, admin: redis.Redis) -> Iterator[Callable[...
     its connections named ``NAME``; its client set closed (listener stopped) after."""
     apps: list[webtest.TestApp] = []
 
-    def make(views: dict[str, Any] | None = None, **settings: Any) -> webtest.TestApp:
+    def make(
+        views: dict[str, Any] | None = None,
+        setup: Callable[[Any], None] | None = None,
+        **settings: Any,
+    ) -> webtest.TestApp:
         values = {"url": server.url, "client_cache": "true", "client_name": NAME, **settings}
-        app = build_app({f"redis.{k}": v for k, v in values.items()}, views or VIEWS)
+        app = build_app({f"redis.{k}": v for k, v in values.items()}, views or VIEWS, setup)
         apps.append(app)
         return app
 
@@ -137,19 +141,28 @@ def test_off_by_default_nothing_changes(
 
 
 # ------------------------------------------------------------------ hits and misses
+def another_request_property(config: Any) -> None:
+    """Another add-on's request property: ``request.redis`` then stays a property
+    (``request.RedisAttribute``), whose copy is bound as the view reads it."""
+    config.add_request_method(lambda request: "other", "other", reify=True)
+
+
+@pytest.mark.parametrize("setup", [None, another_request_property], ids=["method", "property"])
 def test_a_repeated_read_is_answered_from_memory(
-    cached_app: Any, admin: redis.Redis, all_logs: pytest.LogCaptureFixture
+    cached_app: Any, admin: redis.Redis, all_logs: pytest.LogCaptureFixture, setup: Any
 ) -> None:
     """No round trip for a hit: a request served from the cache alone ran no command and
     writes no stats line (DESIGN: a line per client the request ran a command on); a
-    request that also runs one has its hits and misses on its line."""
+    request that also runs one has its hits and misses on its line. Whether
+    ``request.redis`` is a request method (the app's only request properties are ours)
+    or a property."""
 
     def mixed(request: Any) -> str:
         first, second = request.redis.get("k"), request.redis.get("k")
         request.redis.incr("n")
         return f"{first!r} {second!r}"
 
-    app = cached_app({**VIEWS, "/mixed": mixed})
+    app = cached_app({**VIEWS, "/mixed": mixed}, setup)
     assert type(get_redis(app.app.registry)) is CachedRedis
     listening(app)
     admin.set("k", "1")
@@ -256,6 +269,28 @@ def test_writes_in_pipelines_and_transactions_drop_what_they_name(
         assert app.get(f"/write/{how}").text == "ok"
         assert app.get("/get/a").text == value, how
         assert app.get("/hgetall/h").text == f"[(b'f', b'{value}')]", how
+
+
+def test_a_watching_pipelines_reads_keep_what_is_cached(
+    cached_app: Any, admin: redis.Redis
+) -> None:
+    """A WATCH pipeline's WATCH and reads (sent at once) drop nothing: the next read of
+    the key is still a hit."""
+
+    def watch_read(request: Any) -> str:
+        with request.redis.pipeline() as pipe:
+            pipe.watch("a")
+            value = pipe.get("a")
+        return str(value)
+
+    app = cached_app({**VIEWS, "/watch-read": watch_read})
+    cache = listening(app)
+    admin.set("a", "0")
+    assert app.get("/get/a").text == "0"  # a miss: kept
+    assert app.get("/watch-read").text == "b'0'"
+    hits = cache.hits
+    assert app.get("/get/a").text == "0"
+    assert cache.hits == hits + 1
 
 
 def test_a_client_of_its_own_is_served_and_its_writes_drop_what_they_name(

@@ -26,7 +26,12 @@ def toolbar_app() -> Iterator[Callable[..., webtest.TestApp]]:
     """``toolbar_app(url, views, **settings)``: an app with the toolbar and the Redis panel."""
     apps: list[webtest.TestApp] = []
 
-    def make(url: str, views: dict[str, Any], **settings: Any) -> webtest.TestApp:
+    def make(
+        url: str,
+        views: dict[str, Any],
+        setup: Callable[[Any], None] | None = None,
+        **settings: Any,
+    ) -> webtest.TestApp:
         settings = {
             "redis.url": url,
             "pyramid.includes": "pyramid_debugtoolbar",
@@ -34,7 +39,7 @@ def toolbar_app() -> Iterator[Callable[..., webtest.TestApp]]:
             "debugtoolbar.intercept_redirects": "false",
             **settings,
         }
-        app = build_app(settings, views)
+        app = build_app(settings, views, setup)
         app.extra_environ["REMOTE_ADDR"] = "127.0.0.1"  # webtest sets none; the toolbar needs one
         apps.append(app)
         return app
@@ -235,14 +240,22 @@ def test_a_password_holding_at_signs_is_hidden_whole(
     assert "Sekrit" not in message and "Pw@" not in message
 
 
-def test_panel_shows_reads_answered_by_the_client_cache(toolbar_app: Any, redis_url: str) -> None:
+def another_request_property(config: Any) -> None:
+    """``request.redis`` then stays a property, bound as the view reads it."""
+    config.add_request_method(lambda request: "other", "other", reify=True)
+
+
+@pytest.mark.parametrize("setup", [None, another_request_property], ids=["method", "property"])
+def test_panel_shows_reads_answered_by_the_client_cache(
+    toolbar_app: Any, redis_url: str, setup: Any
+) -> None:
     def view(request: Any) -> str:
         for _ in range(3):
             request.redis.get("cached")
         request.redis.set("other", "v")
         return PAGE.format("ok")
 
-    app = toolbar_app(redis_url, {"/": view}, **{"redis.client_cache": "true"})
+    app = toolbar_app(redis_url, {"/": view}, setup, **{"redis.client_cache": "true"})
     cache = client_set(app.app.registry).caches["default"]
     app.get("/")  # starts the cache's listener
     deadline = time.monotonic() + 5

@@ -17,6 +17,7 @@ test_d1_three_watching_pipelines_three_connections     24.1 three WATCHes, one c
 test_d1_multi_exec_inside_watch_block[*]               24.1 pipeline / dogpile set_multi /
                                                        redis_tm commit / client()'s pipeline
 test_rule_client_and_its_pipeline_own_their_connection 24.1 client() does not escape
+test_rule_a_watching_pipeline_takes_the_request_..    25: only in the request's thread
 test_d2_kill_while_watching_raises_watch_error[*]      24.2 CLIENT KILL, then nothing/GET/SET
 test_d2_kill_while_watching_then_immediate_command[*]  24.2 CLIENT KILL, then the pipeline's
                                                        GET/SET/DEL/WATCH before MULTI
@@ -317,6 +318,45 @@ def test_rule_client_and_its_pipeline_own_their_connection(make_app: Any) -> Non
         return repr((piped != own, direct != own))
 
     assert make_app({"/": view}, **app_settings()).get("/").text == "(True, True)"
+
+
+def test_rule_a_watching_pipeline_takes_the_request_connection_in_its_thread_only(
+    make_app: Any,
+) -> None:
+    """A pipeline that starts watching in the request's thread takes the request's
+    connection over (one connection while it watches, as the ownership rule says); one
+    in another thread gets its own, and a ``client()``'s pipeline never takes it."""
+
+    def view(request: Any) -> str:
+        r = request.redis
+        pool = get_redis(request.registry).connection_pool
+        own = r.client_id()
+        elsewhere: list[int] = []
+
+        def worker() -> None:
+            pipe = r.pipeline()
+            pipe.watch("k")
+            elsewhere.append(pipe.client_id())
+            pipe.reset()
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        with r.client() as single:
+            single_pipe = single.pipeline()
+            single_pipe.watch("k")
+            from_client = single_pipe.client_id()
+            single_pipe.reset()
+        pipe = r.pipeline()
+        pipe.watch("k")
+        taken = pipe.client_id()
+        in_use = pool_figures(pool)[0]
+        r.get("k")  # the request's next command: a connection of its own again
+        pipe.reset()
+        return repr((elsewhere[0] != own, from_client != own, taken == own, in_use))
+
+    app = make_app({"/": view}, **app_settings())
+    assert app.get("/").text == "(True, True, True, 1)"
 
 
 # ---------------------------------------------------------------- 2. a WATCH lost on reconnect
@@ -811,10 +851,12 @@ def test_i25_watch_connection_not_lent_to_waiting_request(
     assert pool_figures(pool).in_use == 0
 
 
-def test_i25_script_request_gives_back_at_closer(make_app: Any) -> None:
+@pytest.mark.parametrize("client_cache", ["false", "true"])
+def test_i25_script_request_gives_back_at_closer(make_app: Any, client_cache: str) -> None:
     """A script's request (``pyramid.scripting.prepare``) gives every connection back at
-    ``closer()``: its own and a WATCH pipeline's it still references."""
-    app = make_app(**app_settings())
+    ``closer()``: its own and a WATCH pipeline's it still references; with the client
+    cache too (whose copies start their accounting at the first command)."""
+    app = make_app(**app_settings(client_cache=client_cache))
     pool = get_redis(app.app.registry).connection_pool
     env = prepare(registry=app.app.registry)
     r = env["request"].redis
@@ -1054,4 +1096,42 @@ def test_a_reset_watch_leaves_no_trap_on_its_connection(both: Any) -> None:
 
     ours, theirs = both(scenario)
     assert theirs == (True, b"w")
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("client", ["request", "process"])
+def test_a_watch_with_decode_responses_behaves_as_redis_py(
+    both: Any, redis_url: str, client: str
+) -> None:
+    """A WATCH pipeline of ``request.redis``, and of ``get_redis(registry)`` (no request
+    accounting: scripts, workers), with ``decode_responses``: a DUMP while watching comes
+    back as bytes (its NEVER_DECODE option reaches redis-py), a read answers, a change by
+    another client aborts the transaction and a second try commits; as redis-py does."""
+
+    def scenario(ctx: Ctx) -> Any:
+        r = ctx.redis
+        if ctx.request is not None and client == "process":
+            r = get_redis(ctx.request.registry)
+        admin = ctx.admin
+        admin.set("blob", b"\xff\xfe\x80")  # not UTF-8: decoding it would fail
+        admin.set("k", "v")
+        pipe = r.pipeline()
+        pipe.watch("k", "blob")
+        dumped = attempt(lambda: pipe.dump("blob"))
+        seen = attempt(lambda: pipe.get("k"))
+        admin.set("k", "theirs")
+        pipe.multi()
+        pipe.set("k", "mine")
+        lost = attempt(pipe.execute)
+        pipe.watch("k")
+        pipe.multi()
+        pipe.set("k", "mine")
+        done = attempt(pipe.execute)
+        pipe.reset()
+        return type(dumped).__name__, seen, lost, done, admin.get("k")
+
+    ours, theirs = both(
+        scenario, decode_responses="true", plain=plain_client(redis_url, decode_responses=True)
+    )
+    assert theirs == ("bytes", "v", "WatchError", (True,), b"mine")
     assert ours == theirs

@@ -383,3 +383,33 @@ def test_commands_of_client_and_its_pipelines_are_the_requests(
     assert make_app({"/": view}).get("/").text == "3 b'v'"
     (record,) = stats_records(all_logs)
     assert record.redis_commands == 5  # type: ignore[attr-defined]
+
+
+def test_a_watching_pipelines_commands_in_the_line_and_the_slow_warning(
+    make_app: Any, all_logs: Any
+) -> None:
+    """A WATCH pipeline's immediate commands (WATCH, a BLPOP while watching) count like
+    the request's own: each in ``commands``, the BLPOP ``slowest`` with its own time
+    (not the total, not a clock reading), and in the slow-command warning with its key."""
+
+    def view(request: Any) -> str:
+        pipe = request.redis.pipeline()
+        pipe.watch("w-key")
+        pipe.blpop(["empty-list"], timeout=0.25)
+        pipe.multi()
+        pipe.set("w-key", "secret-value")
+        pipe.execute()
+        return "ok"
+
+    make_app({"/watch": view}, slow_command="150ms").get("/watch")
+    (record,) = stats_records(all_logs)
+    line = LINE.match(record.getMessage())
+    assert line, record.getMessage()
+    assert line["commands"] == "3"  # WATCH, BLPOP, the transaction's SET
+    assert line["slowest"] == "BLPOP"
+    slowest, total = float(line["slowest_ms"]), float(line["time"])
+    assert 240 <= slowest <= total < 1000, record.getMessage()
+    slow = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.slow"]
+    assert len(slow) == 1, slow
+    assert slow[0].startswith("redis client=default slow command BLPOP key=empty-list took ")
+    assert "path=/watch" in slow[0] and "secret-value" not in slow[0]
