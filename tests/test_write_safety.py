@@ -302,6 +302,29 @@ def test_retries_counts_the_tries_after_the_first(
         client_set(app.app.registry).close()
 
 
+@pytest.mark.parametrize(("retries", "answers"), [("0", False), ("1", True)])
+def test_async_retries_count_the_tries_after_the_first(
+    proxy: ResetAfterReplyProxy, redis_server: Any, retries: str, answers: bool
+) -> None:
+    """The asyncio client counts ``redis.retries`` as the sync one: with 1, a GET whose
+    connection is reset after it was sent is sent once more and answers; with 0 the
+    caller gets the connection error."""
+    redis_server.client().set("k", "v")
+    got: list[Any] = []
+
+    async def use(client: Any) -> None:
+        await client.ping()
+        proxy.arm(b"GET")
+        try:
+            got.append(await client.get("k"))
+        except redis.ConnectionError as error:
+            got.append(type(error).__name__)
+
+    _async_use(app_through(proxy, {}, retries=retries), use)
+    assert got == ([b"v"] if answers else ["ConnectionError"])
+    assert proxy.resets == 1
+
+
 def _async_use(app: Any, use: Any) -> None:
     import asyncio
 
