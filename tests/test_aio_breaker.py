@@ -106,6 +106,35 @@ def test_opens_on_a_killed_server_then_fails_at_once_without_the_network(
     assert len(warnings) == 1 and "circuit open: 3 failures in a row" in warnings[0]
 
 
+def test_a_refused_probe_reopens_the_circuit_for_a_whole_cooldown(
+    make_app: Any, redis_server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server still down when the cooldown ends: one command probes (refused, tried
+    once), the circuit opens again, and the commands right after fail at once without
+    probing again; the reopening is not logged as a new outage."""
+    caplog.set_level(logging.INFO, logger="pyramid_redisx")
+    server = redis_server_factory()
+    app = make_app(url=server.url, breaker_failures="2", breaker_cooldown="0.3", **FAST)
+    assert [o for _, o in async_gets(app, 1)] == ["None"]
+    server.stop()  # SIGKILL: connections refused
+
+    async def use(client: Any) -> tuple[Outcome, str, list[Outcome]]:
+        while breaker(app).state != OPEN:
+            await timed(client.get("k"))
+        await asyncio.sleep(0.35)
+        probe = await timed(client.get("k"))
+        state = breaker(app).state
+        return probe, state, [await timed(client.get("k")) for _ in range(5)]
+
+    probe, state, right_after = run(app, use)
+    assert probe[1] == "ConnectionError"
+    assert state == OPEN
+    assert [o for _, o in right_after] == ["RedisCircuitOpen"] * 5
+    assert all(s < 0.05 for s, _ in right_after), right_after
+    warnings = warnings_of(caplog)
+    assert len(warnings) == 1 and "circuit open" in warnings[0], warnings
+
+
 def test_opens_behind_a_black_hole_in_breaker_failures_timeouts(
     make_app: Any, proxy: Blackhole
 ) -> None:
