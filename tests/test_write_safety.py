@@ -191,6 +191,35 @@ def test_refused_connection_is_still_retried(redis_server_factory: Any) -> None:
         client_set(app.app.registry).close()
 
 
+@pytest.mark.parametrize("transaction", [False, True], ids=["pipeline", "multi"])
+def test_refused_reconnect_of_a_pipeline_is_still_retried(
+    redis_server_factory: Any, transaction: bool
+) -> None:
+    """The server dies between a request's command and its write pipeline: the
+    pipeline's reconnect of the request's connection is refused for ~0.3 s, which is
+    before anything was sent, so it is retried and the pipeline applied once (not
+    ``CommandMayHaveBeenApplied``)."""
+    server = redis_server_factory()
+    restart = threading.Timer(0.3, server.start)
+
+    def view(request: Any) -> str:
+        request.redis.ping()  # the request's connection
+        server.stop()
+        restart.start()
+        pipe = request.redis.pipeline(transaction=transaction)
+        pipe.set("k", "v").incr("n")
+        return repr(pipe.execute())
+
+    app = build_app({"redis.url": server.url, "redis.retries": "20",
+                     "redis.retry_backoff_cap": "0.1"}, {"/": view})  # fmt: skip
+    try:
+        assert app.get("/").text == "[True, 1]"
+    finally:
+        if restart.is_alive():
+            restart.join()
+        client_set(app.app.registry).close()
+
+
 @pytest.mark.slow
 def test_retry_on_timeout_is_honoured_on_a_stalled_server(redis_server_factory: Any) -> None:
     """A GET on a stalled (SIGSTOPped) server: with retry_on_timeout the client waits one
