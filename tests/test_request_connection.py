@@ -465,10 +465,14 @@ def test_a_connection_the_server_closed_in_the_pool_is_replaced_before_a_write(
         assert admin.get("n") == b"1"
 
 
-def pipeline_with_an_error(client: Any, transaction: bool, keep_errors: bool | None) -> Any:
-    """SET, LPUSH on the string (WRONGTYPE), GET: what ``execute`` gives or raises."""
+def pipeline_with_an_error(client: Any, transaction: Any, keep_errors: bool | None) -> Any:
+    """SET, LPUSH on the string (WRONGTYPE), GET: what ``execute`` gives or raises.
+    ``transaction="watch"``: a MULTI/EXEC after WATCH (redis-py's own execute runs it)."""
     client.delete("pe")
-    pipe = client.pipeline(transaction=transaction)
+    pipe = client.pipeline(transaction=bool(transaction))
+    if transaction == "watch":
+        pipe.watch("pe")
+        pipe.multi()
     pipe.set("pe", "1").lpush("pe", "x").get("pe")
     try:
         if keep_errors is None:
@@ -479,13 +483,18 @@ def pipeline_with_an_error(client: Any, transaction: bool, keep_errors: bool | N
 
 
 @pytest.mark.parametrize("keep_errors", [None, False, True])
-@pytest.mark.parametrize("transaction", [True, False])
+@pytest.mark.parametrize("transaction", [True, False, "watch"])
+@pytest.mark.parametrize("client", ["request", "process"])
 def test_a_pipeline_error_reply_is_raised_or_returned_as_redis_py_does(
-    make_app: Any, redis_url: str, transaction: bool, keep_errors: bool | None
+    make_app: Any, redis_url: str, transaction: Any, keep_errors: bool | None, client: str
 ) -> None:
     """redis-py as the oracle: the same pipeline with an error reply in the middle, run by
-    ``request.redis`` in a request and by a plain client, gives the same outcome (raised
-    by default and with ``raise_on_error=True``, in place with ``False``)."""
+    ``request.redis`` in a request (or the process-wide ``get_redis(registry)``) and by a
+    plain client, gives the same outcome (raised by default and with
+    ``raise_on_error=True``, in place with ``False``)."""
+
+    def ours_of(request: Any) -> Any:
+        return request.redis if client == "request" else get_redis(request.registry)
 
     def shown(result: Any) -> str:
         if isinstance(result, list):
@@ -493,7 +502,7 @@ def test_a_pipeline_error_reply_is_raised_or_returned_as_redis_py_does(
         return str(result)
 
     app = make_app({"/": lambda request: shown(
-        pipeline_with_an_error(request.redis, transaction, keep_errors)
+        pipeline_with_an_error(ours_of(request), transaction, keep_errors)
     )})  # fmt: skip
     ours = app.get("/").text
     with redis.Redis.from_url(redis_url) as plain:

@@ -354,6 +354,42 @@ def test_async_retries_count_the_tries_after_the_first(
     assert proxy.resets == 1
 
 
+@pytest.mark.parametrize("command", ["incr", "get"])
+def test_a_watching_transaction_whose_reply_is_lost(
+    proxy: ResetAfterReplyProxy, redis_server: Any, command: str
+) -> None:
+    """WATCH, MULTI, one command, EXEC, and the connection reset after the server ran it.
+    redis-py raises ``WatchError`` (its connection error while watching) either way. A
+    read-only transaction does the same through ``request.redis`` (not sent again
+    unwatched on a new connection). One with a write raises ``CommandMayHaveBeenApplied``
+    instead: a WATCH loop answers ``WatchError`` by running the transaction again, though
+    the server ran it (docs/retries.rst). Each transaction ran once."""
+
+    def scenario(client: Any) -> str:
+        pipe = client.pipeline()
+        pipe.watch("n")
+        pipe.multi()
+        getattr(pipe, command)("n")
+        proxy.arm(b"EXEC")
+        try:
+            pipe.execute()
+        except redis.RedisError as error:
+            return type(error).__name__
+        finally:
+            pipe.reset()
+        return "no error"
+
+    app = app_through(proxy, {"/": lambda request: scenario(request.redis)})
+    ours = app.get("/").text
+    client_set(app.app.registry).close()
+    with redis.Redis(port=proxy.port) as plain:
+        theirs = scenario(plain)
+    assert theirs == "WatchError"
+    assert ours == ("CommandMayHaveBeenApplied" if command == "incr" else "WatchError")
+    assert counter(redis_server) == (2 if command == "incr" else 0)  # each ran once
+    assert proxy.resets == 2
+
+
 def _async_use(app: Any, use: Any) -> None:
     import asyncio
 
