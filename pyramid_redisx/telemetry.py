@@ -105,10 +105,14 @@ def error_kind(error: BaseException) -> str:
 
 
 def _status_code(error: BaseException) -> str | None:
-    """The error reply's prefix (``WRONGTYPE``, ``ERR``), as semantic conventions ask."""
+    """The error reply's prefix (``WRONGTYPE``, ``ERR``), as semantic conventions ask;
+    in a pipeline's, after redis-py's "Command # n (...) of pipeline caused error: "."""
     if not isinstance(error, ResponseError):
         return None
-    word = str(error).split(" ", 1)[0]
+    text = str(error)
+    if text.startswith("Command # "):
+        text = text.partition(" caused error: ")[2]
+    word = text.split(" ", 1)[0]
     return word if word.isupper() and word.isalpha() else "ERR"
 
 

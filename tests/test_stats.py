@@ -413,3 +413,26 @@ def test_a_watching_pipelines_commands_in_the_line_and_the_slow_warning(
     assert len(slow) == 1, slow
     assert slow[0].startswith("redis client=default slow command BLPOP key=empty-list took ")
     assert "path=/watch" in slow[0] and "secret-value" not in slow[0]
+
+
+def test_a_slow_pipeline_is_one_slow_warning_without_a_key(make_app: Any, all_logs: Any) -> None:
+    """A pipeline is one round trip: one slow-command warning named PIPELINE, with no key
+    (its commands name many), and its time in the line. (A BLPOP inside MULTI does not
+    block: the transaction's name is pinned by the test above.)"""
+    name = "PIPELINE"
+
+    def view(request: Any) -> str:
+        pipe = request.redis.pipeline(transaction=False)
+        pipe.set("p-key", "secret-value")
+        pipe.blpop(["empty-list"], timeout=0.25)
+        pipe.execute()
+        return "ok"
+
+    make_app({"/pipe": view}, slow_command="150ms").get("/pipe")
+    slow = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.slow"]
+    assert len(slow) == 1, slow
+    assert slow[0].startswith(f"redis client=default slow command {name} key=- took ")
+    assert "path=/pipe" in slow[0] and "secret-value" not in slow[0]
+    (record,) = stats_records(all_logs)
+    assert record.redis_commands == 2  # type: ignore[attr-defined]
+    assert 240 <= record.redis_time_ms < 1000  # type: ignore[attr-defined]

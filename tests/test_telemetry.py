@@ -267,8 +267,17 @@ def test_a_failed_command_span_has_the_error(make_app: Any, telemetry: Otel) -> 
                 return type(exc).__name__
         return "no error"
 
-    app = make_app({"/": wrongtype, "/watching": watching}, tracing="true")
-    for path, names in (("/", ["SET", "LPUSH"]), ("/watching", ["SET", "WATCH", "LPUSH"])):
+    def pipeline(request: Any) -> str:  # the same in a pipeline: its span has the error
+        request.redis.set("t:s", "v")
+        try:
+            request.redis.pipeline(transaction=False).get("t:s").lpush("t:s", "x").execute()
+        except Exception as exc:  # noqa: BLE001
+            return type(exc).__name__
+        return "no error"
+
+    app = make_app({"/": wrongtype, "/watching": watching, "/pipeline": pipeline}, tracing="true")
+    for path, names in (("/", ["SET", "LPUSH"]), ("/watching", ["SET", "WATCH", "LPUSH"]),
+                        ("/pipeline", ["SET", "PIPELINE"])):  # fmt: skip
         telemetry.exporter.clear()
         assert app.get(path).text == "ResponseError"
         spans = telemetry.redis_spans()
