@@ -408,6 +408,26 @@ def test_a_request_with_its_own_reply_parsing_is_neither_served_nor_kept(
     assert app.get("/get/k").text == "written"  # and nothing "own:" was kept
 
 
+@pytest.mark.parametrize("client_cache", ["true", "false"])
+def test_the_process_wide_clients_new_reply_parsing_applies_to_every_later_read(
+    cached_app: Any, admin: redis.Redis, client_cache: str
+) -> None:
+    """set_response_callback on ``get_redis(registry)`` (a script's, at startup) changes
+    every later read's parsing, as on plain redis-py: with the client cache, what was
+    kept parsed the old way is dropped, so the next GET is parsed the new way."""
+    app = cached_app(client_cache=client_cache)
+    if client_cache == "true":
+        listening(app)
+    admin.set("k", "1")
+    assert app.get("/get/k").text == "1"
+    assert app.get("/get/k").text == "1"  # a hit, with the cache
+    get_redis(app.app.registry).set_response_callback(
+        "GET", lambda reply, **kw: b"new:" + (reply or b"-")
+    )
+    assert app.get("/get/k").text == "new:1"
+    assert get_redis(app.app.registry).get("k") == b"new:1"
+
+
 def test_a_connection_that_ran_select_keeps_nothing(
     cached_app: Any, admin: redis.Redis, server: RedisServer
 ) -> None:

@@ -165,6 +165,43 @@ def test_a_requests_pubsub_takes_redis_py_arguments(registry: Any, admin: redis.
         close_script(env)
 
 
+@pytest.mark.parametrize("client", ["request", "process"])
+def test_get_message_waits_its_timeout_on_a_quiet_channel(
+    registry: Any, admin: redis.Redis, client: str
+) -> None:
+    """``get_message(timeout=0.2)`` on a channel nobody publishes to returns None after
+    about 0.2 s, as redis-py's (the timeout reaches redis-py's read), for a request's
+    pubsub and the process-wide client's."""
+    from pyramid.scripting import prepare
+
+    env = prepare(registry=registry)
+    try:
+        source = env["request"].redis if client == "request" else get_redis(registry)
+        pubsub = source.pubsub()
+        pubsub.subscribe("silent")
+        assert wait_for_message(pubsub)["type"] == "subscribe"
+        got: list[Any] = []
+
+        def read() -> None:
+            started = time.monotonic()
+            got.append(pubsub.get_message(timeout=0.2))
+            got.append(time.monotonic() - started)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(3)
+        finished = not reader.is_alive()
+        if not finished:  # blocked past its timeout: a message ends the read
+            admin.publish("silent", "wake")
+            reader.join(3)
+        assert finished, "get_message(timeout=0.2) was still waiting after 3 s"
+        assert got[0] is None
+        assert 0.15 <= got[1] < 1.5, got
+        pubsub.close()
+    finally:
+        close_script(env)
+
+
 def test_a_pubsub_used_by_another_thread_outlives_the_request(
     registry: Any, admin: redis.Redis
 ) -> None:
