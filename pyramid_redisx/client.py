@@ -169,6 +169,8 @@ class AccountedPipeline(Pipeline):
         stack = self.command_stack
         count = len(stack)
         if usage is None or not count:
+            if count and self._redisx_observer is not None:  # the process-wide client's
+                return self._redisx_execute_observed(raise_on_error)
             return super().execute(raise_on_error)
         me = self._redisx_thread = get_ident()
         observer = self._redisx_observer  # telemetry: None when off
@@ -180,7 +182,6 @@ class AccountedPipeline(Pipeline):
             # The request's own connection; redis-py's execute runs on it, and reset()
             # leaves it with the request. Other threads: redis-py takes one from the pool.
             self.connection = usage.connection or usage.checkout()
-        used = self.connection  # for the span: a WATCH pipeline's is gone after its reset
         inner = [args for args, _ in stack] if usage.trace is not None else None
         self._redisx_seconds = 0.0
         try:
@@ -200,7 +201,7 @@ class AccountedPipeline(Pipeline):
                 run = self._execute_pipeline
             conn = self.connection
             if conn is None:
-                conn = used = self.connection = self.connection_pool.get_connection()
+                conn = self.connection = self.connection_pool.get_connection()
             try:
                 return conn.retry.call_with_retry(  # type: ignore[no-any-return]
                     lambda: run(conn, stack, raise_on_error), lambda error: conn.disconnect()
@@ -214,10 +215,28 @@ class AccountedPipeline(Pipeline):
             name = "MULTI" if self.transaction else "PIPELINE"  # type: ignore[truthy-function]
             usage.record(name, self._redisx_seconds, (), count, inner)
             if observer is not None:  # telemetry: the pipeline's span and metrics
+                # the connection it was sent on (a WATCH pipeline's is gone after reset)
+                sent_on = self.__dict__.pop("_redisx_sent_on", None) or usage.connection
                 observer.pipeline(
                     [args for args, _ in stack], name == "MULTI", started,
-                    self._redisx_waited(), failed, used or usage.connection,
+                    self._redisx_waited(), failed, sent_on,
                 )  # fmt: skip
+
+    def _redisx_execute_observed(self, raise_on_error: bool) -> list[Any]:
+        """A pipeline of the process-wide client (scripts, workers: no request to account
+        to) with telemetry on: redis-py's execute, with its span and metrics."""
+        stack = [args for args, _ in self.command_stack]
+        transaction = bool(self.transaction)
+        started = perf_counter()
+        failed = None
+        try:
+            return super().execute(raise_on_error)
+        except BaseException as error:
+            failed = error
+            raise
+        finally:
+            connection = self.__dict__.pop("_redisx_sent_on", None)  # (_redisx_send)
+            self._redisx_observer.pipeline(stack, transaction, started, 0.0, failed, connection)
 
     def reset(self) -> None:  # type: ignore[override]
         connection = self.connection
@@ -277,6 +296,7 @@ class AccountedPipeline(Pipeline):
         observer = self._redisx_observer  # telemetry: None when off
         if observer is not None:
             observer.enrich_pipeline(self._redisx_waited())
+            self._redisx_sent_on = connection  # for the span (redis-py's reset forgets it)
         try:
             if interval:
                 connection.health_check_interval = 0
@@ -298,7 +318,9 @@ class AccountedPipeline(Pipeline):
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         usage = self._redisx_usage
         if usage is None:
-            return super().immediate_execute_command(*args, **options)
+            if self._redisx_observer is None:
+                return super().immediate_execute_command(*args, **options)
+            return self._redisx_immediate_observed(args, options)
         me = self._redisx_thread = get_ident()
         if self.connection is None:
             # WATCH mode from here on: the pipeline owns a connection until reset. In the
@@ -328,6 +350,20 @@ class AccountedPipeline(Pipeline):
                 )
             if self._redisx_cache is not None and not reads_only(args[0]):  # client cache
                 self._redisx_cache.wrote(args)
+
+    def _redisx_immediate_observed(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """A WATCH-mode command of the process-wide client's pipeline, with its span."""
+        started = perf_counter()
+        failed = None
+        try:
+            return super().immediate_execute_command(*args, **options)
+        except Exception as error:
+            failed = error
+            raise
+        finally:
+            self._redisx_observer.command(
+                self.connection, args[0], args, started, 0.0, failed, inside=False
+            )
 
     def _send_command_parse_response(
         self, conn: Any, command_name: Any, *args: Any, **options: Any
@@ -495,12 +531,12 @@ class AccountedRedis(redis.Redis):
             pipe._redisx_observed = True
         if self._redisx_cache is not None:  # its writes drop what they name in the cache
             pipe._redisx_cache = self._redisx_cache
+        if self._redisx_observer is not None:  # telemetry
+            pipe._redisx_observer = self._redisx_observer
         if usage is not None:
             pipe._redisx_usage = usage
             if not self._redisx_shares:
                 pipe._redisx_shares = False
-            if self._redisx_observer is not None:  # telemetry
-                pipe._redisx_observer = self._redisx_observer
         return pipe
 
     def pubsub(self, **kwargs: Any) -> Any:
