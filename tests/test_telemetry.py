@@ -193,8 +193,15 @@ def test_each_command_and_pipeline_is_one_span_under_the_request_span(
     make_app: Any, telemetry: Otel
 ) -> None:
     app = make_app(views(telemetry.tracer), tracing="true")
-    for path in ("/commands", "/pipeline", "/transaction", "/own", "/watch", "/process",
-                 "/process-watch"):
+    for path in (
+        "/commands",
+        "/pipeline",
+        "/transaction",
+        "/own",
+        "/watch",
+        "/process",
+        "/process-watch",
+    ):
         telemetry.exporter.clear()
         with telemetry.tracer.start_as_current_span("request") as request_span:
             app.get(path)
