@@ -13,6 +13,7 @@ import redis
 import webtest
 from pyramid.response import Response
 
+import pyramid_redisx.client as client_module
 from pyramid_redisx import get_redis
 from pyramid_redisx.pools import pool_figures
 from pyramid_redisx.request import client_set
@@ -163,9 +164,11 @@ def test_pipelines_run_through_a_wrapper_installed_before_the_app(
 ) -> None:
     """Auto-instrumentation wraps ``Pipeline.execute`` before the app (and this add-on)
     is imported; a pipeline still runs through the wrapper, and through redis-py's
-    execute again once the wrapper is gone."""
+    execute again once the wrapper is gone (found unwrapped again: as in a process whose
+    first pipeline ran under the wrapper)."""
     seen: list[Any] = []
     original = redis.client.Pipeline.execute
+    client_module._plain_execute[0] = None  # a cache: what a fresh process starts with
     monkeypatch.setattr(redis.client.Pipeline, "execute", _ProxyLikeWrapt(original, seen))
 
     def view(request: Any) -> str:
