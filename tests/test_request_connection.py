@@ -518,18 +518,27 @@ def test_a_pipeline_error_reply_is_raised_or_returned_as_redis_py_does(
     assert in_use(app) == 0
 
 
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
 def test_redis_py_metrics_of_a_command_are_recorded_as_redis_py_records_them(
-    make_app: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    make_app: Any,
+    redis_url: str,
+    redis_server_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    transport: str,
 ) -> None:
     """redis-py as the oracle: with its observability on, a GET and a failing HGET
     (WRONGTYPE) through ``request.redis`` reach redis-py's metric calls with the
-    arguments plain ``redis.Redis`` passes (the duration aside: timed, not equal)."""
+    arguments plain ``redis.Redis`` passes (the duration aside: timed, not equal), over
+    TCP and over a unix socket (whose connections have no host or port)."""
+    if transport == "unix":
+        redis_url = redis_server_factory(unix_socket=True).unix_url
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def keep(kind: str) -> Any:
         def record(**kwargs: Any) -> None:
             kwargs = dict(kwargs)
             seconds = kwargs.pop("duration_seconds", None)
+            assert (seconds is None) == (kind == "error")  # a duration has its seconds
             assert seconds is None or 0 < seconds < 1
             if "error_type" in kwargs:
                 kwargs["error_type"] = type(kwargs["error_type"]).__name__
@@ -548,7 +557,7 @@ def test_redis_py_metrics_of_a_command_are_recorded_as_redis_py_records_them(
         with pytest.raises(redis.ResponseError):
             client.hget("h", "field")
 
-    app = make_app({"/": lambda request: str(steps(request.redis))})
+    app = make_app({"/": lambda request: str(steps(request.redis))}, url=redis_url)
     app.get("/")
     ours = list(seen)
     with redis.Redis.from_url(redis_url) as plain:
