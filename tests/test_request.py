@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import sys
 import threading
 import time
 from typing import Any
@@ -282,3 +284,42 @@ def test_get_redis_before_the_commit_says_when_clients_exist(redis_url: str) -> 
     config.commit()
     assert get_redis(config.registry).ping() is True
     client_set(config.registry).close()
+
+
+def test_request_copies_are_collected_without_an_error(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request's copy of the client gives back what it holds when collected
+    (``__del__``); a copy that ran nothing, or whose request ended normally, raises
+    nothing there (an error in ``__del__`` is only printed, as "Exception ignored")."""
+    raised: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)
+    app = make_app({"/read": lambda request: repr(request.redis),
+                    "/get": lambda request: str(request.redis.get("k"))})  # fmt: skip
+    for path in ("/read", "/get", "/read"):
+        app.get(path)
+    gc.collect()
+    assert [str(u.exc_value) for u in raised] == []
+
+
+def test_a_monitor_that_found_no_server_raises_once(
+    make_app: Any, redis_server_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``monitor()`` on a stopped server raises the connection error to the caller, and
+    the half-made monitor, when collected, raises nothing more."""
+    raised: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)
+    server = redis_server_factory()
+
+    def view(request: Any) -> str:
+        try:
+            request.redis.monitor()
+        except redis.ConnectionError as error:
+            return type(error).__name__
+        return "no error"
+
+    app = make_app({"/": view}, url=server.url, retries="0", startup_check="false")
+    server.stop()
+    assert app.get("/").text == "ConnectionError"
+    gc.collect()
+    assert [str(u.exc_value) for u in raised] == []
