@@ -317,20 +317,21 @@ class AccountedPipeline(Pipeline):
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         usage = self._redisx_usage
-        if usage is None:
-            if self._redisx_observer is None:
-                return super().immediate_execute_command(*args, **options)
-            return self._redisx_immediate_observed(args, options)
-        me = self._redisx_thread = get_ident()
-        if self.connection is None:
-            # WATCH mode from here on: the pipeline owns a connection until reset. In the
-            # request's thread it takes the request's over (no second connection while
-            # it watches, unless the view runs plain commands meanwhile).
-            if usage.thread == me and self._redisx_shares and usage.connection is not None:
-                self.connection, usage.connection = usage.connection, None
-            else:
-                self.connection = self.connection_pool.get_connection()
-            usage.hold(self)
+        observer = self._redisx_observer  # telemetry: None when off
+        cache = self._redisx_cache  # client cache: None when off
+        if usage is None and observer is None and cache is None:
+            return super().immediate_execute_command(*args, **options)
+        if usage is not None:
+            me = self._redisx_thread = get_ident()
+            if self.connection is None:
+                # WATCH mode from here on: the pipeline owns a connection until reset. In
+                # the request's thread it takes the request's over (no second connection
+                # while it watches, unless the view runs plain commands meanwhile).
+                if usage.thread == me and self._redisx_shares and usage.connection is not None:
+                    self.connection, usage.connection = usage.connection, None
+                else:
+                    self.connection = self.connection_pool.get_connection()
+                usage.hold(self)
         started = perf_counter()
         failed = None
         try:
@@ -339,31 +340,16 @@ class AccountedPipeline(Pipeline):
             failed = error
             raise
         finally:
-            usage.record(args[0], perf_counter() - started, args)
             connection = self.connection
-            if self.watching and connection is not None and self._redisx_guarded is None:
-                self._redisx_guarded = connection
-                connection.register_connect_callback(self._redisx_lost_watch)
-            if self._redisx_observer is not None:  # telemetry (outside any span of its)
-                self._redisx_observer.command(
-                    self.connection, args[0], args, started, 0.0, failed, inside=False
-                )
-            if self._redisx_cache is not None and not reads_only(args[0]):  # client cache
-                self._redisx_cache.wrote(args)
-
-    def _redisx_immediate_observed(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        """A WATCH-mode command of the process-wide client's pipeline, with its span."""
-        started = perf_counter()
-        failed = None
-        try:
-            return super().immediate_execute_command(*args, **options)
-        except Exception as error:
-            failed = error
-            raise
-        finally:
-            self._redisx_observer.command(
-                self.connection, args[0], args, started, 0.0, failed, inside=False
-            )
+            if usage is not None:
+                usage.record(args[0], perf_counter() - started, args)
+                if self.watching and connection is not None and self._redisx_guarded is None:
+                    self._redisx_guarded = connection
+                    connection.register_connect_callback(self._redisx_lost_watch)
+            if observer is not None:  # telemetry (outside any span of its)
+                observer.command(connection, args[0], args, started, 0.0, failed, inside=False)
+            if cache is not None and not reads_only(args[0]):  # drops what it names
+                cache.wrote(args)
 
     def _send_command_parse_response(
         self, conn: Any, command_name: Any, *args: Any, **options: Any

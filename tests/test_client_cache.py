@@ -293,6 +293,25 @@ def test_a_watching_pipelines_reads_keep_what_is_cached(
     assert cache.hits == hits + 1
 
 
+def test_the_process_wide_clients_watching_writes_drop_what_they_name(
+    cached_app: Any, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WATCH pipeline of ``get_redis(registry)`` (a script, a worker) writes at once
+    while watching: the key it names is dropped here at once (read your writes), without
+    waiting for the server's invalidation (ignored here)."""
+    app = cached_app()
+    cache = listening(app)
+    monkeypatch.setattr(cache, "invalidate", lambda keys: None)
+    monkeypatch.setattr(cache, "unheard", lambda: False)
+    admin.set("a", "0")
+    assert app.get("/get/a").text == "0"  # a miss: kept
+    assert app.get("/get/a").text == "0"  # a hit
+    with get_redis(app.app.registry).pipeline() as pipe:
+        pipe.watch("other")
+        pipe.set("a", "w")  # immediate (watching)
+    assert app.get("/get/a").text == "w"
+
+
 def test_a_client_of_its_own_is_served_and_its_writes_drop_what_they_name(
     cached_app: Any, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
