@@ -323,3 +323,21 @@ def test_a_monitor_that_found_no_server_raises_once(
     assert app.get("/").text == "ConnectionError"
     gc.collect()
     assert [str(u.exc_value) for u in raised] == []
+
+
+def test_a_copy_that_outlives_its_collected_request_still_answers(make_app: Any) -> None:
+    """``request.redis`` kept after its request ended and was collected (a background
+    job's reference): its commands still answer, each on a pool connection given back."""
+    kept: list[Any] = []
+
+    def view(request: Any) -> str:
+        kept.append(request.redis)
+        return "ok"
+
+    app = make_app({"/": view})
+    app.get("/")
+    gc.collect()
+    client = kept[0]
+    assert client.set("k", "v") is True
+    assert client.get("k") == b"v"
+    assert pool_figures(get_redis(app.app.registry).connection_pool).in_use == 0
