@@ -376,9 +376,11 @@ def _reported_ids(pid: int, read_end: int) -> set[int]:
     return ids
 
 
-def test_forked_children_never_share_the_parents_socket(make_app: Any) -> None:
-    """gunicorn --preload: the app is built (and used) in the parent, then forked."""
-    app = make_app({"/": lambda request: request.redis.client_id()})
+@pytest.mark.parametrize("blocking", ["true", "false"])
+def test_forked_children_never_share_the_parents_socket(make_app: Any, blocking: str) -> None:
+    """gunicorn --preload: the app is built (and used) in the parent, then forked; with
+    the blocking pool and redis-py's plain one (``redis.blocking = false``)."""
+    app = make_app({"/": lambda request: request.redis.client_id()}, blocking=blocking)
     parent_id = int(app.get("/").text)
     # each child uses the inherited app and reports its connection ids
     children = [_fork_reporting(lambda: {int(app.get("/").text) for _ in range(20)})

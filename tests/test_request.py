@@ -241,6 +241,23 @@ def test_blocking_pool_timeout_is_a_clear_error(make_app: Any) -> None:
         pool.release(held)
 
 
+def test_a_shared_pool_timeout_names_every_client_on_it(make_app: Any) -> None:
+    """Two clients with equal options share one pool: its timeout names both."""
+    app = make_app(
+        clients="other", max_connections="1", pool_timeout="200ms",
+        **{"other.max_connections": "1", "other.pool_timeout": "200ms"},
+    )  # fmt: skip
+    pools = pools_of(app)
+    assert pools["default"] is pools["other"]
+    held = pools["other"].get_connection()
+    try:
+        message = "redis client default, other: no free connection within 0.2 s"
+        with pytest.raises(redis.ConnectionError, match=re.escape(message)):
+            get_redis(app.app.registry, "other").ping()
+    finally:
+        pools["other"].release(held)
+
+
 def test_instrumentation_on_redis_execute_command_sees_each_command_once(
     make_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
