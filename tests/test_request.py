@@ -358,3 +358,56 @@ def test_a_copy_that_outlives_its_collected_request_still_answers(make_app: Any)
     assert client.set("k", "v") is True
     assert client.get("k") == b"v"
     assert pool_figures(get_redis(app.app.registry).connection_pool).in_use == 0
+
+
+def test_a_copy_used_after_its_request_ended_keeps_no_connection(make_app: Any) -> None:
+    """``request.redis`` used by the view, kept with its request past the response (a
+    background job holding both), and used again, then a client the request had not
+    used: each later command takes a pool connection and gives it back; the ended
+    request holds none."""
+    kept: list[Any] = []
+
+    def view(request: Any) -> str:
+        request.redis.get("k")
+        kept.append((request, request.redis))
+        return "ok"
+
+    app = make_app({"/": view}, clients="cache", **{"cache.max_connections": "9"})
+    app.get("/")
+    request, client = kept[0]
+    assert client.set("k", "v") is True
+    assert client.get("k") == b"v"
+    cache = get_redis(request, "cache")  # a client the request had not used
+    assert cache.set("c", "v") is True
+    assert cache.get("c") == b"v"
+    for pool in pools_of(app).values():
+        assert pool_figures(pool).in_use == 0
+
+
+def test_a_pipeline_left_watching_is_given_back_at_the_requests_end(make_app: Any) -> None:
+    """A WATCH pipeline the view left open, still referenced after the request with the
+    request itself (a job holding both), is reset at the request's end: its connection
+    is back in the pool."""
+    kept: list[Any] = []
+
+    def view(request: Any) -> str:
+        pipe = request.redis.pipeline()
+        pipe.watch("k")
+        kept.append((request, pipe))
+        return "ok"
+
+    app = make_app({"/": view})
+    app.get("/")
+    assert pool_figures(get_redis(app.app.registry).connection_pool).in_use == 0
+    assert kept[0][1].connection is None
+
+
+def test_no_server_timing_for_a_request_that_sent_nothing(make_app: Any) -> None:
+    """With ``redis.server_timing`` on, a view that reads ``request.redis`` (here a
+    property: the app has another) and sends nothing gets no Server-Timing header."""
+
+    def other(config: Configurator) -> None:
+        config.add_request_method(lambda request: "other", "other", reify=True)
+
+    app = make_app({"/": lambda request: repr(request.redis)}, other, server_timing="true")
+    assert "Server-Timing" not in app.get("/").headers

@@ -129,9 +129,10 @@ def test_without_pyramid_tm_a_clear_error(make_app: Any) -> None:
         request.redis_tm.set("a", "1")
         return "sent"
 
-    app = make_app({"/": view})
+    app = make_app({"/": view, "/repr": lambda request: repr(request.redis_tm)})
     with pytest.raises(RuntimeError, match=re.escape("request.redis_tm needs pyramid_tm")):
         app.get("/")
+    assert app.get("/repr").text == "<request.redis_tm: needs pyramid_tm>"  # says so too
 
 
 def test_savepoint_rollback_drops_later_commands(make_app: Any) -> None:
