@@ -411,3 +411,30 @@ def test_no_server_timing_for_a_request_that_sent_nothing(make_app: Any) -> None
 
     app = make_app({"/": lambda request: repr(request.redis)}, other, server_timing="true")
     assert "Server-Timing" not in app.get("/").headers
+
+
+def test_a_pipeline_kept_past_its_request_never_uses_a_pooled_connection(
+    make_app: Any,
+) -> None:
+    """A pipeline the view ran (on the request's connection) and kept past the request:
+    used again later, it takes a connection of its own, never the request's old one,
+    which is back in the pool and may be anyone's by then (here held by the test)."""
+    kept: list[Any] = []
+
+    def view(request: Any) -> str:
+        pipe = request.redis.pipeline(transaction=False)
+        pipe.set("k", "v").execute()
+        kept.append((request, pipe))
+        return "ok"
+
+    app = make_app({"/": view})
+    app.get("/")
+    pool = get_redis(app.app.registry).connection_pool
+    held = pool.get_connection()  # the request's old connection (the only idle one)
+    try:
+        held.send_command("CLIENT", "ID")
+        held_id = held.read_response()
+        (pipe_id,) = kept[0][1].client_id().execute()
+        assert pipe_id != held_id
+    finally:
+        pool.release(held)

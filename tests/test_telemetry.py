@@ -292,9 +292,19 @@ def test_a_failed_command_span_has_the_error(make_app: Any, telemetry: Otel) -> 
             return type(exc).__name__
         return "no error"
 
-    app = make_app({"/": wrongtype, "/watching": watching, "/pipeline": pipeline}, tracing="true")
+    def process(request: Any) -> str:  # the process-wide client's pipeline
+        client = get_redis(request.registry)
+        client.set("t:s", "v")
+        try:
+            client.pipeline(transaction=False).get("t:s").lpush("t:s", "x").execute()
+        except Exception as exc:  # noqa: BLE001
+            return type(exc).__name__
+        return "no error"
+
+    app = make_app({"/": wrongtype, "/watching": watching, "/pipeline": pipeline,
+                    "/process": process}, tracing="true")  # fmt: skip
     for path, names in (("/", ["SET", "LPUSH"]), ("/watching", ["SET", "WATCH", "LPUSH"]),
-                        ("/pipeline", ["SET", "PIPELINE"])):  # fmt: skip
+                        ("/pipeline", ["SET", "PIPELINE"]), ("/process", ["SET", "PIPELINE"])):  # fmt: skip
         telemetry.exporter.clear()
         assert app.get(path).text == "ResponseError"
         spans = telemetry.redis_spans()
@@ -304,6 +314,36 @@ def test_a_failed_command_span_has_the_error(make_app: Any, telemetry: Otel) -> 
         assert span.status.status_code is StatusCode.ERROR
         assert span.attributes["error.type"] == "redis.exceptions.ResponseError"
         assert span.attributes["db.response.status_code"] == "WRONGTYPE"
+
+
+@pytest.mark.parametrize("client", ["process", "request"])
+def test_a_pipeline_that_never_reached_the_server(
+    make_app: Any, telemetry: Otel, redis_server_factory: Any, client: str
+) -> None:
+    """Tracing on, the server stopped (after the request's first command, for
+    ``request.redis``): the pipeline raises the connection error (nothing was sent) and
+    its span says so."""
+    server = redis_server_factory()
+
+    def view(request: Any) -> str:
+        if client == "request":
+            request.redis.ping()  # the request's connection, closed by the stop
+            server.stop()
+        source = request.redis if client == "request" else get_redis(request.registry)
+        try:
+            source.pipeline().incr("n").execute()
+        except Exception as exc:  # noqa: BLE001
+            return type(exc).__name__
+        return "no error"
+
+    app = make_app({"/": view}, url=server.url, tracing="true", retries="0",
+                   startup_check="false")  # fmt: skip
+    if client == "process":
+        server.stop()
+    assert app.get("/").text == "ConnectionError"
+    span = telemetry.redis_spans()[-1]
+    assert span.name == "MULTI" and span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "redis.exceptions.ConnectionError"
 
 
 # ------------------------------------------------------------------ the instrumentation's spans, once
