@@ -438,3 +438,22 @@ def test_a_pipeline_kept_past_its_request_never_uses_a_pooled_connection(
         assert pipe_id != held_id
     finally:
         pool.release(held)
+
+
+def test_a_copy_of_a_request_whose_view_raised_keeps_no_connection(make_app: Any) -> None:
+    """A view that read ``request.redis``, sent nothing and raised past every exception
+    view (our tween ends such requests): the copy, kept with its request and used later,
+    takes a pool connection per command and gives it back."""
+    kept: list[Any] = []
+
+    def view(request: Any) -> str:
+        kept.append((request, request.redis))
+        raise RuntimeError("the view failed")
+
+    app = make_app({"/": view})
+    with pytest.raises(RuntimeError, match="the view failed"):
+        app.get("/")
+    _, client = kept[0]
+    assert client.set("k", "v") is True
+    assert client.get("k") == b"v"
+    assert pool_figures(get_redis(app.app.registry).connection_pool).in_use == 0
