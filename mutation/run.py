@@ -223,9 +223,15 @@ def run_mutmut(
         try:
             process.wait()
         finally:
+            if process.poll() is None:  # we were stopped (SIGTERM, ^C): mutmut goes too
+                process.terminate()
+                process.wait()
             reaper.active = False
             reaper.keep.discard(process.pid)
             reaper.reap_until_none()  # mutmut has ended: what is left is orphaned
+    if process.returncode:  # e.g. a mapped test failed before any mutant: no verdicts
+        raise SystemExit(f"mutation: mutmut ended with {process.returncode}; nothing "
+                         f"recorded: see {work / 'mutmut.log'}")  # fmt: skip
     return time.monotonic() - started
 
 
@@ -412,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"not in mutation/tests_for_modules.toml: {', '.join(unknown)}; "
                      f"mapped: {', '.join(mapping)}")  # fmt: skip
     if not args.report_only:
+        # SIGTERM unwinds like ^C, so the shared topologies' servers are stopped
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         reaper = Reaper()
         RESULTS.mkdir(exist_ok=True)
         try:

@@ -170,7 +170,7 @@ class RedisServer:
             "port": self.port, "password": self.password, "args": list(self.args),
             "tls": asdict(self.tls) if self.tls else None,
             "tls_auth_clients": self.tls_auth_clients, "directory": self.directory,
-            "unix_path": self.unix_path,
+            "unix_path": self.unix_path, "binary": self.binary,
         }  # fmt: skip
 
     @classmethod
@@ -183,6 +183,7 @@ class RedisServer:
         server.args, server.tls = tuple(description["args"]), tls
         server.tls_auth_clients = description["tls_auth_clients"]
         server.directory, server.unix_path = description["directory"], description["unix_path"]
+        server.binary = description["binary"]
         server.process = SharedProcess(server.directory)
         server.shared = True
         return server

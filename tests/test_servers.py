@@ -9,6 +9,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from pyramid_redisx.servers import RedisServer, server_binaries
 from pyramid_redisx.testing import TLSFiles
 
 NO_RETRY = Retry(NoBackoff(), 0)  # redis-py retries 10 times by default
@@ -47,3 +48,28 @@ def test_unix_socket_and_acl_user(redis_server_factory: Any) -> None:
         assert reader.ping() is True
         with pytest.raises(redis.exceptions.NoPermissionError):
             reader.set("k", "v")
+
+
+@pytest.mark.parametrize("kind", sorted(server_binaries()))
+def test_an_attached_server_restarts_on_its_own_binary(kind: str) -> None:
+    """A shared topology's node is attached in another process (the mutation run's
+    children); a test that killed it heals it there: it must start again, on the binary
+    it was started with (a Valkey node stays Valkey)."""
+    binary = server_binaries()[kind]
+    server = RedisServer(None, "pw", binary=binary).start()
+    attached = RedisServer.attach(server.describe())
+    try:
+        attached.stop()
+        assert server.process is not None
+        assert server.process.wait(5) == -9  # the attached side killed it
+        attached.start()
+        with attached.client() as client:
+            assert client.ping() is True
+            name = "valkey" if "valkey_version" in client.info("server") else "redis"
+        assert name == kind
+        assert attached.binary == binary
+    finally:
+        attached.stop()  # the restarted process is the attached side's (its pid file)
+        attached.shared = False
+        attached.cleanup()
+        server.cleanup()
