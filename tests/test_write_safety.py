@@ -104,11 +104,14 @@ def test_write_reset_after_send_is_applied_once_and_raises(
         client_set(app.app.registry).close()
 
 
+@pytest.mark.parametrize("retry_on_timeout", ["false", "true"])
 def test_read_reset_after_send_is_retried_and_answers(
-    proxy: ResetAfterReplyProxy, redis_server: Any
+    proxy: ResetAfterReplyProxy, redis_server: Any, retry_on_timeout: str
 ) -> None:
+    """Retried with ``retry_on_timeout`` too: it adds timeouts to what is retried."""
     redis_server.client().set("k", "v")
-    app = app_through(proxy, {"/": lambda request: request.redis.get("k").decode()})
+    app = app_through(proxy, {"/": lambda request: request.redis.get("k").decode()},
+                      retry_on_timeout=retry_on_timeout)  # fmt: skip
     try:
         proxy.arm(b"GET")
         assert app.get("/").text == "v"
@@ -196,6 +199,25 @@ def test_refused_connection_is_still_retried(redis_server_factory: Any) -> None:
     finally:
         if restart.is_alive():
             restart.join()  # start() must finish before the fixture stops the server
+        client_set(app.app.registry).close()
+
+
+def test_retry_backoff_cap_bounds_each_pause(redis_server_factory: Any) -> None:
+    """``retries = 12`` against a refused port: each pause is at most
+    ``retry_backoff_cap`` (10 ms), so the command fails within ~0.12 s of pauses;
+    redis-py's own cap (0.512 s) would make it ~2 s on average."""
+    dead = redis_server_factory()
+    dead.stop()
+    app = build_app({"redis.url": dead.url, "redis.retries": "12",
+                     "redis.retry_backoff_cap": "0.01", "redis.breaker_failures": "0",
+                     "redis.startup_check": "false"}, {})  # fmt: skip
+    client = get_redis(app.app.registry)
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError, match="refused"):
+            client.get("k")
+        assert time.monotonic() - started < 0.6
+    finally:
         client_set(app.app.registry).close()
 
 
