@@ -25,7 +25,6 @@ client follows the write-safe retry rule of the sync ones (docs/retries.rst).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from asyncio import current_task
 from typing import Any
@@ -111,10 +110,9 @@ class _AsyncClients:
     def forget_closed_loops(self) -> None:
         for loop in [loop for loop in self.by_loop if loop.is_closed()]:
             del self.by_loop[loop]
-            agen = self.closers.pop(loop, None)
-            if agen is not None:  # finish it here: a closed loop cannot run its aclose()
-                with contextlib.suppress(StopIteration, RuntimeError):
-                    agen.aclose().send(None)
+            # Its closer goes unfinished: asyncio's finalizer of an async generator does
+            # nothing for a closed loop (BaseEventLoop._asyncgen_finalizer_hook).
+            self.closers.pop(loop, None)
 
 
 async def _close_all(clients: dict[str, Any]) -> None:
@@ -441,11 +439,9 @@ def build_async_client(options: RedisOptions, breaker: NoBreaker = NO_BREAKER) -
 
 def _cluster(kwargs: dict[str, Any], options: RedisOptions, breaker: NoBreaker) -> Any:
     # RedisCluster makes its own per-node pools and picks the (SSL) connection class,
-    # which then marks its errors (write safety); no db but 0.
-    for name in ("connection_class", "timeout"):
+    # which then marks its errors (write safety); no db but 0 (the settings say so).
+    for name in ("connection_class", "timeout", "db"):
         kwargs.pop(name, None)
-    if kwargs.pop("db", 0) != 0:
-        raise ValueError("get_async_redis: a Redis Cluster has only database 0")
     client = WriteSafeAsyncCluster(ssl=options.scheme == "rediss", **kwargs)
     client._redisx_retry_writes = options.retry_writes
     client._redisx_retry_on_timeout = options.retry_on_timeout

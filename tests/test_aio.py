@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 import time
+import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,8 +101,12 @@ def test_tls_and_unix_arguments() -> None:
 
 def test_outside_a_loop_and_unknown_client(make_app: Any) -> None:
     registry = make_app().app.registry
-    with pytest.raises(RuntimeError, match="inside a running event loop"):
+    with pytest.raises(RuntimeError) as raised:
         get_async_redis(registry)
+    assert str(raised.value) == (
+        "get_async_redis must be called inside a running event loop: "
+        "its client belongs to that loop"
+    )
 
     async def unknown() -> None:
         get_async_redis(registry, "nope")
@@ -284,5 +293,134 @@ def test_tls_with_client_certificate(
             await get_async_redis(refused).ping()  # the server requires a certificate
         await close_async_redis(registry)
         await close_async_redis(refused)
+
+    asyncio.run(use())
+
+
+def _names(client_list: Any, name: str) -> int:
+    return sum(1 for c in client_list() if c["name"] == name)
+
+
+def test_asyncio_run_ending_closes_the_loops_clients(make_app: Any, redis_client_list: Any) -> None:
+    """No ``close_async_redis``: the clients close as ``asyncio.run`` shuts the loop down
+    (its async generators), and the loop is then free for the garbage collector."""
+    registry = make_app(client_name="async-run-end").app.registry
+    loops: list[weakref.ref[Any]] = []
+
+    async def use() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await get_async_redis(registry).set("k", "v")
+        assert _names(redis_client_list, "async-run-end") == 1
+
+    for _ in range(3):
+        asyncio.run(use())
+        assert _names(redis_client_list, "async-run-end") == 0  # closed with its loop
+    gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]  # nothing keeps a loop alive
+
+
+def test_a_loop_closed_by_hand_is_forgotten_at_the_next_loop(
+    make_app: Any, redis_client_list: Any
+) -> None:
+    """``loop.close()`` without shutting down its async generators: its clients cannot be
+    closed on it; the next loop's first call forgets it, and with it its clients and
+    their sockets, without a warning about a generator or a coroutine left unfinished."""
+    registry = make_app(client_name="async-by-hand").app.registry
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(_ping(registry))
+    assert _names(redis_client_list, "async-by-hand") == 1
+    loop.close()  # by hand: no shutdown_asyncgens()
+    closed = weakref.ref(loop)
+    del loop
+    unraisable: list[Any] = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            asyncio.run(_ping(registry))  # another loop: forgets the closed one
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert closed() is None
+    # its sockets go with its clients (a ResourceWarning each: nothing could close them)
+    assert [str(w.message) for w in caught if w.category is not ResourceWarning] == []
+    assert [repr(u.exc_value) for u in unraisable] == []
+    wait_until(lambda: _names(redis_client_list, "async-by-hand") == 0)
+
+
+def wait_until(condition: Any, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.02)
+
+
+def test_sentinel_clients_close_their_sentinel_connections(
+    redis_server_factory: Any, sentinel_for: Any, make_app: Any
+) -> None:
+    """``close_async_redis`` of a Sentinel app closes the connections to the Sentinels too
+    (redis-py's ``Sentinel`` keeps its own clients of them)."""
+    master = redis_server_factory()
+    port = sentinel_for(master.port)
+    registry = make_app(url="redis://nowhere.invalid:1/0", sentinels=f"127.0.0.1:{port}",
+                        sentinel_service="mymaster").app.registry  # fmt: skip
+
+    def at_the_sentinel() -> int:
+        with redis.Redis(port=port) as sentinel:
+            me = sentinel.client_id()
+            return sum(1 for c in sentinel.client_list() if int(c["id"]) != me)
+
+    before = at_the_sentinel()
+
+    async def use() -> None:
+        await get_async_redis(registry).set("k", "v")
+        assert at_the_sentinel() > before  # it asked a Sentinel where the master is
+        await close_async_redis(registry)
+        assert at_the_sentinel() == before
+
+    asyncio.run(use())
+    assert master.client().get("k") == b"v"
+
+
+@pytest.mark.parametrize("transaction", [False, True], ids=["pipeline", "multi"])
+def test_an_async_pipelines_refused_connect_is_retried(
+    redis_server_factory: Any, make_app: Any, transaction: bool
+) -> None:
+    """The asyncio client's first connection of a write pipeline is refused for ~0.3 s:
+    that is before anything was sent, so it is retried and applied once."""
+    server = redis_server_factory()
+    registry = make_app(url=server.url, retries="20", retry_backoff_cap="0.1").app.registry
+    server.stop()
+    restart = threading.Timer(0.3, server.start)
+
+    async def use() -> Any:
+        restart.start()
+        pipe = get_async_redis(registry).pipeline(transaction=transaction)
+        pipe.set("k", "v").incr("n")
+        try:
+            return await pipe.execute()
+        finally:
+            await close_async_redis(registry)
+
+    try:
+        assert asyncio.run(use()) == [True, 1]
+    finally:
+        restart.join()
+    assert server.client().get("n") == b"1"
+
+
+def test_an_async_client_of_a_non_blocking_pool(make_app: Any) -> None:
+    """``redis.blocking = false``: redis-py's plain pool, which fails at once when full."""
+    registry = make_app(blocking="false", max_connections="1").app.registry
+
+    async def use() -> None:
+        client = get_async_redis(registry)
+        assert type(client.connection_pool) is redis.asyncio.ConnectionPool
+        blocker = asyncio.create_task(client.blpop(["nothing"], timeout=0.3))
+        await asyncio.sleep(0.05)
+        with pytest.raises(redis.ConnectionError, match="Too many connections"):
+            await client.get("k")
+        await blocker
+        await close_async_redis(registry)
 
     asyncio.run(use())
