@@ -51,9 +51,10 @@ def test_speed_on_a_hot_key(server: RedisServer) -> None:
     # cache): well under the bare GET it replaces.
     assert figures["K-R"]["cpu_per_round_diff"]["median_us"] <= 0.1 * variants["A"]["cpu_median_us"]
     # A miss costs what it did without the cache and little more (the figure of
-    # record is the bench's; here a loose share of the same run's GET).
+    # record is the bench's; here a loose share of the same run's GET: quiet, about
+    # 0.25x; 0.37x seen under a mutation run's load beside; a second round trip is 1x).
     assert (
-        figures["M-BM"]["cpu_per_round_diff"]["median_us"] <= 0.3 * variants["BM"]["cpu_median_us"]
+        figures["M-BM"]["cpu_per_round_diff"]["median_us"] <= 0.6 * variants["BM"]["cpu_median_us"]
     )
 
 
