@@ -15,6 +15,7 @@ import redis
 
 import pyramid_redisx
 from pyramid_redisx import CommandMayHaveBeenApplied, get_redis
+from pyramid_redisx.breaker import breaker_of
 from pyramid_redisx.pools import pool_figures
 from pyramid_redisx.request import client_set
 from tests.conftest import build_app
@@ -519,3 +520,49 @@ def test_retry_writes_sends_a_pipeline_again(
         assert counter(redis_server) == 2
     finally:
         client_set(app.app.registry).close()
+
+
+def test_a_read_is_retried_while_other_failures_are_counted(
+    proxy: ResetAfterReplyProxy, redis_server: Any
+) -> None:
+    """Other requests' failures counted, the circuit still closed: a GET whose connection
+    is reset after it was sent is still retried (retries stop only once it is open)."""
+    redis_server.client().set("k", "v")
+    app = app_through(proxy, {"/": lambda request: request.redis.get("k").decode()},
+                      breaker_failures="5")  # fmt: skip
+    try:
+        app.get("/")  # connected
+        circuit = breaker_of(get_redis(app.app.registry).connection_pool)
+        circuit.failed(redis.ConnectionError("Error 111 connecting. Connection refused."))
+        assert (circuit.state, circuit.failures, circuit.dirty) == ("closed", 1, True)
+        proxy.arm(b"GET")
+        assert app.get("/").text == "v"
+        assert proxy.resets == 1
+    finally:
+        client_set(app.app.registry).close()
+
+
+def test_a_watching_connection_lost_raises_redis_pys_watch_error(
+    redis_server: Any, redis_url: str
+) -> None:
+    """The connection of a WATCH pipeline dies before its next immediate command: the
+    same ``WatchError``, with the same message, as plain redis-py's."""
+    app = build_app({"redis.url": redis_url}, {})
+    plain = redis.Redis.from_url(redis_url)
+    messages = []
+    try:
+        for client in (plain, get_redis(app.app.registry)):
+            with client.pipeline() as pipe:
+                pipe.watch("k")
+                with redis_server.client() as admin:
+                    host, port = pipe.connection._sock.getsockname()
+                    assert admin.client_kill_filter(addr=f"{host}:{port}") == 1
+                with pytest.raises(redis.WatchError) as raised:
+                    pipe.get("k")
+                messages.append(str(raised.value))
+    finally:
+        plain.close()
+        client_set(app.app.registry).close()
+    assert (
+        messages[1] == messages[0] == ("A ConnectionError occurred while watching one or more keys")
+    )
