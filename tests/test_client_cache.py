@@ -162,7 +162,12 @@ def test_a_repeated_read_is_answered_from_memory(
         request.redis.incr("n")
         return f"{first!r} {second!r}"
 
-    app = cached_app({**VIEWS, "/mixed": mixed}, setup)
+    def fresh(request: Any) -> str:
+        first, second = request.redis.get("m"), request.redis.get("m")
+        request.redis.incr("n")
+        return f"{first!r} {second!r}"
+
+    app = cached_app({**VIEWS, "/mixed": mixed, "/fresh": fresh}, setup)
     assert type(get_redis(app.app.registry)) is CachedRedis
     listening(app)
     admin.set("k", "1")
@@ -178,7 +183,15 @@ def test_a_repeated_read_is_answered_from_memory(
     assert line.getMessage().startswith("redis client=default commands=1 time_ms=")
     assert line.getMessage().endswith("cache_hits=2 cache_misses=0 cache_invalidations=0")
     assert (line.redis_cache_hits, line.redis_cache_misses) == (2, 0)
+    assert line.redis_cache_invalidations == 0
     assert gets_served(admin) == before
+    all_logs.clear()
+    admin.set("m", "2")
+    assert app.get("/fresh").text == "b'2' b'2'"  # a miss, then a hit
+    (line,) = [r for r in all_logs.records if r.name == "pyramid_redisx.stats"]
+    assert line.getMessage().endswith("cache_hits=1 cache_misses=1 cache_invalidations=0")
+    fields = (line.redis_cache_hits, line.redis_cache_misses, line.redis_cache_invalidations)
+    assert fields == (1, 1, 0)
     (listener,) = ours(admin, "subscribe")  # one invalidation connection, subscribed
     assert "P" in listener["flags"]
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pyramid.response import Response
 
-from pyramid_redisx import get_redis
+from pyramid_redisx import get_redis, stats
 
 LINE = re.compile(
     r"^redis client=(?P<client>\S+) commands=(?P<commands>\d+) time_ms=(?P<time>[\d.]+) "
@@ -436,3 +436,66 @@ def test_a_slow_pipeline_is_one_slow_warning_without_a_key(make_app: Any, all_lo
     (record,) = stats_records(all_logs)
     assert record.redis_commands == 2  # type: ignore[attr-defined]
     assert 240 <= record.redis_time_ms < 1000  # type: ignore[attr-defined]
+
+
+def test_the_records_fields_and_server_timing_say_what_the_lines_say(
+    make_app: Any, all_logs: Any
+) -> None:
+    """A 0.15 s BLPOP after a 0.2 s wait, and a PING on a second client: each record's
+    ``redis_time_ms`` / ``redis_waited_ms`` are the line's figures (milliseconds, three
+    decimals), the wait warning says the same wait, and Server-Timing's ``dur`` is the
+    two lines' times added up."""
+
+    def view(request: Any) -> str:
+        request.redis.blpop(["empty-list"], timeout=0.15)
+        get_redis(request, "cache").ping()
+        return "ok"
+
+    app = make_app(
+        {"/": view},
+        clients="cache",
+        max_connections="1",
+        server_timing="true",
+        **{"cache.max_connections": "2"},
+    )  # fmt: skip  (a pool of its own)
+    pool = get_redis(app.app.registry).connection_pool
+    other = pool.get_connection()
+    threading.Timer(0.2, pool.release, args=(other,)).start()
+    header = app.get("/").headers["Server-Timing"]
+    records = stats_records(all_logs)
+    total = 0.0
+    for record in records:
+        line = LINE.match(record.getMessage())
+        assert line, record.getMessage()
+        for field, figure in (("redis_time_ms", "time"), ("redis_waited_ms", "waited")):
+            value = getattr(record, field)
+            assert type(value) is float and round(value, 3) == value, (field, value)
+            assert abs(value - float(line[figure])) <= 0.005, (field, value, line[figure])
+        total += record.redis_time_ms  # type: ignore[attr-defined]
+    default = records[0]
+    # where the record says it comes from (%(pathname)s, %(funcName)s in a log format)
+    assert (default.pathname, default.lineno, default.funcName) == (stats.__file__, 0, "report")
+    assert 140 <= default.redis_time_ms < 400 and default.redis_waited_ms >= 180  # type: ignore[attr-defined]
+    (waited,) = [r.getMessage() for r in all_logs.records if "request waited" in r.getMessage()]
+    said = float(re.search(r"waited ([\d.]+) ms", waited)[1])  # type: ignore[index]
+    assert abs(said - default.redis_waited_ms) <= 0.05, (waited, default.redis_waited_ms)  # type: ignore[attr-defined]
+    dur = float(re.fullmatch(r'redis;dur=([\d.]+);desc="2 commands"', header)[1])  # type: ignore[index]
+    assert abs(dur - total) <= 0.01 * len(records), (header, total)
+
+
+def test_wait_warnings_at_most_once_a_second_with_a_count(make_app: Any, all_logs: Any) -> None:
+    """Four requests that each waited for the only connection: the first warns, the next
+    two are held back, and the one after the second has passed says how many were."""
+    app = make_app({"/": lambda request: request.redis.ping()}, max_connections="1")
+    pool = get_redis(app.app.registry).connection_pool
+    for number in range(4):
+        if number == 3:
+            last, count = pool.warned["waited"]
+            pool.warned["waited"] = (last - 1.0, count)  # as if a second had gone by
+        other = pool.get_connection()
+        threading.Timer(0.05, pool.release, args=(other,)).start()
+        app.get("/")
+    warnings = [r.getMessage() for r in all_logs.records if "request waited" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert not warnings[0].endswith("not logged"), warnings
+    assert warnings[1].endswith("; 2 more like this in the last 1 s not logged"), warnings
