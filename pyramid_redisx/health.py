@@ -97,8 +97,10 @@ def health(clients: Any, probes: HealthProbes) -> tuple[bool, dict[str, Any]]:
     return body["status"] == "ok", body
 
 
-def health_view(request: Any) -> dict[str, Any]:
-    """``redis.health_route``: 200 when every client answers, 503 otherwise."""
+def health_view(context: Any, request: Any) -> dict[str, Any]:
+    """``redis.health_route``: 200 when every client answers, 503 otherwise. Pyramid's
+    (context, request) form: it is then called the same way through any wrapper that
+    hides its signature (mutmut's does)."""
     registry = request.registry
     probes = getattr(registry, "pyramid_redisx_health", None)
     if probes is None:

@@ -309,8 +309,9 @@ class _Families:
         return self.metrics.collect()
 
 
-def metrics_view(request: Any) -> Response:
-    """``redis.metrics_route``: the Prometheus text exposition of the add-on's metrics."""
+def metrics_view(context: Any, request: Any) -> Response:
+    """``redis.metrics_route``: the Prometheus text exposition of the add-on's metrics
+    (Pyramid's (context, request) form, as ``health.health_view``)."""
     telemetry: Telemetry = getattr(request.registry, STATE)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(telemetry.prometheus))  # type: ignore[arg-type]
