@@ -83,16 +83,16 @@ def probe(connection: Any, options: RedisOptions, *, version: bool = False) -> P
         return Probe(False, 0.0, "", "", f"{cause}: {detail}")
 
 
-def ping(options: RedisOptions) -> tuple[float, Any]:
-    """PING once on a fresh connection; return (seconds of the PING alone, reply)."""
+def ping(options: RedisOptions) -> float:
+    """PING once on a fresh connection; return the seconds of the PING alone."""
     kwargs = connection_kwargs(options, for_check=True)
     connection = kwargs.pop("connection_class")(**kwargs)
     try:
         connection.connect()  # connect, TLS handshake, AUTH, HELLO: not part of the latency
         started = perf_counter()
         connection.send_command("PING")
-        reply = connection.read_response()
-        return perf_counter() - started, reply
+        connection.read_response()
+        return perf_counter() - started
     finally:
         connection.disconnect()
 
@@ -101,7 +101,7 @@ def check_server(name: str, options: RedisOptions) -> float:
     """PING a standalone server for client ``name``; raise ``RedisUnavailable`` (no
     password in it) on failure. Returns the seconds of the PING alone."""
     try:
-        seconds, _ = ping(options)
+        seconds = ping(options)
     except Exception as exc:  # every failure is reported, classified
         cause, detail = diagnose(exc, options, options.startup_check_timeout)
         raise RedisUnavailable(name, options.url, cause, detail) from exc

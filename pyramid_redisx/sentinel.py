@@ -441,7 +441,7 @@ def check(name: str, options: RedisOptions) -> float:
         cause = "no master" if isinstance(exc, MasterNotFoundError) else classify(exc)
         raise RedisUnavailable(name, describe(options), cause, str(exc)) from exc
     try:
-        seconds, _ = ping(server)
+        seconds = ping(server)
     except Exception as exc:
         cause, detail = diagnose(exc, server, options.startup_check_timeout)
         raise RedisUnavailable(name, f"{server.url} ({describe(options)})", cause, detail) from exc

@@ -17,7 +17,7 @@ from pyramid_redisx.diagnose import classify
 from pyramid_redisx.health import HealthProbes, close_probes
 from pyramid_redisx.request import client_set
 from pyramid_redisx.settings import parse_client
-from pyramid_redisx.testing import RedisServer, TLSFiles
+from pyramid_redisx.testing import RedisServer, TLSFiles, server_binaries
 from tests.conftest import build_app
 from tests.loopback_proxy import LoopbackProxy, relay
 from tests.test_cli_hardening import ini, run
@@ -189,6 +189,56 @@ def test_health_of_a_unix_socket_client_down_and_back(redis_server_factory: Any)
         assert down["ok"] is False and down["error"].startswith("connection refused: "), down
         server.start()
         assert app.get("/h").json["status"] == "ok"
+    finally:
+        client_set(app.app.registry).close()
+        close_probes(app.app.registry)
+
+
+@pytest.mark.parametrize("kind", sorted(server_binaries()))
+def test_check_shows_the_servers_role_and_version(
+    kind: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``check`` names the server as it names itself: Valkey says ``valkey/8.1.x`` (its
+    ``redis_version`` is a compatibility figure), Redis ``redis/7.0.x``."""
+    server = RedisServer(binary=server_binaries()[kind]).start()
+    try:
+        with server.client() as admin:
+            info = admin.info("server")
+        name = info.get("server_name", "redis")
+        expected = f"{name}/{info.get(f'{name}_version') or info['redis_version']}"
+        assert expected.startswith(kind)
+        code, out, err = run(capsys, "check", ini(tmp_path, f"redis.url = {server.url}"))
+        assert code == 0, out + err
+        assert f" role=master version={expected} " in out, out
+    finally:
+        server.cleanup()
+
+
+def test_health_with_decode_responses(redis_url: str) -> None:
+    """``decode_responses``: the probe's replies are text already; the role is read."""
+    app = build_app({"redis.url": redis_url, "redis.health_route": "/h",
+                     "redis.decode_responses": "true"})  # fmt: skip
+    try:
+        default = app.get("/h").json["clients"]["default"]
+        assert default["role"] == "master"
+        assert 0 < default["latency_ms"] < 1000  # the PING's own time, in milliseconds
+    finally:
+        client_set(app.app.registry).close()
+        close_probes(app.app.registry)
+
+
+def test_health_of_a_dead_server_is_not_retried(redis_server_factory: Any) -> None:
+    """The probe has no retry of its own: ``retries = 20`` with pauses up to 0.5 s would
+    hold a dead server's health view for seconds; it answers at once."""
+    server = redis_server_factory()
+    app = build_app({"redis.url": server.url, "redis.health_route": "/h", "redis.retries": "20",
+                     "redis.retry_backoff_cap": "0.5", "redis.breaker_failures": "0"})  # fmt: skip
+    try:
+        server.stop()
+        started = time.monotonic()
+        body = app.get("/h", status=503).json
+        assert time.monotonic() - started < 0.5
+        assert body["clients"]["default"]["error"].startswith("connection refused")
     finally:
         client_set(app.app.registry).close()
         close_probes(app.app.registry)

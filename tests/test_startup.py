@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -157,3 +158,16 @@ def test_include_alone_does_not_connect() -> None:
     config.commit()
     with pytest.raises(RedisUnavailable):
         config.make_wsgi_app()
+
+
+def test_a_passed_check_logs_the_pings_own_time(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The INFO line says how long the PING alone took (connect and handshake apart)."""
+    caplog.set_level(logging.INFO, logger="pyramid_redisx")
+    make({"redis.url": redis_url})
+    (line,) = [r.getMessage() for r in caplog.records if "reachable at" in r.getMessage()]
+    took = float(
+        re.fullmatch(r"redis client=default reachable at \S+ \(PING ([\d.]+) ms\)", line)[1]
+    )  # type: ignore[index]
+    assert 0 < took < 1000, line
