@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import threading
@@ -14,6 +15,7 @@ from pyramid.config import Configurator
 
 from pyramid_redisx import RedisUnavailable
 from pyramid_redisx.testing import free_port
+from tests.test_workers import folder as folder  # a fixture: a private marker folder
 
 
 def make(settings: dict[str, str]) -> Any:
@@ -136,10 +138,10 @@ def test_warn_logs_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     app = make({"redis.url": f"redis://127.0.0.1:{port}/0", "redis.startup_check": "warn"})
     assert app is not None
     (record,) = [r for r in caplog.records if r.name == "pyramid_redisx"]
-    assert (
-        "startup check failed" in record.getMessage()
-        and "connection refused" in record.getMessage()
-    )
+    assert record.getMessage().startswith(
+        "startup check failed, going on (startup_check = warn): Redis client 'default' at "
+    ), record.getMessage()
+    assert "connection refused" in record.getMessage()
 
 
 def test_false_skips_the_check(caplog: pytest.LogCaptureFixture) -> None:
@@ -171,3 +173,70 @@ def test_a_passed_check_logs_the_pings_own_time(
         re.fullmatch(r"redis client=default reachable at \S+ \(PING ([\d.]+) ms\)", line)[1]
     )  # type: ignore[index]
     assert 0 < took < 1000, line
+
+
+@pytest.mark.parametrize("first", ["not checked", "warn", "same options"])
+def test_a_client_passed_over_does_not_end_the_check(
+    redis_url: str, first: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Clients in declaration order: one not checked (``startup_check = false``), one that
+    only warns, or one with the same options as a client already checked, is passed
+    over, and the next client is still checked: here its server is down."""
+    caplog.set_level(logging.INFO, logger="pyramid_redisx")
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    settings = {"redis.url": redis_url, "redis.clients": "a b"}
+    if first == "not checked":
+        settings |= {"redis.a.url": dead, "redis.a.startup_check": "false"}
+    elif first == "warn":
+        settings |= {"redis.a.url": dead, "redis.a.startup_check": "warn"}
+    settings["redis.b.url"] = dead
+    error = check_fails(settings, "connection refused", 2.0)
+    assert error.client == "b"
+    reachable = [r.getMessage() for r in caplog.records if "reachable at" in r.getMessage()]
+    assert [line.split()[1] for line in reachable] == ["client=default"]  # "a" once, as default
+
+
+def _in_a_fork(settings: dict[str, str]) -> tuple[int, str]:
+    """Make the app in a forked child of this process (a worker of this "master"):
+    (exit code, what it logged). 0: made; 3: RedisUnavailable."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            os.close(read)
+            handler = logging.StreamHandler(os.fdopen(write, "w"))
+            logging.getLogger("pyramid_redisx").addHandler(handler)
+            logging.getLogger("pyramid_redisx").setLevel(logging.INFO)
+            try:
+                make(settings)
+                code = 0
+            except RedisUnavailable:
+                code = 3
+            handler.flush()
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as output:
+        said = output.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), said
+
+
+def test_a_worker_that_replaces_another_goes_on_with_a_warning(
+    redis_server_factory: Any, folder: Any
+) -> None:
+    """A worker of this "master" passed the check; the next one, booted while the server
+    is down, comes up and says why in one WARNING with the cause."""
+    server = redis_server_factory()
+    settings = {"redis.url": server.url}
+    assert _in_a_fork(settings)[0] == 0
+    server.stop()
+    code, said = _in_a_fork(settings)
+    assert code == 0, said
+    assert said.startswith(
+        "startup check failed in a worker that replaces another (an earlier worker of this "
+        "master passed it), going on: the circuit breaker and the health view carry the "
+        "outage: Redis client 'default' at redis://127.0.0.1:"
+    ), said
+    assert "connection refused" in said
