@@ -62,8 +62,6 @@ def classify(exc: BaseException) -> str:
     }
     if errno.ECONNREFUSED in codes or "CONNECTION REFUSED" in message:
         return "connection refused"
-    if codes & {socket.EAI_NONAME, socket.EAI_AGAIN, getattr(socket, "EAI_NODATA", -5)}:
-        return "name resolution"
     if isinstance(exc, ResponseError) and "NOPERM" in message:
         return "permission denied"
     if "CLOSED BY SERVER" in message or errno.ECONNRESET in codes:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -239,6 +241,64 @@ def test_health_of_a_dead_server_is_not_retried(redis_server_factory: Any) -> No
         body = app.get("/h", status=503).json
         assert time.monotonic() - started < 0.5
         assert body["clients"]["default"]["error"].startswith("connection refused")
+    finally:
+        client_set(app.app.registry).close()
+        close_probes(app.app.registry)
+
+
+def _raised_from(error: Exception, cause: Exception) -> Exception:
+    """``error`` as redis-py raises it inside ``except cause``: chained by context."""
+    try:
+        try:
+            raise cause
+        except Exception:  # noqa: BLE001 - the cause is raised only to chain it
+            raise error  # noqa: B904 - the implicit chain is what redis-py leaves
+    except Exception as raised:  # noqa: BLE001 - any exception: it is the test's input
+        return raised
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        # redis-py's words alone (an error whose chain was lost on its way, e.g. a
+        # Cluster client's "cannot be connected" that quotes the node's error)
+        (redis.ConnectionError("Error 111 connecting to h:1. Connection refused."), "connection refused"),
+        (redis.ConnectionError("Connection closed by server."), "connection closed by server"),
+        (redis.ConnectionError("Error 1 connecting to h:1. [SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)."), "TLS error"),
+        (redis.ResponseError("WRONGPASS invalid username-password pair or user is disabled."), "authentication failed"),
+        (redis.ResponseError("NOPERM User ro has no permissions to run the 'role' command"), "permission denied"),
+        (redis.ResponseError("ERR unknown command 'HELLO'"), "error"),
+        (redis.ConnectionError("Error 22 connecting to h:1. Invalid argument."), "error"),
+        # what the socket said, under redis-py's own message
+        (_raised_from(redis.ConnectionError("Error connecting"), ConnectionRefusedError(errno.ECONNREFUSED, "refused")), "connection refused"),
+        (_raised_from(redis.ConnectionError("Error while reading"), ConnectionResetError(errno.ECONNRESET, "reset")), "connection closed by server"),
+        (_raised_from(redis.ConnectionError("Error connecting"), ssl.SSLCertVerificationError("certificate verify failed")), "TLS error"),
+        (_raised_from(redis.ConnectionError("Error connecting"), socket.gaierror(socket.EAI_NONAME, "Name or service not known")), "name resolution"),
+        (_raised_from(redis.ConnectionError("Error connecting"), OSError(errno.ECONNREFUSED, "x")), "connection refused"),
+        (redis.ConnectionError(errno.ECONNREFUSED, "refused"), "connection refused"),
+    ],
+)  # fmt: skip
+def test_classify_names_each_cause(error: BaseException, cause: str) -> None:
+    assert classify(error) == cause
+
+
+def test_a_tls_server_that_stalls_after_the_handshake_gets_no_tls_hint(
+    redis_server_factory: Any, tls_files: TLSFiles
+) -> None:
+    """The health view's kept TLS connection times out reading a PING: the handshake
+    was done long ago, so no "no TLS handshake answer" hint, only the timeout."""
+    server = redis_server_factory(tls=tls_files)
+    app = build_app({"redis.url": f"rediss://127.0.0.1:{server.port}/0", "redis.health_route": "/h",
+                     "redis.ssl_ca_certs": tls_files.ca, "redis.ssl_check_hostname": "false",
+                     "redis.startup_check_timeout": "0.5"})  # fmt: skip
+    try:
+        assert app.get("/h").json["status"] == "ok"  # the probe's TLS connection is kept
+        server.pause()
+        try:
+            error = app.get("/h", status=503).json["clients"]["default"]["error"]
+        finally:
+            server.resume()
+        assert error == f"timeout: Timeout reading from 127.0.0.1:{server.port}", error
     finally:
         client_set(app.app.registry).close()
         close_probes(app.app.registry)
