@@ -55,7 +55,7 @@ def test_get_on_empty_queue_raises_within_its_timeout(make_app: Any) -> None:
     started = time.monotonic()
     with pytest.raises(QueueEmpty, match=re.escape("queue 'empty': no message within 0.3 s")):
         queue.get(timeout=0.3)
-    assert 0.25 < time.monotonic() - started < 1.5
+    assert 0.25 < time.monotonic() - started < 0.9
 
 
 @pytest.mark.slow
@@ -129,3 +129,44 @@ def test_bounded_queue_waits_for_room(make_app: Any) -> None:
     threading.Timer(0.2, queue.get, kwargs={"timeout": 1}).start()
     queue.put("c", timeout=3)  # room made by the consumer
     assert client.lrange("bounded", 0, -1) == [b"b", b"c"]
+
+
+def test_get_without_a_timeout_waits_as_long_as_it_takes(make_app: Any) -> None:
+    """``get()`` (no timeout) outlasts a second: BLPOP's 0 is "forever"."""
+    client = get_redis(make_app().app.registry)
+    queue = MessageQueue(client, "later")
+    threading.Timer(1.3, queue.put, args=("late",)).start()
+    started = time.monotonic()
+    assert queue.get() == b"late"
+    assert time.monotonic() - started >= 1.2
+
+
+def test_get_on_a_stalled_server_fails_within_its_wait_and_the_socket_timeout(
+    make_app: Any, redis_server_factory: Any
+) -> None:
+    """The server stops answering: ``get(timeout=0.2)`` gives up after its wait plus the
+    connection's socket timeout (0.3 s), as any command does."""
+    server = redis_server_factory()
+    app = make_app(url=server.url, socket_timeout="0.3", retries="0")
+    queue = MessageQueue(get_redis(app.app.registry), "q")
+    queue.put("warm")
+    assert queue.get(timeout=1) == b"warm"  # a pooled connection that answered
+    server.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            queue.get(timeout=0.2)
+        assert 0.45 <= time.monotonic() - started < 2.0
+    finally:
+        server.resume()
+
+
+def test_max_length_one_and_below(make_app: Any) -> None:
+    client = get_redis(make_app().app.registry)
+    with pytest.raises(ValueError, match=re.escape("max_length must be at least 1, not 0")):
+        MessageQueue(client, "none", max_length=0)
+    queue = MessageQueue(client, "one", max_length=1)
+    queue.put("a")
+    with pytest.raises(QueueFull):
+        queue.put("b", timeout=0.1)
+    assert client.lrange("one", 0, -1) == [b"a"]
