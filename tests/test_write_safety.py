@@ -3,6 +3,7 @@ server run a command and then resets the client's connection before the reply.""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import threading
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 import pyramid_redisx
 from pyramid_redisx import CommandMayHaveBeenApplied, get_redis
@@ -566,3 +568,100 @@ def test_a_watching_connection_lost_raises_redis_pys_watch_error(
     assert (
         messages[1] == messages[0] == ("A ConnectionError occurred while watching one or more keys")
     )
+
+
+def test_an_async_read_is_retried_while_other_failures_are_counted(
+    proxy: ResetAfterReplyProxy, redis_server: Any
+) -> None:
+    """As ``test_a_read_is_retried_while_other_failures_are_counted``, for the asyncio
+    client, which shares the sync client's circuit."""
+    redis_server.client().set("k", "v")
+    got: list[Any] = []
+    app = app_through(proxy, {}, breaker_failures="5")
+
+    async def use(client: Any) -> None:
+        await client.ping()
+        circuit = breaker_of(get_redis(app.app.registry).connection_pool)
+        circuit.failed(redis.ConnectionError("Error 111 connecting. Connection refused."))
+        assert (circuit.state, circuit.failures) == ("closed", 1)
+        proxy.arm(b"GET")
+        got.append(await client.get("k"))
+
+    _async_use(app, use)
+    assert got == [b"v"]
+    assert proxy.resets == 1
+
+
+def test_async_retries_pause_between_tries(redis_server_factory: Any) -> None:
+    """``retries = 5`` against a refused port: the asyncio client pauses between its
+    tries (up to 16, 32, 64, 128 and 200 ms with jitter), as the sync one does."""
+    dead = redis_server_factory()
+    dead.stop()
+    app = build_app({"redis.url": dead.url, "redis.retries": "5", "redis.retry_backoff_cap": "0.2",
+                     "redis.breaker_failures": "0", "redis.startup_check": "false"}, {})  # fmt: skip
+    took: list[float] = []
+
+    async def use(client: Any) -> None:
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError):
+            await client.get("k")
+        took.append(time.monotonic() - started)
+
+    _async_use(app, use)
+    assert 0.01 <= took[0] < 3.0, took
+
+
+def test_an_async_watching_connection_lost_raises_redis_pys_watch_error(
+    redis_server: Any, redis_url: str
+) -> None:
+    """The asyncio pipeline's WATCH connection dies before its next immediate command:
+    the same ``WatchError`` and message as plain ``redis.asyncio``'s."""
+    app = build_app({"redis.url": redis_url}, {})
+    messages: list[str] = []
+
+    async def lose_watch(client: Any) -> None:
+        async with client.pipeline() as pipe:
+            await pipe.watch("k")
+            host, port = pipe.connection._writer.get_extra_info("sockname")
+            with redis_server.client() as admin:
+                assert admin.client_kill_filter(addr=f"{host}:{port}") == 1
+            with pytest.raises(redis.WatchError) as raised:
+                await pipe.get("k")
+            messages.append(str(raised.value))
+
+    async def plain() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            await lose_watch(client)
+        finally:
+            await client.aclose()
+
+    asyncio.run(plain())
+    _async_use(app, lose_watch)
+    assert (
+        messages[1] == messages[0] == ("A ConnectionError occurred while watching one or more keys")
+    )
+
+
+def test_an_async_read_is_retried_across_refused_reconnects(redis_server_factory: Any) -> None:
+    """The server dies under the asyncio client's idle connection and is back ~0.3 s
+    later: a read retries through the refused reconnects (each counted by the circuit,
+    still closed) and answers."""
+    server = redis_server_factory()
+    app = build_app({"redis.url": server.url, "redis.retries": "20",
+                     "redis.retry_backoff_cap": "0.1", "redis.breaker_failures": "50"}, {})  # fmt: skip
+    restart = threading.Timer(0.3, server.start)
+    got: list[Any] = []
+
+    async def use(client: Any) -> None:
+        await client.ping()
+        server.stop()
+        restart.start()
+        got.append(await client.echo("back"))
+
+    try:
+        _async_use(app, use)
+    finally:
+        if restart.is_alive():
+            restart.join()
+    assert got == [b"back"]
