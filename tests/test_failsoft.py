@@ -263,3 +263,29 @@ def test_open_circuit_warnings_are_per_state_change_not_per_request(
     ]
     assert re.search(r"circuit open: 2 failures in a row", warnings[0].getMessage())
     assert json.dumps(warnings[0].getMessage())  # one line, plain text
+
+
+def test_fail_soft_with_a_default_keeps_arguments_and_the_last_error(
+    make_app: Any, redis_server_factory: Any
+) -> None:
+    """A default of the app's choosing, for commands and a pipeline's ``execute()``;
+    keyword arguments reach Redis (``ex``: a TTL on the server); ``last_error`` says what
+    was swallowed, for the app's own log."""
+    server = redis_server_factory()
+    seen: list[Any] = []
+
+    def view(request: Any) -> str:
+        cache = fail_soft(request.redis, default="fallback")
+        cache.set("k", "v", ex=60)
+        pipe = cache.pipeline()
+        pipe.get("k")
+        seen.append(cache.last_error)
+        return f"{cache.get('k')!r} {pipe.execute()!r}"
+
+    app = make_app({"/": view}, url=server.url, **FAST)
+    assert app.get("/").text == "b'v' [b'v']"
+    assert 0 < server.client().ttl("k") <= 60
+    assert seen == [None]
+    server.stop()
+    assert app.get("/").text == "'fallback' 'fallback'"
+    assert isinstance(seen[-1], redis.ConnectionError | RedisCircuitOpen), seen

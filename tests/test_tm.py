@@ -10,7 +10,7 @@ import pytest
 from pyramid.config import Configurator
 
 from pyramid_redisx import get_redis
-from pyramid_redisx.tm import RedisTransactionError
+from pyramid_redisx.tm import RedisTransactionError, get_redis_tm
 
 PASSWORD_LIKE = "value-that-must-not-show-7731"
 
@@ -163,3 +163,22 @@ def test_redis_tm_after_an_explicit_commit_joins_the_next_transaction(make_app: 
     app = make_app({"/": view}, with_tm)
     assert app.get("/").text == "ok"
     assert get_redis(app.app.registry).mget("first", "second") == [b"1", b"2"]
+
+
+def test_a_named_clients_transaction_pipeline(make_app: Any, redis_url: str) -> None:
+    """``get_redis_tm(request, "cache")``: the cache client's MULTI/EXEC (its database),
+    committed with the request; without pyramid_tm, the same clear error as
+    ``request.redis_tm``."""
+
+    def view(request: Any) -> str:
+        get_redis_tm(request, "cache").set("named", "1")
+        return "ok"
+
+    cache_url = redis_url.rsplit("/", 1)[0] + "/3"
+    app = make_app({"/": view}, with_tm, clients="cache", **{"cache.url": cache_url})
+    assert app.get("/").text == "ok"
+    assert get_redis(app.app.registry, "cache").get("named") == b"1"
+    assert get_redis(app.app.registry).get("named") is None  # not the default's database
+    bare = make_app({"/": view}, clients="cache", **{"cache.url": cache_url})
+    with pytest.raises(RuntimeError, match=re.escape("request.redis_tm needs pyramid_tm")):
+        bare.get("/")
