@@ -228,6 +228,7 @@ def test_slow_command_warning_names_command_key_client_and_path(
     assert len(slow) == 1, slow
     assert slow[0].startswith("redis client=default slow command BLPOP key=empty-list took ")
     assert "path=/page" in slow[0] and "secret-value" not in slow[0]
+    assert " ms (slow_command 150.00 ms) path=/page" in slow[0], slow[0]
 
 
 def test_server_timing_header_exact_and_merged(make_app: Any) -> None:
@@ -499,3 +500,41 @@ def test_wait_warnings_at_most_once_a_second_with_a_count(make_app: Any, all_log
     assert len(warnings) == 2, warnings
     assert not warnings[0].endswith("not logged"), warnings
     assert warnings[1].endswith("; 2 more like this in the last 1 s not logged"), warnings
+
+
+def test_slow_command_warnings_name_commands_and_keys_as_one_token_each(
+    make_app: Any, all_logs: Any
+) -> None:
+    """Every command with ``slow_command = 0.000001`` (each is slow): a lower-case or two-word
+    name as one upper-case token, a bytes key decoded (an invalid byte replaced), a long
+    key cut at 64 characters, no key for a command without one or for AUTH; the
+    threshold and the time in milliseconds."""
+    long_key = "k" * 70
+
+    def view(request: Any) -> str:
+        request.redis.execute_command("get", b"bytes-\xffkey")
+        request.redis.execute_command("CLIENT ID")
+        request.redis.get(long_key)
+        request.redis.get(long_key[:64])
+        request.redis.ping()
+        with contextlib.suppress(Exception):
+            request.redis.execute_command("AUTH", "not-the-password-xyz")
+        return "ok"
+
+    make_app({"/page": view}, slow_command="0.000001").get("/page?x=1")
+    slow = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.slow"]
+    pattern = re.compile(
+        r"redis client=default slow command (\S+) key=(\S+) took ([\d.]+) ms "
+        r"\(slow_command 0.00 ms\) path=/page"
+    )
+    seen = []
+    for message in slow:
+        match = pattern.fullmatch(message)
+        assert match, message
+        seen.append((match[1], match[2]))
+        assert float(match[3]) < 5000
+    assert seen == [
+        ("GET", "bytes-\ufffdkey"), ("CLIENT_ID", "-"), ("GET", "k" * 64 + "…"),
+        ("GET", "k" * 64), ("PING", "-"), ("AUTH", "-"),
+    ], seen  # fmt: skip
+    assert not [m for m in slow if "not-the-password" in m]
