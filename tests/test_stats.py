@@ -471,7 +471,8 @@ def test_the_records_fields_and_server_timing_say_what_the_lines_say(
         for field, figure in (("redis_time_ms", "time"), ("redis_waited_ms", "waited")):
             value = getattr(record, field)
             assert type(value) is float and round(value, 3) == value, (field, value)
-            assert abs(value - float(line[figure])) <= 0.005, (field, value, line[figure])
+            # the line rounds to two decimals (1.145 may print as 1.14): half a hundredth
+            assert abs(value - float(line[figure])) <= 0.0051, (field, value, line[figure])
         total += record.redis_time_ms  # type: ignore[attr-defined]
     default = records[0]
     # where the record says it comes from (%(pathname)s, %(funcName)s in a log format)
