@@ -207,8 +207,8 @@ def test_refused_connection_is_still_retried(redis_server_factory: Any) -> None:
 
 def test_retry_backoff_cap_bounds_each_pause(redis_server_factory: Any) -> None:
     """``retries = 12`` against a refused port: each pause is at most
-    ``retry_backoff_cap`` (10 ms), so the command fails within ~0.12 s of pauses;
-    redis-py's own cap (0.512 s) would make it ~2 s on average."""
+    ``retry_backoff_cap`` (10 ms), so the command fails in ~0.2 s here (its reconnects
+    retry too); redis-py's own cap (0.512 s) would make it seconds."""
     dead = redis_server_factory()
     dead.stop()
     app = build_app({"redis.url": dead.url, "redis.retries": "12",
@@ -219,7 +219,7 @@ def test_retry_backoff_cap_bounds_each_pause(redis_server_factory: Any) -> None:
         started = time.monotonic()
         with pytest.raises(redis.ConnectionError, match="refused"):
             client.get("k")
-        assert time.monotonic() - started < 0.6
+        assert time.monotonic() - started < 1.0  # ~0.2 s here quiet
     finally:
         client_set(app.app.registry).close()
 
