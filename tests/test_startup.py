@@ -234,6 +234,7 @@ def test_a_worker_that_replaces_another_goes_on_with_a_warning(
     is down, comes up and says why in one WARNING with the cause."""
     server = redis_server_factory()
     settings = {"redis.url": server.url}
+    make(settings)  # here too: mutmut records only this process's calls (the test's map)
     assert _in_a_fork(settings)[0] == 0
     server.stop()
     code, said = _in_a_fork(settings)
