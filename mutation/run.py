@@ -161,6 +161,8 @@ def prepare(module: str, tests: list[str]) -> Path:
         'source_paths = ["pyramid_redisx/"]\n'
         f'only_mutate = ["pyramid_redisx/{module}.py"]\n'
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
+        # the files tests read beside the code (development.ini, docs/...): in mutants/ too
+        f"also_copy = {json.dumps([name for name in COPIED if name not in ('pyramid_redisx', 'tests')])}\n"
         # a test that hangs on a mutant fails after 60 s (mutmut's own timeout, 15x the
         # test's clean time, usually comes first); the cache provider is off already
         'pytest_add_cli_args = ["--timeout=60"]\n'
