@@ -522,11 +522,12 @@ def test_slow_command_warnings_name_commands_and_keys_as_one_token_each(
             request.redis.execute_command("AUTH", "not-the-password-xyz")
         return "ok"
 
-    make_app({"/page": view}, slow_command="0.000001").get("/page?x=1")
+    app = make_app({"/page": view}, slow_command="0.000001")
+    app.get("/page?x=1", extra_environ={"SCRIPT_NAME": "/mounted"})  # an app under a prefix
     slow = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.slow"]
     pattern = re.compile(
         r"redis client=default slow command (\S+) key=(\S+) took ([\d.]+) ms "
-        r"\(slow_command 0.00 ms\) path=/page"
+        r"\(slow_command 0.00 ms\) path=/mounted/page"
     )
     seen = []
     for message in slow:
