@@ -142,18 +142,32 @@ def test_directive_declares_a_client_with_python_values(make_app: Any) -> None:
 def test_directive_conflicts_with_ini_client(redis_url: str) -> None:
     config = Configurator(settings={"redis.url": redis_url, "redis.clients": "cache"})
     config.include("pyramid_redisx")
-    with pytest.raises(ConfigurationConflictError, match="cache"):
+    with pytest.raises(ConfigurationConflictError) as raised:
         config.add_redis_client("cache", max_connections=2)
+    said = str(raised.value).splitlines()
+    assert said[1:3] == [
+        "  For: ('pyramid_redisx.client', 'cache')",
+        "    redis.clients in the settings",
+    ]
+    assert said[3].startswith("    Line ") and "test_request.py" in said[3]  # the directive's call
 
 
 def test_directive_twice_is_a_conflict(redis_url: str) -> None:
     config = Configurator(settings={"redis.url": redis_url})
     config.include("pyramid_redisx")
     config.add_redis_client("jobs")
-    with pytest.raises(ConfigurationConflictError, match="jobs"):
+    with pytest.raises(ConfigurationConflictError) as raised:
         config.add_redis_client("jobs", max_connections=2)
-    with pytest.raises(ConfigurationConflictError, match="default"):
+    said = str(raised.value).splitlines()
+    assert said[1] == "  For: ('pyramid_redisx.client', 'jobs')"
+    assert len(re.findall(r"Line \d+ of file \S*test_request\.py", str(raised.value))) == 2
+    with pytest.raises(ConfigurationConflictError) as raised:
         config.add_redis_client("default")
+    said = str(raised.value).splitlines()
+    assert said[1:3] == [
+        "  For: ('pyramid_redisx.client', 'default')",
+        "    config.include('pyramid_redisx')",
+    ]
 
 
 def test_blocking_pool_waits_under_a_burst(make_app: Any) -> None:
