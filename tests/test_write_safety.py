@@ -107,15 +107,24 @@ def test_write_reset_after_send_is_applied_once_and_raises(
         client_set(app.app.registry).close()
 
 
-@pytest.mark.parametrize("retry_on_timeout", ["false", "true"])
+@pytest.mark.parametrize(
+    ("retry_on_timeout", "counted"), [("false", False), ("true", False), ("false", True)]
+)
 def test_read_reset_after_send_is_retried_and_answers(
-    proxy: ResetAfterReplyProxy, redis_server: Any, retry_on_timeout: str
+    proxy: ResetAfterReplyProxy, redis_server: Any, retry_on_timeout: str, counted: bool
 ) -> None:
-    """Retried with ``retry_on_timeout`` too: it adds timeouts to what is retried."""
+    """Retried with ``retry_on_timeout`` too (it adds timeouts to what is retried), and
+    while other requests' failures are counted with the circuit still closed (retries
+    stop only once it is open)."""
     redis_server.client().set("k", "v")
     app = app_through(proxy, {"/": lambda request: request.redis.get("k").decode()},
-                      retry_on_timeout=retry_on_timeout)  # fmt: skip
+                      retry_on_timeout=retry_on_timeout, breaker_failures="5")  # fmt: skip
     try:
+        if counted:
+            app.get("/")  # connected
+            circuit = breaker_of(get_redis(app.app.registry).connection_pool)
+            circuit.failed(redis.ConnectionError("Error 111 connecting. Connection refused."))
+            assert (circuit.state, circuit.failures, circuit.dirty) == ("closed", 1, True)
         proxy.arm(b"GET")
         assert app.get("/").text == "v"
         assert proxy.resets == 1
@@ -520,26 +529,6 @@ def test_retry_writes_sends_a_pipeline_again(
         assert app.get("/").text == "[2]"
         assert proxy.resets == 1
         assert counter(redis_server) == 2
-    finally:
-        client_set(app.app.registry).close()
-
-
-def test_a_read_is_retried_while_other_failures_are_counted(
-    proxy: ResetAfterReplyProxy, redis_server: Any
-) -> None:
-    """Other requests' failures counted, the circuit still closed: a GET whose connection
-    is reset after it was sent is still retried (retries stop only once it is open)."""
-    redis_server.client().set("k", "v")
-    app = app_through(proxy, {"/": lambda request: request.redis.get("k").decode()},
-                      breaker_failures="5")  # fmt: skip
-    try:
-        app.get("/")  # connected
-        circuit = breaker_of(get_redis(app.app.registry).connection_pool)
-        circuit.failed(redis.ConnectionError("Error 111 connecting. Connection refused."))
-        assert (circuit.state, circuit.failures, circuit.dirty) == ("closed", 1, True)
-        proxy.arm(b"GET")
-        assert app.get("/").text == "v"
-        assert proxy.resets == 1
     finally:
         client_set(app.app.registry).close()
 
