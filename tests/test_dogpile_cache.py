@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 from dogpile.cache import make_region
+from dogpile.cache.api import NO_VALUE
 from pyramid.config import Configurator
 
 from pyramid_redisx import get_redis
 from pyramid_redisx.dogpile_cache import region_arguments
+from pyramid_redisx.failsoft import soft_failures
+from tests.test_failsoft import FAST
 
 
 def test_cached_values_land_on_our_server_and_count_for_the_request(
@@ -93,3 +96,102 @@ def test_a_region_of_one_app_used_in_another_apps_request_stays_on_its_own_app(
     assert app_b.get("/").text == "from-b"
     assert get_redis(app_a.app.registry, "cache").keys("*") == [b"shared"]
     assert get_redis(app_b.app.registry, "cache").dbsize() == 0
+
+
+def test_misconfigured_regions_are_told_exactly_what_to_change(make_app: Any) -> None:
+    registry = make_app(clients="text", **{"text.decode_responses": "true"}).app.registry
+    with pytest.raises(ValueError) as missing:
+        make_region().configure("pyramid_redisx", arguments={})
+    assert str(missing.value) == (
+        "the pyramid_redisx dogpile.cache backend needs the app's registry: "
+        "arguments=region_arguments(config.registry, name)"
+    )
+    with pytest.raises(ValueError) as given:
+        make_region().configure("pyramid_redisx", arguments={
+            **region_arguments(registry), "url": "redis://x", "host": "x"})  # fmt: skip
+    assert str(given.value) == (
+        "the pyramid_redisx dogpile.cache backend takes its connection from the redis.* "
+        "settings; remove host, url from the region's arguments"
+    )
+    region = make_region().configure("pyramid_redisx", arguments=region_arguments(registry, "text"))
+    with pytest.raises(ValueError) as decoding:
+        region.get("k")  # the client is looked up at first use
+    assert str(decoding.value) == (
+        "redis client 'text' decodes responses (decode_responses = true); dogpile.cache "
+        "stores pickled bytes: use a client with decode_responses = false"
+    )
+
+
+def test_a_region_without_a_client_name_uses_the_default_client(
+    make_app: Any, redis_url: str
+) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+    registry = make_app(clients="cache", **{"cache.url": f"{base}/2"}).app.registry
+    region = make_region().configure("pyramid_redisx", arguments={"registry": registry})
+    region.set("where", "here")
+    assert get_redis(registry).keys("*") == [b"where"]
+    assert get_redis(registry, "cache").dbsize() == 0
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_multi_key_operations_reach_the_server(make_app: Any, soft: bool) -> None:
+    """get/set/delete of several keys go to Redis as dogpile's own backend sends them,
+    fail-soft or not, while Redis is up."""
+    registry = make_app(fail_soft=str(soft).lower()).app.registry
+    region = make_region().configure("pyramid_redisx", arguments=region_arguments(registry))
+    server = get_redis(registry)
+    region.set_multi({"a": 1, "b": 2, "c": 3})
+    assert sorted(server.keys("*")) == [b"a", b"b", b"c"]
+    assert region.get_multi(["a", "b", "x"]) == [1, 2, NO_VALUE]
+    region.delete("a")
+    assert sorted(server.keys("*")) == [b"b", b"c"]
+    region.delete_multi(["b", "c"])
+    assert server.dbsize() == 0
+
+
+def test_every_operation_is_a_counted_miss_while_redis_is_down(
+    make_app: Any, redis_server_factory: Any
+) -> None:
+    server = redis_server_factory()
+    registry = make_app(url=server.url, fail_soft="true", **FAST).app.registry
+    region = make_region().configure("pyramid_redisx", arguments=region_arguments(registry))
+    pool = get_redis(registry).connection_pool
+    server.stop()
+    assert region.get("a") is NO_VALUE
+    assert region.get_multi(["a", "b"]) == [NO_VALUE, NO_VALUE]
+    region.set("a", 1)
+    region.set_multi({"a": 1, "b": 2})
+    region.delete("a")
+    region.delete_multi(["a", "b"])
+    assert soft_failures(pool) == 6  # one per call, none raised
+
+
+def test_the_distributed_lock_of_a_fail_soft_region(
+    make_app: Any, redis_server_factory: Any
+) -> None:
+    """Up, the lock is dogpile's Redis lock (its key on the server while held); down, it
+    is taken at once without Redis (counted), reads as not locked, and its release is
+    skipped (not counted again)."""
+    server = redis_server_factory()
+    registry = make_app(url=server.url, fail_soft="true", **FAST).app.registry
+    region = make_region().configure("pyramid_redisx", arguments=region_arguments(
+        registry, distributed_lock=True, thread_local_lock=False, lock_timeout=5))  # fmt: skip
+    client, pool = get_redis(registry), get_redis(registry).connection_pool
+    mutex = region.backend.get_mutex("k")
+    assert mutex.acquire(True) is True and mutex.locked() is True
+    assert client.exists("_lockk") == 1
+    mutex.release()
+    assert client.exists("_lockk") == 0 and mutex.locked() is False
+    other = region.backend.get_mutex("k")
+    assert other.acquire(True) is True
+    assert mutex.acquire(False) is False  # held by the other: no soft answer while Redis is up
+    other.release()
+    assert soft_failures(pool) == 0
+    server.stop()
+    assert mutex.acquire(True) is True
+    assert soft_failures(pool) == 1
+    assert mutex.locked() is False
+    assert soft_failures(pool) == 2
+    assert mutex.release() is None
+    assert soft_failures(pool) == 2  # the release of a lock never taken: skipped
+    assert mutex.acquire(True) is True and soft_failures(pool) == 3

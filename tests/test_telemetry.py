@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
+from pyramid.exceptions import ConfigurationExecutionError
 
 from pyramid_redisx import RedisSettingsError, get_async_redis, get_redis
 from pyramid_redisx.aio import close_async_redis
@@ -573,11 +574,12 @@ def test_cache_hits_and_misses(make_app: Any, telemetry: Otel) -> None:
     region.get_or_create(key, lambda: "value")  # miss, then stored
     region.get_or_create(key, lambda: "value")  # hit
     region.get(key)  # hit
+    region.get_multi([key, key + ":absent"])  # a hit and a miss, each counted
     after = {r: telemetry.value("pyramid_redisx.cache.lookups",
                                 pyramid_redisx__cache__name="dogpile",
                                 pyramid_redisx__cache__result=r) for r in ("hit", "miss")}  # fmt: skip
-    assert after["hit"] - before["hit"] == 2
-    assert after["miss"] - before["miss"] >= 1  # dogpile looks again under its lock
+    assert after["hit"] - before["hit"] == 3
+    assert after["miss"] - before["miss"] >= 2  # dogpile looks again under its lock
 
 
 @pytest.fixture
@@ -671,6 +673,179 @@ def test_prometheus_collector_for_the_apps_own_registry(make_app: Any) -> None:
     own.register(collector(app.app.registry))  # type: ignore[arg-type]
     text = generate_latest(own).decode()
     assert 'db_client_operation_duration_seconds_count{db_operation_name="SET"' in text
+
+
+PROMETHEUS_FAMILIES = {
+    "db_client_connection_count": ("gauge", "Connections of the pool by state (used, idle)", ("db_client_connection_pool_name", "db_client_connection_state")),
+    "db_client_connection_max": ("gauge", "Most connections the pool may open", ("db_client_connection_pool_name",)),
+    "db_client_connection_pending_requests": ("gauge", "Threads waiting for a free pool connection", ("db_client_connection_pool_name",)),
+    "db_client_operation_duration_seconds": ("histogram", "Duration of Redis commands and pipelines (the wait for a pool connection excluded)", ("db_operation_name", "error_type", "pyramid_redisx_client_name")),
+    "db_client_connection_wait_time_seconds": ("histogram", "Time a request waited for a free pool connection", ("db_client_connection_pool_name",)),
+    "pyramid_redisx_request_commands": ("histogram", "Redis commands a request ran, per client", ("pyramid_redisx_client_name",)),
+    "pyramid_redisx_errors": ("counter", "Failed commands and pipelines by kind", ("error_type", "pyramid_redisx_client_name", "pyramid_redisx_error_kind")),
+    "pyramid_redisx_sentinel_failovers": ("counter", "Master changes a Sentinel client has seen", ()),
+    "pyramid_redisx_cluster_redirections": ("counter", "MOVED and ASK replies from Cluster nodes", ()),
+    "pyramid_redisx_cache_lookups": ("counter", "HTTP cache and dogpile.cache lookups by result", ("pyramid_redisx_cache_name", "pyramid_redisx_cache_result")),
+    "pyramid_redisx_client_cache_hits": ("counter", "Reads the client cache answered from process memory", ("db_client_connection_pool_name",)),
+    "pyramid_redisx_client_cache_misses": ("counter", "Reads the client cache could serve but sent to the server", ("db_client_connection_pool_name",)),
+    "pyramid_redisx_client_cache_invalidations": ("counter", "Cached replies dropped because their keys changed", ("db_client_connection_pool_name",)),
+    "pyramid_redisx_client_cache_flushes": ("counter", "Times the client cache forgot everything (lost invalidations, failover)", ()),
+    "pyramid_redisx_client_cache_evictions": ("counter", "Cached replies dropped to stay within the memory bounds", ()),
+    "pyramid_redisx_client_cache_entries": ("gauge", "Replies the client cache keeps", ("db_client_connection_pool_name",)),
+    "pyramid_redisx_client_cache_bytes": ("gauge", "Memory the kept replies take (estimated)", ("db_client_connection_pool_name",)),
+}  # fmt: skip
+
+
+def test_prometheus_families_have_the_names_types_help_and_labels_a_dashboard_reads(
+    make_app: Any,
+) -> None:
+    """Every family of the endpoint (name, type, HELP, label names), its buckets, the
+    error and lookup labels' values, and the response's headers (a scrape is never
+    cached on the way)."""
+    from dogpile.cache import make_region
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from pyramid_redisx.dogpile_cache import region_arguments
+    from pyramid_redisx.telemetry import COMMANDS_BUCKETS, DURATION_BUCKETS, WAIT_BUCKETS
+
+    def write(request: Any) -> str:
+        request.redis.set("t:p", "v")
+        request.redis.lpush("t:l", "x")
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            request.redis.get("t:l")
+        return "ok"
+
+    def read(request: Any) -> str:
+        return str([request.redis.get("t:p") for _ in range(3)])
+
+    app = make_app({"/write": write, "/read": read}, metrics_route="/metrics", client_cache="true")
+    cache = get_redis(app.app.registry).connection_pool.client_cache
+    app.get("/write")
+    for _ in range(100):  # until the write's own invalidation is behind the reads
+        app.get("/read")
+        if cache.figures()["hits"]:
+            break
+        time.sleep(0.01)
+    app.get("/write")  # the cached t:p invalidated
+    region = make_region().configure("pyramid_redisx", arguments=region_arguments(app.app.registry))
+    region.get("t:absent")
+    response = app.get("/metrics")
+    assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    assert response.headers["Cache-Control"] == "no-store"
+    seen, buckets, samples = {}, {}, {}
+    for family in text_string_to_metric_families(response.text):
+        if family.name.endswith("_created"):
+            continue  # prometheus_client's own creation times
+        labels = tuple(sorted({k for s in family.samples for k in s.labels if k != "le"}))
+        seen[family.name] = (family.type, family.documentation, labels)
+        bounds = [float(s.labels["le"]) for s in family.samples if s.name.endswith("_bucket")]
+        if bounds:
+            buckets[family.name] = tuple(sorted(set(bounds)))
+        samples[family.name] = family.samples
+    assert seen == PROMETHEUS_FAMILIES
+    inf = (float("inf"),)
+    assert buckets == {
+        "db_client_operation_duration_seconds": tuple(map(float, DURATION_BUCKETS)) + inf,
+        "db_client_connection_wait_time_seconds": tuple(map(float, WAIT_BUCKETS)) + inf,
+        "pyramid_redisx_request_commands": tuple(map(float, COMMANDS_BUCKETS)) + inf,
+    }
+    errors = [
+        (s.labels, s.value) for s in samples["pyramid_redisx_errors"] if s.name.endswith("_total")
+    ]
+    assert errors == [({"pyramid_redisx_client_name": "default",
+                        "pyramid_redisx_error_kind": "error_reply",
+                        "error_type": "ResponseError"}, 2.0)]  # fmt: skip
+    failed = [s for s in samples["db_client_operation_duration_seconds"]
+              if s.name.endswith("_count") and s.labels["error_type"]]  # fmt: skip
+    assert [(s.labels["db_operation_name"], s.labels["error_type"], s.value) for s in failed] == [
+        ("GET", "ResponseError", 2.0)
+    ]
+    lookups = {(s.labels["pyramid_redisx_cache_name"], s.labels["pyramid_redisx_cache_result"]): s.value
+               for s in samples["pyramid_redisx_cache_lookups"] if s.name.endswith("_total")}  # fmt: skip
+    assert lookups == {("dogpile", "miss"): 1.0}
+    figures = {name: sum(s.value for s in samples[f"pyramid_redisx_client_cache_{name}"]
+                         if not s.name.endswith("_created"))
+               for name in ("hits", "misses", "invalidations", "flushes", "evictions",
+                            "entries", "bytes")}  # fmt: skip
+    now = cache.figures()
+    assert figures == {name: now[name] for name in figures}
+    assert figures["hits"] >= 1 and figures["misses"] >= 1 and figures["invalidations"] >= 1
+
+
+@pytest.fixture
+def multiprocess_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """prometheus_client's multiprocess mode in this process, as a worker would have it
+    from ``PROMETHEUS_MULTIPROC_DIR`` at import: metrics made now keep their figures in
+    files there (the real mmap files); the mode is restored after the test."""
+    from prometheus_client import values
+
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _a_dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(done.stdout)
+
+
+def test_multiprocess_mode_in_a_worker(make_app: Any, multiprocess_mode: Path) -> None:
+    """A worker's pool figures go to its live files at its first request, a thread of
+    its own keeps them fresh, and the scrape sums the files; a dead worker's live files
+    are removed at the scrape."""
+    from pyramid_redisx import prometheus
+
+    app = make_app({"/": lambda request: str(request.redis.incr("t:mp"))}, metrics_route="/metrics")
+    assert not [t for t in threading.enumerate() if t.name == "pyramid_redisx-prometheus"]
+    app.get("/")
+    assert [t for t in threading.enumerate() if t.name == "pyramid_redisx-prometheus"]
+    files = sorted(p.name for p in multiprocess_mode.iterdir())
+    assert f"gauge_livesum_{os.getpid()}.db" in files and f"histogram_{os.getpid()}.db" in files
+    dead = _a_dead_pid()
+    (multiprocess_mode / f"gauge_livesum_{dead}.db").write_bytes(b"")
+    (multiprocess_mode / f"gauge_liveall_{dead}.db").write_bytes(b"")
+    families = scrape(app)
+    pool = {"db_client_connection_pool_name": "default"}
+    assert (
+        sample(families, "db_client_connection_count", db_client_connection_state="idle", **pool)
+        == 1
+    )
+    assert (
+        sample(families, "db_client_operation_duration_seconds_count", db_operation_name="INCRBY")
+        == 1
+    )
+    assert not any(name.startswith("process_") or name.startswith("python_") for name in families)
+    left = {p.name for p in multiprocess_mode.iterdir()}
+    assert f"gauge_livesum_{dead}.db" not in left and f"gauge_liveall_{dead}.db" not in left
+    assert f"gauge_livesum_{os.getpid()}.db" in left  # this process's: it runs
+    # gunicorn's child_exit hook: a worker's live files go as it exits
+    prometheus.child_exit(None, type("Worker", (), {"pid": os.getpid()})())
+    assert f"gauge_livesum_{os.getpid()}.db" not in {p.name for p in multiprocess_mode.iterdir()}
+
+
+def test_multiprocess_directory_is_checked_and_read_from_either_name(
+    make_app: Any, multiprocess_mode: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client import values
+
+    from pyramid_redisx.prometheus import multiprocess_dir
+
+    assert multiprocess_dir() == str(multiprocess_mode)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    monkeypatch.setenv("prometheus_multiproc_dir", str(multiprocess_mode))
+    assert multiprocess_dir() == str(multiprocess_mode)  # the older name prometheus_client reads
+    missing = multiprocess_mode / "absent"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(missing))
+    with pytest.raises(ConfigurationExecutionError) as error:
+        make_app(metrics_route="/metrics")  # raised as the app's configuration is committed
+    assert isinstance(error.value.evalue, RedisSettingsError)
+    assert str(error.value.evalue) == (
+        f"redis.metrics_route = '/metrics' is not valid: PROMETHEUS_MULTIPROC_DIR={missing} "
+        "is not a directory: create it (empty) before the server starts"
+    )
+    monkeypatch.setattr(values, "ValueClass", values.MutexValue)  # decided at import
+    assert multiprocess_dir() is None
 
 
 # ------------------------------------------------------------------ Sentry
@@ -789,3 +964,102 @@ def test_client_cache_figures_in_otel_and_prometheus(make_app: Any, telemetry: O
         sample(families, "pyramid_redisx_client_cache_misses_total", **label) == figures["misses"]
     )
     assert sample(families, "pyramid_redisx_client_cache_entries", **label) == 1
+
+
+# What a dashboard is built on: every instrument's name, kind, unit, description and
+# buckets, read through a meter provider of the test's own (the process's instruments
+# are made once, at first use: here they are made again for this provider).
+INSTRUMENTS = {
+    "db.client.operation.duration": ("histogram", "s", "Duration of Redis commands and pipelines (the wait for a pool connection excluded)"),
+    "pyramid_redisx.errors": ("counter", "{error}", "Failed commands and pipelines by kind (connection, timeout, may_have_been_applied, pool_exhausted, error_reply, other)"),
+    "db.client.connection.wait_time": ("histogram", "s", "Time a request waited for a free pool connection"),
+    "pyramid_redisx.request.commands": ("histogram", "{command}", "Redis commands a request ran, per client"),
+    "pyramid_redisx.cache.lookups": ("counter", "{lookup}", "HTTP cache and dogpile.cache lookups by result (hit, miss)"),
+    "db.client.connection.count": ("gauge", "{connection}", "Connections of the pool by state (used, idle)"),
+    "db.client.connection.max": ("gauge", "{connection}", "Most connections the pool may open"),
+    "db.client.connection.pending_requests": ("gauge", "{request}", "Threads waiting for a free pool connection"),
+    "pyramid_redisx.cluster.redirections": ("counter", "{redirection}", "MOVED and ASK replies received from Cluster nodes"),
+    "pyramid_redisx.client_cache.hits": ("counter", "{read}", "Reads the client cache answered from process memory"),
+    "pyramid_redisx.client_cache.misses": ("counter", "{read}", "Reads the client cache could serve but sent to the server"),
+    "pyramid_redisx.client_cache.invalidations": ("counter", "{entry}", "Cached replies dropped because their keys changed"),
+    "pyramid_redisx.client_cache.flushes": ("counter", "{flush}", "Times the client cache forgot everything (lost invalidations, failover)"),
+    "pyramid_redisx.client_cache.evictions": ("counter", "{entry}", "Cached replies dropped to stay within the memory bounds"),
+    "pyramid_redisx.client_cache.entries": ("gauge", "{entry}", "Replies the client cache keeps"),
+    "pyramid_redisx.client_cache.bytes": ("gauge", "By", "Memory the kept replies take (estimated)"),
+}  # fmt: skip
+BUCKETS = {
+    "db.client.operation.duration": (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    "db.client.connection.wait_time": (0.0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    "pyramid_redisx.request.commands": (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+}  # fmt: skip
+
+
+def test_every_instrument_has_the_name_unit_and_description_the_docs_list(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dogpile.cache import make_region
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import Histogram, InMemoryMetricReader, Sum
+
+    from pyramid_redisx import telemetry as telemetry_module
+    from pyramid_redisx.dogpile_cache import region_arguments
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    monkeypatch.setattr(telemetry_module, "_OTEL", [])
+    monkeypatch.setattr(metrics, "get_meter", provider.get_meter)
+
+    def view(request: Any) -> str:
+        request.redis.set("t:doc", "v")
+        request.redis.get("t:doc")
+        request.redis.get("t:doc")  # a hit of the client cache
+        request.redis.lpush("t:list", "x")
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            request.redis.get("t:list")
+        return "ok"
+
+    app = make_app({"/": view}, metrics="true", client_cache="true")
+    app.get("/")
+    region = make_region().configure("pyramid_redisx", arguments=region_arguments(app.app.registry))
+    region.get("t:absent")
+    seen: dict[str, tuple[str, str, str]] = {}
+    buckets: dict[str, tuple[float, ...]] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points = list(metric.data.data_points)
+                assert points, metric.name  # each instrument was recorded or observed
+                if isinstance(metric.data, Histogram):
+                    kind = "histogram"
+                    buckets[metric.name] = tuple(points[0].explicit_bounds)
+                elif isinstance(metric.data, Sum):
+                    kind = "counter" if metric.data.is_monotonic else "gauge"
+                else:
+                    kind = type(metric.data).__name__
+                seen[metric.name] = (kind, metric.unit, metric.description)
+    assert seen == INSTRUMENTS  # and Sentinel's failovers, in tests/topology
+    assert buckets == BUCKETS
+    docs = (ROOT / "docs" / "operations.rst").read_text()
+    for name in INSTRUMENTS:
+        leaf = "." + name.rsplit(".", 1)[1]
+        assert f"``{name}``" in docs or f"``{leaf}``" in docs, name
+
+
+@pytest.mark.parametrize(
+    ("setting", "module", "extra"),
+    [("tracing", "opentelemetry.trace", "otel"), ("metrics", "opentelemetry.metrics", "otel"),
+     ("metrics_route", "prometheus_client", "prometheus")],
+)  # fmt: skip
+def test_a_telemetry_setting_without_its_extra_names_the_extra(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch, setting: str, module: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+    value = "/metrics" if setting == "metrics_route" else "true"
+    with pytest.raises(RedisSettingsError) as error:
+        make_app(**{setting: value})
+    assert str(error.value) == (
+        f"redis.{setting} = 'on' is not valid: needs the {extra} extra: "
+        f"pip install 'pyramid_redisx[{extra}]'"
+    )
