@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from pyramid_redisx import get_redis
 from pyramid_redisx.dogpile_cache import region_arguments
 from pyramid_redisx.failsoft import soft_failures
 from tests.test_failsoft import FAST
+from tests.test_telemetry import sample, scrape
 
 
 def test_cached_values_land_on_our_server_and_count_for_the_request(
@@ -195,3 +198,56 @@ def test_the_distributed_lock_of_a_fail_soft_region(
     assert mutex.release() is None
     assert soft_failures(pool) == 2  # the release of a lock never taken: skipped
     assert mutex.acquire(True) is True and soft_failures(pool) == 3
+
+
+def test_a_fail_soft_lock_after_an_outage_is_redis_lock_again(
+    make_app: Any, redis_server_factory: Any
+) -> None:
+    """A lock taken without Redis during an outage does not make the next one, with
+    Redis back, skip its release (the lock key would stay until its timeout); a release
+    that cannot reach Redis is a counted soft failure; acquire() waits by default, as
+    dogpile expects of its lock."""
+    server = redis_server_factory()
+    settings = {**FAST, "breaker_failures": "0"}  # no circuit: Redis is used as it comes back
+    registry = make_app(url=server.url, fail_soft="true", **settings).app.registry
+    region = make_region().configure("pyramid_redisx", arguments=region_arguments(
+        registry, distributed_lock=True, thread_local_lock=False, lock_timeout=30))  # fmt: skip
+    client, pool = get_redis(registry), get_redis(registry).connection_pool
+    mutex, other = region.backend.get_mutex("k"), region.backend.get_mutex("k")
+    assert other.acquire() is True
+    released = threading.Timer(0.3, other.release)
+    released.start()
+    started = time.monotonic()
+    assert mutex.acquire() is True  # waited for the other holder
+    assert time.monotonic() - started >= 0.25
+    released.join()
+    mutex.release()
+    assert client.exists("_lockk") == 0
+    server.stop()
+    assert mutex.acquire() is True and soft_failures(pool) == 1  # taken without Redis
+    server.start()
+    assert mutex.acquire() is True and client.exists("_lockk") == 1  # Redis's lock again
+    mutex.release()
+    assert client.exists("_lockk") == 0  # released, not skipped
+    assert mutex.acquire() is True
+    server.stop()
+    assert mutex.release() is None and soft_failures(pool) == 2  # could not reach Redis
+
+
+def test_lookups_while_redis_is_down_are_misses_in_the_metrics(
+    make_app: Any, redis_server_factory: Any
+) -> None:
+    server = redis_server_factory()
+    app = make_app(url=server.url, fail_soft="true", metrics_route="/metrics", **FAST)
+    region = make_region().configure("pyramid_redisx", arguments=region_arguments(app.app.registry))
+    region.set("a", 1)
+    assert region.get("a") == 1
+    server.stop()
+    assert region.get("a") is NO_VALUE
+    assert region.get_multi(["a", "b"]) == [NO_VALUE, NO_VALUE]
+    families = scrape(app)
+    hits = sample(families, "pyramid_redisx_cache_lookups_total", pyramid_redisx_cache_result="hit")
+    misses = sample(
+        families, "pyramid_redisx_cache_lookups_total", pyramid_redisx_cache_result="miss"
+    )
+    assert (hits, misses) == (1, 3)

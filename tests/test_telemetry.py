@@ -574,12 +574,13 @@ def test_cache_hits_and_misses(make_app: Any, telemetry: Otel) -> None:
     region.get_or_create(key, lambda: "value")  # miss, then stored
     region.get_or_create(key, lambda: "value")  # hit
     region.get(key)  # hit
+    region.get(key)  # hit
     region.get_multi([key, key + ":absent"])  # a hit and a miss, each counted
     after = {r: telemetry.value("pyramid_redisx.cache.lookups",
                                 pyramid_redisx__cache__name="dogpile",
                                 pyramid_redisx__cache__result=r) for r in ("hit", "miss")}  # fmt: skip
-    assert after["hit"] - before["hit"] == 3
-    assert after["miss"] - before["miss"] >= 2  # dogpile looks again under its lock
+    assert after["hit"] - before["hit"] == 4
+    assert after["miss"] - before["miss"] == 3  # dogpile looks again under its lock
 
 
 @pytest.fixture
