@@ -109,7 +109,6 @@ class NoBreaker:
 
     dirty = False
     state = OFF
-    soft_failures = 0
     opened = 0
 
     def enter(self, me: Hashable = None) -> bool:
@@ -125,9 +124,6 @@ class NoBreaker:
         return None
 
     def connected_only(self, probe: bool = False, me: Hashable = None) -> None:
-        return None
-
-    def soft_failure(self) -> None:
         return None
 
     def failover(self, where: str) -> None:
@@ -167,7 +163,6 @@ class Breaker(NoBreaker):
         self.prober: Hashable = None  # who runs the half-open probe: a thread or a task
         self.probes = 0  # probes that failed during this outage
         self.opened = 0  # outages seen by this process
-        self.soft_failures = 0  # fail-soft callers that got a default instead (process)
 
     def __deepcopy__(self, memo: Any) -> Breaker:
         return self  # a pool's connections share their pool's breaker
@@ -298,10 +293,6 @@ class Breaker(NoBreaker):
                 self._close(f"the service moved to {where}")
             self.failures = 0
             self.dirty = False
-
-    def soft_failure(self) -> None:
-        with self._lock:
-            self.soft_failures += 1
 
     # -------------------------------------------------------------- transitions (locked)
     def _open(self, now: float) -> None:

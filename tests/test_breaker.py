@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -420,3 +421,111 @@ def test_a_probe_that_only_connects_does_not_close_the_circuit(
     time.sleep(0.35)
     assert call(app)[1] == "None"  # the probe reaches the server: closed
     assert breaker(app).state == CLOSED
+
+
+# ------------------------------------------------------------------ what an operator reads
+def test_the_log_tells_each_state_change_with_its_cause_and_figures(
+    make_app: Any, redis_server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Open (WARNING), half-open and open again (INFO), closed (WARNING), word for word:
+    the client, where its server is, the last failure, the cooldown, how long the outage
+    lasted and how many probes failed; and RedisCircuitOpen's figures meanwhile."""
+    server = redis_server_factory()
+    app = make_app(url=server.url, breaker_failures="2", breaker_cooldown="0.3", **FAST)
+    client, circuit = get_redis(app.app.registry), breaker(app)
+    caplog.set_level(logging.INFO, logger="pyramid_redisx.breaker")
+    assert client.get("k") is None
+    server.stop()
+    refused = rf"ConnectionError: Error 111 connecting to 127\.0\.0\.1:{server.port}\. Connection refused\."
+    where = re.escape(server.url)
+    for _ in range(2):
+        with pytest.raises(redis.ConnectionError):
+            client.get("k")
+    started = time.monotonic()
+    assert (circuit.state, circuit.opened, circuit.probes) == (OPEN, 1, 0)
+    with pytest.raises(RedisCircuitOpen) as raised:
+        client.get("k")
+    assert re.fullmatch(refused, raised.value.cause)
+    assert 0 <= raised.value.open_seconds < 0.3 and 0 < raised.value.next_probe_seconds <= 0.3
+    time.sleep(0.35)
+    with pytest.raises(redis.ConnectionError) as probe:
+        client.get("k")  # the probe: refused
+    assert not isinstance(probe.value, RedisCircuitOpen)
+    assert (circuit.state, circuit.opened, circuit.probes) == (OPEN, 1, 1)
+    with pytest.raises(RedisCircuitOpen) as raised:
+        client.get("k")
+    assert raised.value.open_seconds >= 0.35  # since the outage began, not the last probe
+    assert 0.2 < raised.value.next_probe_seconds <= 0.3
+    server.start()
+    time.sleep(0.35)
+    assert client.get("k") is None  # the probe: answered
+    outage = time.monotonic() - started
+    assert (circuit.state, circuit.opened, circuit.dirty) == (CLOSED, 1, False)
+    lines = [
+        (r.levelname, r.getMessage()) for r in caplog.records if r.name == "pyramid_redisx.breaker"
+    ]
+    expected = [
+        ("WARNING", rf"redis client=default circuit open: 2 failures in a row to reach {where} "
+                    rf"\(last: {refused}\); commands fail at once with RedisCircuitOpen, one "
+                    r"probe every 0\.3 s"),
+        ("INFO", rf"redis client=default circuit half-open: one request probes {where}"),
+        ("INFO", rf"redis client=default circuit open again: the probe failed \({refused}\); "
+                 r"next probe in 0\.3 s"),
+        ("INFO", rf"redis client=default circuit half-open: one request probes {where}"),
+        ("WARNING", r"redis client=default circuit closed: the probe succeeded; it was open "
+                    r"for (\d+\.\d\d) s \(1 probes failed\)"),
+    ]  # fmt: skip
+    assert [level for level, _ in lines] == [level for level, _ in expected], lines
+    for (_, line), (_, pattern) in zip(lines, expected, strict=True):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    lasted = float(re.fullmatch(expected[-1][1], lines[-1][1]).group(1))  # type: ignore[union-attr]
+    assert 0.7 <= lasted <= outage + 0.01
+
+
+def test_each_outage_counts_its_own_probes_and_time(
+    make_app: Any, redis_server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_server_factory()
+    app = make_app(url=server.url, breaker_failures="2", breaker_cooldown="0.2", **FAST)
+    client, circuit = get_redis(app.app.registry), breaker(app)
+    caplog.set_level(logging.INFO, logger="pyramid_redisx.breaker")
+    for outage in (1, 2):
+        server.stop()
+        while circuit.state != OPEN:
+            with contextlib.suppress(redis.ConnectionError):
+                client.get("k")
+        time.sleep(0.25)
+        with pytest.raises(redis.ConnectionError):
+            client.get("k")  # a probe that fails
+        server.start()
+        time.sleep(0.25)
+        assert client.get("k") is None  # the probe: answered
+        assert (circuit.state, circuit.opened, circuit.dirty) == (CLOSED, outage, False)
+    closed = [r.getMessage() for r in caplog.records if "circuit closed" in r.getMessage()]
+    assert len(closed) == 2
+    for line in closed:  # one probe failed in each, and each lasted about 0.5 s
+        assert re.fullmatch(r"redis client=default circuit closed: the probe succeeded; "
+                            r"it was open for (0\.[4-9]\d|1\.\d\d) s \(1 probes failed\)", line), line  # fmt: skip
+
+
+def test_a_probe_answered_with_an_error_reply_closes_with_that_reason(
+    make_app: Any, redis_server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The probe's own command got an error reply (``-LOADING`` as a restarting server
+    sends it): the server is reachable, the circuit closes and says why. (The probe's
+    reply is given to the app's breaker as the retry policy would: a server that answers
+    the handshake and then ``-LOADING`` needs a dataset minutes long to load.)"""
+    server = redis_server_factory()
+    server.stop()
+    app = make_app(url=server.url, breaker_failures="1", breaker_cooldown="0.05", **FAST)
+    circuit = breaker(app)
+    caplog.set_level(logging.INFO, logger="pyramid_redisx.breaker")
+    with pytest.raises(redis.ConnectionError):
+        get_redis(app.app.registry).get("k")
+    assert circuit.state == OPEN
+    time.sleep(0.06)
+    assert circuit.enter() is True  # this thread is the probe
+    circuit.failed(BaseParser.parse_error("LOADING Redis is loading the dataset in memory"), True)
+    assert (circuit.state, circuit.dirty, circuit.prober) == (CLOSED, False, None)
+    assert re.fullmatch(r"redis client=default circuit closed: the probe got an answer; it was "
+                        r"open for 0\.\d\d s \(0 probes failed\)", warnings_of(caplog)[-1])  # fmt: skip

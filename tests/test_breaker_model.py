@@ -46,6 +46,9 @@ class BreakerModel(RuleBasedStateMachine):
         self.failures = 0
         self.opened_at = 0.0
         self.prober: int | None = None
+        self.since = 0.0  # when this outage began
+        self.probes = 0  # probes failed in this outage
+        self.opened = 0  # outages
 
     def teardown(self) -> None:
         module.monotonic = _MONOTONIC
@@ -58,8 +61,22 @@ class BreakerModel(RuleBasedStateMachine):
             return False
         try:
             return self.breaker.enter()
-        except RedisCircuitOpen:
+        except RedisCircuitOpen as refused:
+            self._refused_says(refused)
             return None
+
+    def _refused_says(self, refused: RedisCircuitOpen) -> None:
+        """What RedisCircuitOpen tells: how long the outage has lasted, when the next
+        probe may run (0 while one runs), the last failure."""
+        due = 0.0 if self.state == HALF_OPEN else max(0.0, self.opened_at + COOLDOWN - self.now)
+        assert refused.next_probe_seconds == pytest.approx(due)
+        assert refused.open_seconds == pytest.approx(self.now - self.since)
+        assert refused.cause == self.breaker.last_error != ""
+
+    def _opens(self) -> None:
+        if self.state == CLOSED:
+            self.since, self.probes, self.opened = self.now, 0, self.opened + 1
+        self.state, self.opened_at = OPEN, self.now
 
     def _expect_gate(self, thread: int) -> bool | None:
         if self.state == CLOSED or self.prober == thread:
@@ -83,13 +100,14 @@ class BreakerModel(RuleBasedStateMachine):
         if probe:
             self.prober = None
             if unreachable:
-                self.state, self.opened_at = OPEN, self.now
+                self.probes += 1
+                self._opens()
             else:  # a reply: the server answered
                 self.state, self.failures = CLOSED, 0
         elif unreachable and self.state == CLOSED:
             self.failures += 1
             if self.failures >= THRESHOLD:
-                self.state, self.opened_at = OPEN, self.now
+                self._opens()
 
     @rule(thread=st.integers(1, 4))
     def a_call_succeeds(self, thread: int) -> None:
@@ -102,9 +120,44 @@ class BreakerModel(RuleBasedStateMachine):
             self.breaker.succeeded(probe)
         self.state, self.failures, self.prober = CLOSED, 0, None
 
+    @rule(thread=st.integers(1, 4))
+    def a_call_only_connects(self, thread: int) -> None:
+        """A bare connect succeeded (a proxy in front of a dead server accepts too): no
+        success; a probe that was only that hands the probe on at once."""
+        expected = self._expect_gate(thread)
+        probe = self._call(thread)
+        assert probe == expected
+        if probe is None:
+            return
+        self.breaker.connected_only(probe)
+        if probe:
+            self.state, self.prober, self.opened_at = OPEN, None, 0.0
+
+    @rule(thread=st.integers(1, 4))
+    def a_checkout(self, thread: int) -> None:
+        """The pool's gate: refuses while open and cooling down, or while another probes."""
+        self.thread = thread
+        allowed = (
+            self.state == CLOSED
+            or self.prober == thread
+            or (self.state == OPEN and self.now >= self.opened_at + COOLDOWN)
+        )
+        try:
+            self.breaker.check()
+        except RedisCircuitOpen as refused:
+            assert not allowed
+            self._refused_says(refused)
+        else:
+            assert allowed
+
     @rule(seconds=st.floats(0.01, 2.0))
     def time_passes(self, seconds: float) -> None:
         self.now += seconds
+
+    @precondition(lambda self: self.state == OPEN)
+    @rule()
+    def time_reaches_the_probe_exactly(self) -> None:
+        self.now = max(self.now, self.opened_at + COOLDOWN)
 
     @precondition(lambda self: self.state == HALF_OPEN)
     @rule(thread=st.integers(1, 4))
@@ -122,6 +175,9 @@ class BreakerModel(RuleBasedStateMachine):
         else:
             assert self.breaker.dirty
         assert self.breaker.prober == self.prober
+        assert (self.breaker.opened, self.breaker.probes) == (self.opened, self.probes)
+        if self.state != CLOSED:
+            assert self.breaker.since == self.since
 
 
 _MONOTONIC = module.monotonic
