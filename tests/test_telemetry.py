@@ -676,6 +676,40 @@ def test_prometheus_collector_for_the_apps_own_registry(make_app: Any) -> None:
     assert 'db_client_operation_duration_seconds_count{db_operation_name="SET"' in text
 
 
+def test_prometheus_pool_figures_while_a_request_holds_and_another_waits(make_app: Any) -> None:
+    name = "w" + uuid.uuid4().hex[:8]
+    app = make_app(metrics_route="/metrics", clients=name, **{f"{name}.max_connections": "1"})
+    pool = get_redis(app.app.registry, name).connection_pool
+    held = pool.get_connection()
+    waiter = threading.Thread(target=lambda: get_redis(app.app.registry, name).get("t:x"))
+    waiter.start()
+    try:
+        labels = {"db_client_connection_pool_name": name}
+        deadline = time.monotonic() + 5
+        while not sample(
+            families := scrape(app), "db_client_connection_pending_requests", **labels
+        ):
+            assert time.monotonic() < deadline, "the waiting thread was never shown"
+            time.sleep(0.01)
+        assert sample(families, "db_client_connection_pending_requests", **labels) == 1
+        assert sample(families, "db_client_connection_count", db_client_connection_state="used",
+                      **labels) == 1  # fmt: skip
+        assert sample(families, "db_client_connection_max", **labels) == 1
+    finally:
+        pool.release(held)
+        waiter.join(5)
+
+
+def test_the_collector_of_an_app_without_the_endpoint_adds_nothing(make_app: Any) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pyramid_redisx.prometheus import collector
+
+    own = CollectorRegistry()
+    own.register(collector(make_app().app.registry))  # type: ignore[arg-type]
+    assert generate_latest(own) == b""
+
+
 PROMETHEUS_FAMILIES = {
     "db_client_connection_count": ("gauge", "Connections of the pool by state (used, idle)", ("db_client_connection_pool_name", "db_client_connection_state")),
     "db_client_connection_max": ("gauge", "Most connections the pool may open", ("db_client_connection_pool_name",)),
@@ -730,6 +764,8 @@ def test_prometheus_families_have_the_names_types_help_and_labels_a_dashboard_re
     app.get("/write")  # the cached t:p invalidated
     region = make_region().configure("pyramid_redisx", arguments=region_arguments(app.app.registry))
     region.get("t:absent")
+    region.set("t:present", 1)
+    region.get("t:present")
     response = app.get("/metrics")
     assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
     assert response.headers["Cache-Control"] == "no-store"
@@ -763,7 +799,9 @@ def test_prometheus_families_have_the_names_types_help_and_labels_a_dashboard_re
     ]
     lookups = {(s.labels["pyramid_redisx_cache_name"], s.labels["pyramid_redisx_cache_result"]): s.value
                for s in samples["pyramid_redisx_cache_lookups"] if s.name.endswith("_total")}  # fmt: skip
-    assert lookups == {("dogpile", "miss"): 1.0}
+    assert lookups == {("dogpile", "miss"): 1.0, ("dogpile", "hit"): 1.0}
+    for family in ("db_client_operation_duration_seconds", "pyramid_redisx_request_commands"):
+        assert {s.labels["pyramid_redisx_client_name"] for s in samples[family]} == {"default"}
     figures = {name: sum(s.value for s in samples[f"pyramid_redisx_client_cache_{name}"]
                          if not s.name.endswith("_created"))
                for name in ("hits", "misses", "invalidations", "flushes", "evictions",
@@ -785,6 +823,16 @@ def multiprocess_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def used_on_disk(directory: Path) -> float:
+    """Connections in use as the files say, read without the endpoint (whose scrape
+    writes this process's figures first)."""
+    from prometheus_client import multiprocess
+
+    return sum(s.value for family in multiprocess.MultiProcessCollector(None, str(directory)).collect()
+               if family.name == "db_client_connection_count" for s in family.samples
+               if s.labels.get("db_client_connection_state") == "used")  # fmt: skip
+
+
 def _a_dead_pid() -> int:
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
@@ -799,8 +847,20 @@ def test_multiprocess_mode_in_a_worker(make_app: Any, multiprocess_mode: Path) -
 
     app = make_app({"/": lambda request: str(request.redis.incr("t:mp"))}, metrics_route="/metrics")
     assert not [t for t in threading.enumerate() if t.name == "pyramid_redisx-prometheus"]
-    app.get("/")
-    assert [t for t in threading.enumerate() if t.name == "pyramid_redisx-prometheus"]
+    for _ in range(3):
+        app.get("/")
+    (refresher,) = [t for t in threading.enumerate() if t.name == "pyramid_redisx-prometheus"]
+    assert refresher.daemon  # never holds the worker's exit
+    # the thread writes the figures with no request running (a stalled Redis holds them all)
+    pool = get_redis(app.app.registry).connection_pool
+    held = pool.get_connection()
+    try:
+        deadline = time.monotonic() + 5
+        while used_on_disk(multiprocess_mode) != 1:
+            assert time.monotonic() < deadline, "the refresher never wrote the held connection"
+            time.sleep(0.05)
+    finally:
+        pool.release(held)
     files = sorted(p.name for p in multiprocess_mode.iterdir())
     assert f"gauge_livesum_{os.getpid()}.db" in files and f"histogram_{os.getpid()}.db" in files
     dead = _a_dead_pid()
@@ -814,7 +874,7 @@ def test_multiprocess_mode_in_a_worker(make_app: Any, multiprocess_mode: Path) -
     )
     assert (
         sample(families, "db_client_operation_duration_seconds_count", db_operation_name="INCRBY")
-        == 1
+        == 3
     )
     assert not any(name.startswith("process_") or name.startswith("python_") for name in families)
     left = {p.name for p in multiprocess_mode.iterdir()}

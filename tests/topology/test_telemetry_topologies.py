@@ -14,6 +14,7 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from pyramid_redisx import get_redis
 from pyramid_redisx.testing import RedisClusterSet, SentinelSet
 from tests.telemetry_support import Otel, otel
+from tests.test_telemetry import sample, scrape
 
 from .conftest import cluster_settings, sentinel_settings
 
@@ -71,8 +72,11 @@ def test_cluster_instrumentation_spans_appear_once_with_our_attributes(
 
 
 def test_cluster_redirections_are_counted(cluster_set: RedisClusterSet, apps: Any) -> None:
+    """In the OpenTelemetry metrics and on the Prometheus endpoint, each exactly once
+    however often it is scraped."""
     telemetry = otel()
-    app = apps(cluster_settings(cluster_set, metrics="true"), {"/": cluster_view})
+    app = apps(cluster_settings(cluster_set, metrics="true", metrics_route="/metrics"),
+               {"/": cluster_view})  # fmt: skip
     app.get("/")
     client = get_redis(app.app.registry)
     manager = client.nodes_manager
@@ -82,16 +86,34 @@ def test_cluster_redirections_are_counted(cluster_set: RedisClusterSet, apps: An
                  and n.server_type == "primary")  # fmt: skip
     before = telemetry.value("pyramid_redisx.cluster.redirections",
                              pyramid_redisx__redirection__kind="moved")  # fmt: skip
+    scraped = redirections(app)
     manager.slots_cache[slot] = [wrong]  # a stale map: the wrong master answers MOVED
     assert get_redis(app.app.registry).get(KEYS[0]) == b"secret-value"
     after = telemetry.value("pyramid_redisx.cluster.redirections",
                             pyramid_redisx__redirection__kind="moved")  # fmt: skip
     assert after - before == 1
+    for _ in range(2):  # counted once, however often scraped
+        now = redirections(app)
+        assert (
+            now["moved"] - scraped.get("moved", 0),
+            now.get("ask", 0) - scraped.get("ask", 0),
+        ) == (
+            1,
+            0,
+        )
+
+
+def redirections(app: Any) -> dict[str, float]:
+    families = scrape(app)
+    return {s.labels["pyramid_redisx_redirection_kind"]: s.value
+            for s in families.get("pyramid_redisx_cluster_redirections", ())
+            if s.name.endswith("_total")}  # fmt: skip
 
 
 def test_sentinel_failover_is_counted(sentinel_set: SentinelSet, apps: Any) -> None:
     telemetry = otel()
-    app = apps(sentinel_settings(sentinel_set, metrics="true", tracing="true"),
+    app = apps(sentinel_settings(sentinel_set, metrics="true", tracing="true",
+                                 metrics_route="/metrics"),
                {"/": lambda request: request.redis.set("k", "v")})  # fmt: skip
     app.get("/")
     spans = telemetry.redis_spans()
@@ -101,6 +123,8 @@ def test_sentinel_failover_is_counted(sentinel_set: SentinelSet, apps: Any) -> N
         "127.0.0.1", master.port)  # the master the Sentinels named, not the URL's host  # fmt: skip
     pool_name = {"db__client__connection__pool__name": "default"}
     before = telemetry.value("pyramid_redisx.sentinel.failovers", **pool_name)
+    prometheus_before = sample(scrape(app), "pyramid_redisx_sentinel_failovers_total",
+                               db_client_connection_pool_name="default")  # fmt: skip
     watcher = sentinel_set.watch_switch()
     with sentinel_set.sentinel_client() as sentinel:
         sentinel.sentinel_failover(sentinel_set.service)
@@ -113,3 +137,6 @@ def test_sentinel_failover_is_counted(sentinel_set: SentinelSet, apps: Any) -> N
         time.sleep(0.01)
     app.get("/")  # its connect finds the new master too: still counted once
     assert telemetry.value("pyramid_redisx.sentinel.failovers", **pool_name) - before == 1
+    for _ in range(2):  # and on the Prometheus endpoint, however often scraped
+        assert sample(scrape(app), "pyramid_redisx_sentinel_failovers_total",
+                      db_client_connection_pool_name="default") - prometheus_before == 1  # fmt: skip
