@@ -345,6 +345,28 @@ def test_a_pipeline_that_never_reached_the_server(
     span = telemetry.redis_spans()[-1]
     assert span.name == "MULTI" and span.status.status_code is StatusCode.ERROR
     assert span.attributes["error.type"] == "redis.exceptions.ConnectionError"
+    assert "db.response.status_code" not in span.attributes  # no reply: no code
+
+
+def test_an_error_reply_without_a_code_of_its_own_is_err(make_app: Any, telemetry: Otel) -> None:
+    """``-ERR value is not an integer`` reaches redis-py as "value is not an integer...":
+    its code is ERR (the conventions' ``db.response.status_code``), alone or in a
+    pipeline, never the message's first word."""
+
+    def view(request: Any) -> str:
+        request.redis.set("t:n", "abc")
+        for call in (lambda: request.redis.incr("t:n"),
+                     lambda: request.redis.pipeline(transaction=False).incr("t:n").execute()):  # fmt: skip
+            with pytest.raises(Exception, match="not an integer"):
+                call()
+        return "ok"
+
+    app = make_app({"/": view}, tracing="true")
+    telemetry.exporter.clear()
+    app.get("/")
+    spans = telemetry.redis_spans()
+    assert [s.name for s in spans] == ["SET", "INCRBY", "PIPELINE"]
+    assert [s.attributes.get("db.response.status_code") for s in spans] == [None, "ERR", "ERR"]
 
 
 # ------------------------------------------------------------------ the instrumentation's spans, once
@@ -1086,9 +1108,11 @@ def test_every_instrument_has_the_name_unit_and_description_the_docs_list(
     region.get("t:absent")
     seen: dict[str, tuple[str, str, str]] = {}
     buckets: dict[str, tuple[float, ...]] = {}
+    keys: dict[str, set[tuple[str, ...]]] = {}
     data = reader.get_metrics_data()
     for resource in data.resource_metrics if data else ():
         for scope in resource.scope_metrics:
+            assert scope.scope.name == "pyramid_redisx"  # the meter's name
             for metric in scope.metrics:
                 points = list(metric.data.data_points)
                 assert points, metric.name  # each instrument was recorded or observed
@@ -1100,8 +1124,31 @@ def test_every_instrument_has_the_name_unit_and_description_the_docs_list(
                 else:
                     kind = type(metric.data).__name__
                 seen[metric.name] = (kind, metric.unit, metric.description)
+                keys[metric.name] = {tuple(sorted(p.attributes or {})) for p in points}
+                if metric.name == "db.client.connection.count":
+                    states = {p.attributes["db.client.connection.state"] for p in points}
+                    assert states == {"used", "idle"}
+                if metric.name == "pyramid_redisx.cluster.redirections":
+                    kinds = {p.attributes["pyramid_redisx.redirection.kind"] for p in points}
+                    assert kinds == {"moved", "ask"}
     assert seen == INSTRUMENTS  # and Sentinel's failovers, in tests/topology
     assert buckets == BUCKETS
+    pool, client = "db.client.connection.pool.name", "pyramid_redisx.client.name"
+    operation = ("db.operation.name", "db.system.name", client)
+    assert keys == {
+        "db.client.operation.duration": {operation, tuple(sorted((*operation, "error.type")))},
+        "pyramid_redisx.errors": {("error.type", client, "pyramid_redisx.error.kind")},
+        "db.client.connection.wait_time": {(pool,)},
+        "pyramid_redisx.request.commands": {(client,)},
+        "pyramid_redisx.cache.lookups": {
+            ("pyramid_redisx.cache.name", "pyramid_redisx.cache.result")
+        },
+        "db.client.connection.count": {(pool, "db.client.connection.state")},
+        "db.client.connection.max": {(pool,)},
+        "db.client.connection.pending_requests": {(pool,)},
+        "pyramid_redisx.cluster.redirections": {("pyramid_redisx.redirection.kind",)},
+        **{name: {(pool,)} for name in INSTRUMENTS if ".client_cache." in name},
+    }
     docs = (ROOT / "docs" / "operations.rst").read_text()
     for name in INSTRUMENTS:
         leaf = "." + name.rsplit(".", 1)[1]

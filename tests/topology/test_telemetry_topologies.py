@@ -137,6 +137,14 @@ def test_sentinel_failover_is_counted(sentinel_set: SentinelSet, apps: Any) -> N
         time.sleep(0.01)
     app.get("/")  # its connect finds the new master too: still counted once
     assert telemetry.value("pyramid_redisx.sentinel.failovers", **pool_name) - before == 1
+    data = telemetry.reader.get_metrics_data()
+    (failovers,) = [m for r in data.resource_metrics for sc in r.scope_metrics
+                    for m in sc.metrics if m.name == "pyramid_redisx.sentinel.failovers"]  # fmt: skip
+    assert (failovers.unit, failovers.description) == (
+        "{failover}",
+        "Master changes a Sentinel client has seen",
+    )
+    assert failovers.data.is_monotonic
     for _ in range(2):  # and on the Prometheus endpoint, however often scraped
         assert sample(scrape(app), "pyramid_redisx_sentinel_failovers_total",
                       db_client_connection_pool_name="default") - prometheus_before == 1  # fmt: skip
