@@ -184,11 +184,21 @@ def info(clients: dict[str, RedisOptions], out: TextIO) -> int:
 
 
 def _show(value: Any) -> str:
+    """A value as the ini would write it: lists space-separated, host:port pairs."""
     if value is None:
         return "(unset)"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, tuple):
+        return " ".join(_show_item(item) for item in value)
     return str(value)
+
+
+def _show_item(item: Any) -> str:
+    if isinstance(item, tuple):  # (host, port): an IPv6 host in brackets
+        host, port = item
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(item)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from typing import Any
@@ -283,13 +284,29 @@ def test_check_command_names_the_master(sentinel_set: SentinelSet, tmp_path: Any
         f"redis.url = redis://:{sentinel_set.password}@localhost/0\n"
         f"redis.sentinels = {sentinel_set.sentinels_setting}\n"
         f"redis.sentinel_service = {sentinel_set.service}\n"
+        "redis.clients = other\n"  # a second client (Sentinel too: it inherits redis.sentinels)
+        f"redis.other.url = redis://:{sentinel_set.password}@localhost/1\n"
+        "redis.other.breaker_failures = 0\n"
     )
     out = io.StringIO()
     assert cli_main(["check", str(ini)], out) == 0
     text = out.getvalue()
-    assert "Sentinel service 'mymaster' (master)" in text
-    assert f"127.0.0.1:{sentinel_set.master().port}  role=master" in text
     assert sentinel_set.password not in text  # type: ignore[operator]
+    via = re.escape(", ".join(f"{h}:{p}" for h, p in sentinel_set.sentinel_addresses))
+    node = rf"           ok    127\.0\.0\.1:{sentinel_set.master().port}  role=master latency_ms=\d+\.\d\d"
+    pool = (r"max_connections=32 blocking=true pool_timeout=5s socket_timeout=2s "
+            r"socket_connect_timeout=2s retries=3 ")  # fmt: skip
+    expected = [
+        rf"default  ok    Sentinel service 'mymaster' \(master\) via {via}  {pool}"
+        r"breaker_failures=5 breaker_cooldown=1s",
+        node,
+        rf"other    ok    Sentinel service 'mymaster' \(master\) via {via}  {pool}circuit=off",
+        node,
+    ]
+    lines = text.splitlines()
+    assert len(lines) == len(expected), lines
+    for line, pattern in zip(lines, expected, strict=True):
+        assert re.fullmatch(pattern, line), (line, pattern)
 
 
 def test_no_password_in_sentinel_errors(sentinel_set: SentinelSet, apps: Any) -> None:
