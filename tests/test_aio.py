@@ -28,7 +28,7 @@ from pyramid_redisx.aio import (
     close_async_redis,
     get_async_redis,
 )
-from pyramid_redisx.request import client_set
+from pyramid_redisx.request import client_set, get_redis
 from pyramid_redisx.settings import parse_client
 from pyramid_redisx.testing import free_port, server_binary
 
@@ -150,15 +150,17 @@ async def close_async_redis_in(registry: Any) -> None:
 
 @pytest.fixture
 def sentinel_for(tmp_path: Any) -> Iterator[Any]:
-    """``sentinel_for(master_port)`` → port of a Sentinel watching it as ``mymaster``."""
+    """``sentinel_for(master_port, password=None)`` → port of a Sentinel watching it as
+    ``mymaster`` (that asks its clients for ``password``)."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(master_port: int) -> int:
+    def start(master_port: int, password: str | None = None) -> int:
         port = free_port()
         conf = tmp_path / f"sentinel-{port}.conf"
         conf.write_text(
             f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
             f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+            + (f"requirepass {password}\n" if password else "")
         )
         log = open(tmp_path / f"sentinel-{port}.log", "wb")  # noqa: SIM115 - closed below
         started.append(
@@ -168,7 +170,7 @@ def sentinel_for(tmp_path: Any) -> Iterator[Any]:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with redis.Redis(port=port, socket_timeout=0.5) as sentinel:
+                with redis.Redis(port=port, socket_timeout=0.5, password=password) as sentinel:
                     if sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"):
                         return port
             except redis.ConnectionError:
@@ -384,6 +386,28 @@ def test_sentinel_clients_close_their_sentinel_connections(
 
     asyncio.run(use())
     assert master.client().get("k") == b"v"
+
+
+def test_a_sentinel_that_asks_for_a_password_gets_it_from_the_async_client_too(
+    redis_server_factory: Any, sentinel_for: Any, make_app: Any
+) -> None:
+    """``redis.sentinel_password`` goes to the Sentinels from the asyncio client as from
+    the sync one; the master, which asks for none, gets none."""
+    master = redis_server_factory()
+    port = sentinel_for(master.port, password="s3ntinel-pw")
+    registry = make_app(url="redis://nowhere.invalid:1/0", sentinels=f"127.0.0.1:{port}",
+                        sentinel_service="mymaster", sentinel_password="s3ntinel-pw").app.registry  # fmt: skip
+    assert get_redis(registry).set("sync", "1")
+
+    async def use() -> Any:
+        try:
+            await get_async_redis(registry).set("async", "1")
+            return await get_async_redis(registry).get("sync")
+        finally:
+            await close_async_redis(registry)
+
+    assert asyncio.run(use()) == b"1"
+    assert master.client().get("async") == b"1"
 
 
 @pytest.mark.parametrize("transaction", [False, True], ids=["pipeline", "multi"])

@@ -654,3 +654,107 @@ def test_an_async_read_is_retried_across_refused_reconnects(redis_server_factory
         if restart.is_alive():
             restart.join()
     assert got == [b"back"]
+
+
+# ------------------------------------------------------------------ asyncio as the sync client
+def _sync_and_async(app: Any, use_sync: Any, use_async: Any) -> tuple[Any, Any]:
+    """What the same steps give on the process-wide sync client and the asyncio client:
+    the result, or the error's type, message and cause's type."""
+
+    def outcome(run: Any) -> Any:
+        try:
+            return run()
+        except Exception as error:  # noqa: BLE001 - compared, not handled
+            return type(error).__name__, str(error), type(error.__cause__).__name__
+
+    sync = outcome(lambda: use_sync(get_redis(app.app.registry)))
+    found: list[Any] = []
+
+    async def use(client: Any) -> None:
+        async def run() -> Any:
+            return await use_async(client)
+
+        try:
+            found.append(await run())
+        except Exception as error:  # noqa: BLE001 - compared, not handled
+            found.append((type(error).__name__, str(error), type(error.__cause__).__name__))
+
+    _async_use(app, use)
+    return sync, found[0]
+
+
+@pytest.mark.parametrize("what", ["command", "pipeline", "transaction"])
+def test_async_writes_whose_reply_is_lost_fail_as_the_sync_clients_do(
+    proxy: ResetAfterReplyProxy, redis_server: Any, what: str
+) -> None:
+    """The same error, word for word (what was sent, the cause, the advice), for an INCR,
+    a pipeline of GET and INCR and a MULTI/EXEC, each applied once."""
+
+    def steps(client: Any) -> Any:
+        if what == "command":
+            proxy.arm(b"INCR")
+            return client.incr("n")
+        pipe = client.pipeline(transaction=what == "transaction")
+        pipe.get("n")
+        pipe.incr("n")
+        proxy.arm(b"INCR")
+        return pipe.execute()
+
+    async def async_steps(client: Any) -> Any:
+        return await steps(client)
+
+    app = app_through(proxy, {})
+    sync, asynchronous = _sync_and_async(app, steps, async_steps)
+    assert sync[0] == "CommandMayHaveBeenApplied" and sync == asynchronous
+    assert proxy.resets == 2 and counter(redis_server) == 2  # each applied once
+
+
+@pytest.mark.parametrize("transaction", [False, True])
+def test_async_pipelines_raise_an_error_reply_as_the_sync_ones(
+    proxy: ResetAfterReplyProxy, redis_server: Any, transaction: bool
+) -> None:
+    def steps(client: Any) -> Any:
+        client.set("s", "text")
+        return client.pipeline(transaction=transaction).incr("s").get("s").execute()
+
+    async def async_steps(client: Any) -> Any:
+        await client.set("s", "text")
+        return await client.pipeline(transaction=transaction).incr("s").get("s").execute()
+
+    sync, asynchronous = _sync_and_async(app_through(proxy, {}), steps, async_steps)
+    assert sync[0] == "ResponseError" and "value is not an integer" in sync[1]
+    assert asynchronous == sync
+
+
+def test_async_pipelines_that_do_not_raise_answer_as_the_sync_ones(
+    proxy: ResetAfterReplyProxy, redis_server: Any
+) -> None:
+    """``raise_on_error=False``: the error reply in its place among the results, in a
+    pipeline and in a MULTI/EXEC, as redis-py's sync pipelines give it."""
+
+    def shown(results: list[Any]) -> list[Any]:
+        return [(type(r).__name__, str(r)) if isinstance(r, Exception) else r for r in results]
+
+    def steps(client: Any) -> Any:
+        client.set("s", "text")
+        answers = []
+        for transaction in (False, True):
+            pipe = client.pipeline(transaction=transaction)
+            pipe.incr("s")
+            pipe.get("s")
+            answers.append(shown(pipe.execute(raise_on_error=False)))
+        return answers
+
+    async def async_steps(client: Any) -> Any:
+        await client.set("s", "text")
+        answers = []
+        for transaction in (False, True):
+            pipe = client.pipeline(transaction=transaction)
+            pipe.incr("s")
+            pipe.get("s")
+            answers.append(shown(await pipe.execute(raise_on_error=False)))
+        return answers
+
+    sync, asynchronous = _sync_and_async(app_through(proxy, {}), steps, async_steps)
+    error = ("ResponseError", "value is not an integer or out of range")
+    assert sync == [[error, b"text"], [error, b"text"]] and asynchronous == sync
