@@ -430,3 +430,101 @@ def test_a_pipeline_to_a_node_that_refuses_connections_was_not_sent(
     for error in errors:
         assert not isinstance(error, CommandMayHaveBeenApplied), error
         assert "onnect" in str(error), error  # refused, or no node to connect to
+
+
+def test_async_cluster_pipelines_answer_as_the_sync_ones(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The sync Cluster client as the oracle: an error reply raised, or returned in its
+    place with ``raise_on_error=False``, in a pipeline and a MULTI/EXEC (one slot)."""
+    app = apps(cluster_settings(cluster_set))
+    from pyramid_redisx import get_redis
+
+    def shown(outcome: Any) -> Any:
+        if isinstance(outcome, Exception):
+            return type(outcome).__name__, str(outcome)
+        return [shown(r) if isinstance(r, Exception) else r for r in outcome]
+
+    def sync_steps(client: Any) -> list[Any]:
+        client.set(EVENTS, "text")
+        found = []
+        for transaction in (False, True):
+            for raise_on_error in (True, False):
+                pipe = client.pipeline(transaction=transaction)
+                pipe.incr(EVENTS)
+                pipe.get(EVENTS)
+                try:
+                    found.append(shown(pipe.execute(raise_on_error=raise_on_error)))
+                except Exception as error:  # noqa: BLE001 - compared
+                    found.append(shown(error))
+        return found
+
+    async def async_steps(client: Any) -> list[Any]:
+        await client.set(EVENTS, "text")
+        found = []
+        for transaction in (False, True):
+            for raise_on_error in (True, False):
+                pipe = client.pipeline(transaction=transaction)
+                pipe.incr(EVENTS)
+                pipe.get(EVENTS)
+                try:
+                    found.append(shown(await pipe.execute(raise_on_error=raise_on_error)))
+                except Exception as error:  # noqa: BLE001 - compared
+                    found.append(shown(error))
+        return found
+
+    sync = sync_steps(get_redis(app.app.registry))
+    answers: list[Any] = []
+
+    async def use(client: Any) -> None:
+        answers.append(await async_steps(client))
+
+    _run_async(app, use)
+    error = ("ResponseError", "value is not an integer or out of range")
+    assert sync[1] == [error, b"text"] and sync[3] == [error, b"text"]
+    assert sync[0][0] == "ResponseError" and sync[2][0] == "ResponseError"
+    assert answers[0] == sync
+
+
+def connections_received(cluster_set: RedisClusterSet) -> list[int]:
+    found = []
+    for node in cluster_set.nodes:
+        with node.client() as client:
+            found.append(int(client.info("stats")["total_connections_received"]))
+    return found
+
+
+def test_async_cluster_pipelines_fail_at_once_while_the_circuit_is_open(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The asyncio Cluster client's pipelines and transactions pass the client's circuit:
+    open (as other requests' failures would open it), they raise RedisCircuitOpen without
+    a connection to any node."""
+    import redis
+
+    from pyramid_redisx import RedisCircuitOpen, get_redis
+    from pyramid_redisx.breaker import OPEN, breaker_of
+
+    app = apps(cluster_settings(cluster_set, breaker_failures="2", breaker_cooldown="30"))
+    circuit = breaker_of(get_redis(app.app.registry).connection_pool)
+    outcomes: list[str] = []
+
+    async def use(client: Any) -> None:
+        assert await client.set(COUNTER, 0)  # connected and healthy
+        for _ in range(2):
+            circuit.failed(redis.ConnectionError("Error 111 connecting. Connection refused."))
+        assert circuit.state == OPEN
+        received = connections_received(cluster_set)
+        for transaction in (False, True):
+            pipe = client.pipeline(transaction=transaction)
+            pipe.incr(COUNTER)
+            try:
+                await pipe.execute()
+            except RedisCircuitOpen:
+                outcomes.append("RedisCircuitOpen")
+        # the only new connection to each node: the one that asked it now
+        assert connections_received(cluster_set) == [n + 1 for n in received]
+
+    _run_async(app, use)
+    assert outcomes == ["RedisCircuitOpen"] * 2
+    assert _on(_node_with_key(cluster_set, COUNTER), "GET", COUNTER) == b"0"
