@@ -640,3 +640,28 @@ def test_a_pipeline_first_takes_the_request_connection_for_what_follows(
     assert app.get("/").text == "True"
     assert counted == [1]
     assert in_use(app) == 0
+
+
+def test_what_a_long_view_still_holds_is_given_back_after_it_dropped_many_others(
+    make_app: Any, redis_server: Any
+) -> None:
+    """A view subscribes, keeps the subscription past the request, then watches and
+    drops 100 pipelines (the request forgets the dropped ones as it goes): at the end the
+    subscription's connection is still closed, and every connection is back."""
+    kept: list[Any] = []
+
+    def view(request: Any) -> str:
+        pubsub = request.redis.pubsub()
+        pubsub.subscribe("kept-channel")
+        kept.append(pubsub)
+        for _ in range(100):
+            pipe = request.redis.pipeline()
+            pipe.watch("k")
+            pipe.reset()
+        return "ok"
+
+    app = make_app({"/": view})
+    assert app.get("/").text == "ok"
+    with redis_server.client() as direct:
+        assert direct.pubsub_numsub("kept-channel") == [(b"kept-channel", 0)]
+    assert in_use(app) == 0

@@ -13,6 +13,7 @@ import pytest
 from pyramid.response import Response
 
 from pyramid_redisx import get_redis, stats
+from pyramid_redisx.usage import KEY_SHOWN
 
 LINE = re.compile(
     r"^redis client=(?P<client>\S+) commands=(?P<commands>\d+) time_ms=(?P<time>[\d.]+) "
@@ -541,3 +542,27 @@ def test_slow_command_warnings_name_commands_and_keys_as_one_token_each(
         ("GET", "k" * 64), ("PING", "-"), ("AUTH", "-"),
     ], seen  # fmt: skip
     assert not [m for m in slow if "not-the-password" in m]
+
+
+def test_slow_command_warning_path_under_a_prefix_and_keys_as_shown(
+    make_app: Any, all_logs: Any
+) -> None:
+    """The path as the client asked it (``SCRIPT_NAME`` + ``PATH_INFO``, an app mounted
+    under a prefix); a key's bytes shown as text (undecodable bytes replaced), and a long
+    key cut."""
+    long_key = "k" * (KEY_SHOWN + 10)
+
+    def view(request: Any) -> str:
+        request.redis.blpop([b"\xffbin"], timeout=0.2)
+        request.redis.blpop([long_key], timeout=0.2)
+        return "ok"
+
+    app = make_app({"/page": view}, slow_command="100ms")
+    app.get("/page", extra_environ={"SCRIPT_NAME": "/shop"})
+    slow = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.slow"]
+    assert len(slow) == 2, slow
+    assert slow[0].startswith("redis client=default slow command BLPOP key=\ufffdbin took ")
+    assert slow[1].startswith(
+        f"redis client=default slow command BLPOP key={'k' * KEY_SHOWN}… took "
+    )
+    assert all(line.endswith(" ms (slow_command 100.00 ms) path=/shop/page") for line in slow)
