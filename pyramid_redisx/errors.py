@@ -17,15 +17,18 @@ class RedisSettingsError(ConfigurationError):
     """A ``redis.*`` setting (or a directive option) has a value we cannot use.
 
     ``key`` is the full settings key (``redis.cache.max_connections``), ``value`` the
-    offending value as shown to users (passwords already redacted) and ``accepted`` a
-    short description of what would have been accepted.
+    offending value as shown to users (passwords already redacted; None when a required
+    key is missing) and ``accepted`` a short description of what would have been accepted.
     """
 
     def __init__(self, key: str, value: object, accepted: str) -> None:
         self.key = key
-        self.value = value
+        self.value = value  # None: the key is missing
         self.accepted = accepted
-        super().__init__(f"{key} = {value!r} is not valid: {accepted}")
+        if value is None:
+            super().__init__(f"{key} is not set: {accepted}")
+        else:
+            super().__init__(f"{key} = {value!r} is not valid: {accepted}")
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -733,6 +733,8 @@ def _check_legacy_keys(
     if parts["username"] or parts["password"]:
         auth = (parts["username"] or "") + (":***" if parts["password"] else "") + "@"
     db = str(given.get("db", parts["db"] or 0)).strip()
+    if not db.isdigit():
+        db = "<database number>"  # never suggest a URL that is refused in turn
     if "unix_socket_path" in given:
         suggested = f"unix://{auth}{str(given['unix_socket_path']).strip()}?db={db}"
     else:
