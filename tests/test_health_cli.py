@@ -38,7 +38,8 @@ def test_health_ok_down_and_back(redis_server_factory: Any, redis_url: str) -> N
     cache = ok.json["clients"]["cache"]
     assert cache["ok"] is True and cache["role"] == "master" and cache["latency_ms"] > 0
     assert cache["pool"] == {"in_use": 0, "idle": 0, "max": 5}
-    assert "error" not in cache
+    assert (cache["circuit"], cache["soft_failures"]) == ("closed", 0)
+    assert sorted(cache) == ["circuit", "latency_ms", "ok", "pool", "role", "soft_failures"]
 
     server.stop()
     started = time.monotonic()
@@ -50,9 +51,22 @@ def test_health_ok_down_and_back(redis_server_factory: Any, redis_url: str) -> N
     assert failing["ok"] is False and failing["error"].startswith("connection refused: ")
     assert PASSWORD not in down.text and PASSWORD not in ok.text
 
+    assert sorted(failing) == ["circuit", "error", "latency_ms", "ok", "pool", "role",
+                               "soft_failures"]  # fmt: skip
+
     server.start()
     assert app.get("/health/redis").json["status"] == "ok"  # no app rebuild
-    close_probes(app.app.registry)  # the session server counts its clients elsewhere
+    with server.client() as admin:  # the server's password, as started
+
+        def probes_connected() -> int:
+            return sum(1 for c in admin.client_list() if c["id"] != str(admin.client_id()))
+
+        assert probes_connected() == 1  # the health view's own connection
+        close_probes(app.app.registry)
+        deadline = time.monotonic() + 5
+        while probes_connected():
+            assert time.monotonic() < deadline, "the probe's connection stayed open"
+            time.sleep(0.01)
     client_set(app.app.registry).close()
 
 
