@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import webtest
 from pyramid.config import Configurator
 from pyramid.response import Response
 
 from pyramid_redisx.request import client_set
+from pyramid_redisx.testing import free_port, server_binary
 
 pytest_plugins = ["pyramid_redisx.testing"]
 
@@ -128,3 +132,41 @@ def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = out.glob("pyramid_redisx-*.whl")
     return wheel
+
+
+@pytest.fixture
+def sentinel_for(tmp_path: Any) -> Iterator[Any]:
+    """``sentinel_for(master_port, password=None)`` → port of a Sentinel watching it as
+    ``mymaster`` (that asks its clients for ``password``)."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(master_port: int, password: str | None = None) -> int:
+        port = free_port()
+        conf = tmp_path / f"sentinel-{port}.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+            f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+            + (f"requirepass {password}\n" if password else "")
+        )
+        log = open(tmp_path / f"sentinel-{port}.log", "wb")  # noqa: SIM115 - closed below
+        started.append(
+            subprocess.Popen([server_binary(), str(conf), "--sentinel"], stdout=log, stderr=log)
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis(port=port, socket_timeout=0.5, password=password) as sentinel:
+                    if sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"):
+                        return port
+            except redis.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / f"sentinel-{port}.log").read_text()
+            time.sleep(0.05)
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.kill()
+            process.wait(10)

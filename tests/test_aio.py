@@ -14,7 +14,6 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from pyramid_redisx.aio import (
 )
 from pyramid_redisx.request import client_set, get_redis
 from pyramid_redisx.settings import parse_client
-from pyramid_redisx.testing import free_port, server_binary
+from pyramid_redisx.testing import server_binary
 
 
 def test_one_client_per_loop_closed_cleanly(make_app: Any, redis_client_list: Any) -> None:
@@ -146,44 +145,6 @@ async def _ping(registry: Any) -> Any:
 
 async def close_async_redis_in(registry: Any) -> None:
     await close_async_redis(registry)
-
-
-@pytest.fixture
-def sentinel_for(tmp_path: Any) -> Iterator[Any]:
-    """``sentinel_for(master_port, password=None)`` → port of a Sentinel watching it as
-    ``mymaster`` (that asks its clients for ``password``)."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(master_port: int, password: str | None = None) -> int:
-        port = free_port()
-        conf = tmp_path / f"sentinel-{port}.conf"
-        conf.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-            f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
-            + (f"requirepass {password}\n" if password else "")
-        )
-        log = open(tmp_path / f"sentinel-{port}.log", "wb")  # noqa: SIM115 - closed below
-        started.append(
-            subprocess.Popen([server_binary(), str(conf), "--sentinel"], stdout=log, stderr=log)
-        )
-        log.close()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with redis.Redis(port=port, socket_timeout=0.5, password=password) as sentinel:
-                    if sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"):
-                        return port
-            except redis.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / f"sentinel-{port}.log").read_text()
-            time.sleep(0.05)
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.kill()
-            process.wait(10)
 
 
 def test_sentinel_master_through_the_sentinels(

@@ -235,3 +235,33 @@ def test_health_shows_the_client_cache_only_when_on(make_app: Any) -> None:
     assert figures["entries"] == 1 and figures["hits"] >= 2 and figures["bytes"] > 0
     assert set(figures) == {"listening", "entries", "bytes", "hits", "misses",
                             "invalidations", "flushes", "evictions"}  # fmt: skip
+
+
+def test_health_of_a_sentinel_client_names_the_master_node_and_its_state(
+    redis_server_factory: Any, sentinel_for: Any, make_app: Any
+) -> None:
+    """Up: the master the Sentinel names, as a node. Master down (the Sentinel still
+    names it: its down-after is 30 s): that node's error. A service the Sentinel does
+    not know: no master, no node."""
+    master = redis_server_factory()
+    port = sentinel_for(master.port)
+    app = make_app(url="redis://nowhere.invalid:1/0", sentinels=f"127.0.0.1:{port}",
+                   sentinel_service="mymaster", health_route="/health", clients="lost",
+                   **{"lost.sentinel_service": "nosuch", "lost.startup_check": "false"})  # fmt: skip
+    body = app.get("/health", status=503).json
+    node = f"127.0.0.1:{master.port}"
+    up = body["clients"]["default"]
+    assert (up["ok"], up["role"], list(up["nodes"])) == (True, "master", [node])
+    assert up["nodes"][node]["ok"] is True and up["nodes"][node]["role"] == "master"
+    assert sorted(up["nodes"][node]) == ["latency_ms", "ok", "role"]
+    lost = body["clients"]["lost"]
+    assert (lost["ok"], lost["latency_ms"], lost["role"], lost["nodes"]) == (False, 0.0, "", {})
+    assert lost["error"].startswith("no master: ")
+    assert "nosuch" in lost["error"]
+    master.stop()
+    down = app.get("/health", status=503).json["clients"]["default"]
+    assert down["ok"] is False and list(down["nodes"]) == [node]
+    assert down["nodes"][node]["ok"] is False
+    assert down["nodes"][node]["error"] == down["error"]
+    assert down["error"].startswith("connection refused: ")
+    close_probes(app.app.registry)
