@@ -33,6 +33,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .breaker import CLOSED, NO_BREAKER, NoBreaker, breaker_of
@@ -57,6 +58,7 @@ from .retries import (
     retry_arguments,
     retryable,
 )
+from .sentinel import sentinel_kwargs
 from .settings import DEFAULT_CLIENT, RedisOptions
 
 _STATE = "pyramid_redisx_async"  # registry attribute: _AsyncClients
@@ -464,13 +466,11 @@ def _sentinel_master(options: RedisOptions, kwargs: dict[str, Any]) -> Any:
         kwargs.pop(name, None)
     if options.scheme == "rediss":
         kwargs["ssl"] = True
-    sentinel_kwargs = {
-        "password": options.sentinel_password,
-        "socket_timeout": options.socket_timeout,
-        "socket_connect_timeout": options.socket_connect_timeout,
-    }
+    # The Sentinels as the sync client reaches them (TLS with rediss://, its password, no
+    # retry: the next one is asked), with asyncio's Retry.
+    for_sentinels = {**sentinel_kwargs(options), "retry": Retry(NoBackoff(), 0)}
     assert options.sentinels is not None and options.sentinel_service is not None
-    sentinel = Sentinel(list(options.sentinels), sentinel_kwargs=sentinel_kwargs, **kwargs)
+    sentinel = Sentinel(list(options.sentinels), sentinel_kwargs=for_sentinels, **kwargs)
     client = sentinel.master_for(options.sentinel_service, redis_class=WriteSafeAsyncRedis)
     client.redisx_retry_writes = options.retry_writes
     client.pyramid_redisx_sentinels = sentinel.sentinels  # closed with the client

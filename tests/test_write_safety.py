@@ -710,7 +710,7 @@ def test_async_writes_whose_reply_is_lost_fail_as_the_sync_clients_do(
 
 
 @pytest.mark.parametrize("transaction", [False, True])
-def test_async_pipelines_raise_an_error_reply_as_the_sync_ones(
+def test_async_pipelines_raise_an_error_reply_as_redis_pys_own(
     proxy: ResetAfterReplyProxy, redis_server: Any, transaction: bool
 ) -> None:
     def steps(client: Any) -> Any:
@@ -723,7 +723,20 @@ def test_async_pipelines_raise_an_error_reply_as_the_sync_ones(
 
     sync, asynchronous = _sync_and_async(app_through(proxy, {}), steps, async_steps)
     assert sync[0] == "ResponseError" and "value is not an integer" in sync[1]
-    assert asynchronous == sync
+    assert asynchronous[0] == sync[0]
+    # word for word as redis-py's own asyncio client (8.1's message shows the reply as a
+    # tuple, 8.2's as the sync one: redis-py's difference, kept)
+    plain: list[Any] = []
+
+    async def bare() -> None:
+        async with redis.asyncio.Redis(port=redis_server.port) as client:
+            try:
+                plain.append(await async_steps(client))
+            except Exception as error:  # noqa: BLE001 - compared
+                plain.append((type(error).__name__, str(error), type(error.__cause__).__name__))
+
+    asyncio.run(bare())
+    assert asynchronous == plain[0]
 
 
 def test_async_pipelines_that_do_not_raise_answer_as_the_sync_ones(

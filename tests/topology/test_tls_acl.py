@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from redis.exceptions import NoPermissionError
 
-from pyramid_redisx import get_redis
+from pyramid_redisx import close_async_redis, get_async_redis, get_redis
 from pyramid_redisx.testing import RedisClusterSet, SentinelSet, TLSFiles
 
 from .conftest import client_names_on
@@ -92,6 +93,17 @@ def test_sentinel_over_tls_with_acl_users(
         time.sleep(0.02)
     assert subscribed()
     assert PASSWORD not in app.get("/health").text and "app-pw" not in app.get("/health").text
+
+    async def use_async() -> Any:  # the asyncio client: the same Sentinels, TLS and user
+        try:
+            client = get_async_redis(app.app.registry)
+            await client.set("async-k", "v2")
+            return await client.get("async-k")
+        finally:
+            await close_async_redis(app.app.registry)
+
+    assert asyncio.run(use_async()) == b"v2"
+    assert master.client().get("async-k") == b"v2"
 
 
 def test_cluster_over_tls_with_an_acl_user(
