@@ -771,3 +771,26 @@ def test_async_pipelines_that_do_not_raise_answer_as_the_sync_ones(
     sync, asynchronous = _sync_and_async(app_through(proxy, {}), steps, async_steps)
     error = ("ResponseError", "value is not an integer or out of range")
     assert sync == [[error, b"text"], [error, b"text"]] and asynchronous == sync
+
+
+def test_async_sentinel_client_applies_a_write_once(
+    proxy: ResetAfterReplyProxy, redis_server: Any, sentinel_for: Any
+) -> None:
+    """The asyncio client of a Sentinel app follows the write rule too: the Sentinel
+    names the master behind the proxy, whose reset after an INCR makes it "may have been
+    applied", applied once; a GET after the same reset is sent again and answers."""
+    port = sentinel_for(proxy.port)
+    app = build_app({"redis.url": "redis://nowhere.invalid:1/0", "redis.retries": "3",
+                     "redis.sentinels": f"127.0.0.1:{port}", "redis.sentinel_service": "mymaster"})  # fmt: skip
+    seen: list[Any] = []
+
+    async def use(client: Any) -> None:
+        assert await client.incr("n") == 1
+        proxy.arm(b"INCR")
+        with pytest.raises(CommandMayHaveBeenApplied, match="INCRBY may have been applied"):
+            await client.incr("n")
+        proxy.arm(b"GET")
+        seen.append(await client.get("n"))
+
+    _async_use(app, use)
+    assert proxy.resets == 2 and seen == [b"2"] and counter(redis_server) == 2
