@@ -4,6 +4,7 @@ Sentinel failovers counted."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-from pyramid_redisx import get_redis
+from pyramid_redisx import close_async_redis, get_async_redis, get_redis
 from pyramid_redisx.testing import RedisClusterSet, SentinelSet
 from tests.telemetry_support import Otel, otel
 from tests.test_telemetry import sample, scrape
@@ -92,15 +93,29 @@ def test_cluster_redirections_are_counted(cluster_set: RedisClusterSet, apps: An
     after = telemetry.value("pyramid_redisx.cluster.redirections",
                             pyramid_redisx__redirection__kind="moved")  # fmt: skip
     assert after - before == 1
+
+    # the asyncio Cluster client's redirections count the same way
+    async def stale_async() -> Any:
+        aclient = get_async_redis(app.app.registry)
+        try:
+            await aclient.initialize()
+            amanager = aclient.nodes_manager
+            aright = amanager.slots_cache[slot][0]
+            awrong = next(n for n in amanager.nodes_cache.values() if n.name != aright.name
+                          and n.server_type == "primary")  # fmt: skip
+            amanager.slots_cache[slot] = [awrong]
+            return await aclient.get(KEYS[0])
+        finally:
+            await close_async_redis(app.app.registry)
+
+    assert asyncio.run(stale_async()) == b"secret-value"
+    assert telemetry.value("pyramid_redisx.cluster.redirections",
+                           pyramid_redisx__redirection__kind="moved") - after == 1  # fmt: skip
     for _ in range(2):  # counted once, however often scraped
         now = redirections(app)
-        assert (
-            now["moved"] - scraped.get("moved", 0),
-            now.get("ask", 0) - scraped.get("ask", 0),
-        ) == (
-            1,
-            0,
-        )
+        moved = now["moved"] - scraped.get("moved", 0)
+        asked = now.get("ask", 0) - scraped.get("ask", 0)
+        assert (moved, asked) == (2, 0)  # one by each client
 
 
 def redirections(app: Any) -> dict[str, float]:
