@@ -190,3 +190,113 @@ TestBreakerModel.settings = settings(max_examples=150, stateful_step_count=40, d
 @pytest.fixture(autouse=True)
 def _quiet(caplog: Any) -> None:
     caplog.set_level("ERROR", logger="pyramid_redisx.breaker")
+
+
+# ------------------------------------------------------------------ the pieces, one by one
+def test_failover_closes_the_circuit_and_says_where_the_service_went(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    breaker = Breaker(2, COOLDOWN, "Sentinel service 'mymaster'")
+    for _ in range(2):
+        breaker.failed(redis.ConnectionError("Error 111 connecting. Connection refused."))
+    assert breaker.state == OPEN
+    caplog.set_level("WARNING", logger="pyramid_redisx.breaker")
+    breaker.failover("10.0.0.5:6379")
+    assert (breaker.state, breaker.failures, breaker.dirty, breaker.prober) == (
+        CLOSED,
+        0,
+        False,
+        None,
+    )
+    (line,) = [r.getMessage() for r in caplog.records if "circuit closed" in r.getMessage()]
+    assert line.startswith("redis client=? circuit closed: the service moved to 10.0.0.5:6379; ")
+    breaker.failed(redis.ConnectionError("refused"))  # one failure counted while closed
+    breaker.failover("10.0.0.6:6379")  # a failover clears it too
+    assert (breaker.failures, breaker.dirty) == (0, False)
+
+
+def test_a_call_that_began_before_the_circuit_opened_and_succeeds_closes_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    breaker = Breaker(1, COOLDOWN, "redis://h:1/0")
+    breaker.failed(redis.ConnectionError("refused"))
+    caplog.set_level("WARNING", logger="pyramid_redisx.breaker")
+    breaker.succeeded()  # not the probe: a request already past the gate got an answer
+    assert breaker.state == CLOSED
+    (line,) = [r.getMessage() for r in caplog.records if "circuit closed" in r.getMessage()]
+    assert line.startswith("redis client=? circuit closed: a request succeeded; ")
+
+
+def test_a_probe_that_fails_neither_way_hands_the_probe_on_at_once() -> None:
+    """The probe raised something that is neither a failure to reach the server nor a
+    reply (a bug in the caller, bad input): nothing is learnt, the next call probes."""
+    now = [100.0]
+    module.monotonic = lambda: now[0]  # type: ignore[assignment]
+    try:
+        breaker = Breaker(1, COOLDOWN, "redis://h:1/0")
+        breaker.failed(redis.ConnectionError("refused"))
+        now[0] += COOLDOWN
+        assert breaker.enter() is True
+        breaker.failed(ValueError("not Redis's doing"), True)
+        assert (breaker.state, breaker.prober) == (OPEN, None)
+        assert breaker.enter() is True  # at once: no cooldown
+    finally:
+        module.monotonic = _MONOTONIC
+
+
+def test_guarded_calls_through_the_gate() -> None:
+    """``guarded`` (the Cluster client's own loops): closed, the call with its arguments;
+    open, refused without calling; due, the call is the probe and its outcome counts."""
+    now = [100.0]
+    module.monotonic = lambda: now[0]  # type: ignore[assignment]
+    calls: list[Any] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        if kwargs.get("fail"):
+            raise redis.ConnectionError("refused")
+        return "answer"
+
+    try:
+        breaker = Breaker(1, COOLDOWN, "cluster via h:1")
+        assert module.guarded(breaker, call, 1, k="v") == "answer"
+        assert calls == [((1,), {"k": "v"})]
+        with pytest.raises(redis.ConnectionError):
+            module.guarded(breaker, call, fail=True)
+        assert breaker.state == OPEN
+        with pytest.raises(RedisCircuitOpen):
+            module.guarded(breaker, call)
+        assert len(calls) == 2  # refused without calling
+        now[0] += COOLDOWN
+        with pytest.raises(redis.ConnectionError):
+            module.guarded(breaker, call, fail=True)  # the probe, refused
+        assert (breaker.state, breaker.prober, breaker.probes) == (OPEN, None, 1)
+        now[0] += COOLDOWN
+        assert module.guarded(breaker, call) == "answer"  # the probe, answered
+        assert (breaker.state, breaker.dirty) == (CLOSED, False)
+    finally:
+        module.monotonic = _MONOTONIC
+
+
+def test_what_fail_soft_callers_swallow() -> None:
+    """Unreachable, the circuit, a busy pool, a server that cannot serve yet: swallowed.
+    A wrong password or a refused permission: shown (a mistake, not an outage)."""
+    unavailable = module.unavailable
+    assert unavailable(redis.ConnectionError("Error 111 connecting. Connection refused."))
+    assert unavailable(BaseParser.parse_error("LOADING Redis is loading the dataset in memory"))
+    assert not unavailable(BaseParser.parse_error("WRONGPASS invalid username-password pair"))
+    assert not unavailable(BaseParser.parse_error("NOPERM this user has no permissions"))
+    assert not unavailable(BaseParser.parse_error("WRONGTYPE Operation against a key"))
+
+
+def test_where_and_describe_say_it_as_the_messages_do() -> None:
+    from pyramid_redisx.settings import parse_client
+
+    def where(**settings: str) -> str:
+        return module.where(parse_client("default", {f"redis.{k}": v for k, v in settings.items()}))
+
+    assert where(url="redis://:pw@h:7/1") == "redis://:***@h:7/1"
+    assert where(sentinels="s:1", sentinel_service="mymaster") == "Sentinel service 'mymaster'"
+    assert where(url="redis://c:7000/0", cluster="true") == "cluster via c:7000"
+    assert module.describe(redis.ConnectionError()) == "ConnectionError: -"
+    assert module.breaker_of(object()).state == "off"  # a pool without one: no circuit
