@@ -91,8 +91,10 @@ def test_info_prints_each_client_as_the_ini_would_write_it(
         redis.cache.client_cache = true
         redis.cache.client_cache_commands = GET HGET
         """)  # fmt: skip
-    assert cli.main(["info", path]) == 0
-    text = capsys.readouterr().out
+    out = io.StringIO()
+    assert cli.main(["info", path], out) == 0
+    assert capsys.readouterr().out == ""  # all on the stream given
+    text = out.getvalue()
     assert "s3cr3t" not in text
     sections = text.split("\n\n")
     assert sections[-1] == ""  # each section ends with a blank line
@@ -149,3 +151,82 @@ def test_help_names_the_program_the_commands_and_each_argument(
     assert "argument command: invalid choice: 'chek' (choose from 'check', 'info')" in (
         capsys.readouterr().err
     )
+
+
+def test_variables_after_the_file_name_are_passed_as_pserve_passes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_ini(tmp_path, "redis.url = redis://h:%(redis_port)s/0\n"
+                               "redis.client_name = %(app_name)s\n")  # fmt: skip
+    assert cli.main(["info", path, "redis_port=6390", "app_name=shop=1"]) == 0
+    text = capsys.readouterr().out
+    assert "port = 6390\n" in text and "client_name = shop=1\n" in text  # split at the first =
+    for bad, number in (("redis_port", 1), ("=6390", 2)):
+        args = ["info", path, "redis_port=6390", bad] if number == 2 else ["info", path, bad]
+        assert cli.main(args) == 2
+        assert capsys.readouterr().err == (
+            f"pyramid-redisx: variable {number} after the file name is not name=value\n"
+        )
+
+
+def test_a_section_named_after_the_file_still_shields_default_variables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "app.ini"
+    path.write_text("[DEFAULT]\nredis_port = 6379\n\n[app:shop]\nuse = call:demo_app:main\n"
+                    "redis.url = redis://h:%(redis_port)s/0\n")  # fmt: skip
+    assert cli.main(["check", f"{path}#shop", "redis_port=1"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"pyramid-redisx: {path}: redis_port is set in [DEFAULT]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ("just words\nredis.url = redis://h/0\nmore words\n",
+         "{path}: line 3, 5 is not 'key = value'"),
+        ("[app:main]\nredis.url = redis://h/0\n",
+         "{path}: DuplicateSectionError (line 3)"),
+        ("redis.password = 50%off\n",
+         "{path}: [app:main] redis.password holds a % that is not %(name)s: write %% for a "
+         "literal % (a percent-encoded password: %%23 for %23)"),
+    ],
+)  # fmt: skip
+def test_an_ini_that_cannot_be_read_is_one_line_naming_file_and_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, said: str
+) -> None:
+    path = write_ini(tmp_path, body)
+    assert cli.main(["check", path]) == 2
+    assert capsys.readouterr().err == f"pyramid-redisx: {said.format(path=path)}\n"
+
+
+def test_check_of_a_sentinel_client_lists_the_master_up_then_down(
+    tmp_path: Path, redis_server_factory: Any, sentinel_for: Any
+) -> None:
+    master = redis_server_factory()
+    port = sentinel_for(master.port)
+    path = write_ini(tmp_path, f"""
+        redis.url = redis://nowhere.invalid:1/0
+        redis.sentinels = 127.0.0.1:{port}
+        redis.sentinel_service = mymaster
+        redis.startup_check_timeout = 0.5
+        """)  # fmt: skip
+    head = rf"default  (ok  |DOWN)  Sentinel service 'mymaster' \(master\) via 127\.0\.0\.1:{port}"
+    outputs = []
+    for expected in (0, 1):
+        out = io.StringIO()
+        assert cli.main(["check", path], out) == expected
+        outputs.append(out.getvalue().splitlines())
+        master.stop()
+    up, down = outputs
+    assert len(up) == 2 and re.match(head + "  max_connections=32 ", up[0]), up
+    assert re.fullmatch(rf"           ok    127\.0\.0\.1:{master.port}  role=master "
+                        r"latency_ms=\d+\.\d\d", up[1]), up  # fmt: skip
+    refused = (
+        f"connection refused: Error 111 connecting to 127.0.0.1:{master.port}. Connection refused."
+    )
+    assert len(down) == 2 and re.match(
+        head.replace("(ok  |DOWN)", "DOWN") + "  " + re.escape(refused), down[0]
+    ), down
+    assert down[1] == f"           DOWN  127.0.0.1:{master.port}  role= latency_ms=0.00  {refused}"
