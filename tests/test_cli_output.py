@@ -230,3 +230,14 @@ def test_check_of_a_sentinel_client_lists_the_master_up_then_down(
         head.replace("(ok  |DOWN)", "DOWN") + "  " + re.escape(refused), down[0]
     ), down
     assert down[1] == f"           DOWN  127.0.0.1:{master.port}  role= latency_ms=0.00  {refused}"
+
+
+def test_the_apps_other_includes_are_not_run(
+    tmp_path: Path, redis_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``pyramid.includes`` (the app's own add-ons, here one that is not installed on the
+    machine that runs the check) are not the add-on's business: left out."""
+    path = write_ini(tmp_path, f"redis.url = redis://127.0.0.1:{redis_server.port}/0\n"
+                               "pyramid.includes = not_installed_anywhere\n")  # fmt: skip
+    assert cli.main(["check", path]) == 0
+    assert capsys.readouterr().err == ""
