@@ -6,6 +6,7 @@ tests/reliability/test_prometheus_gunicorn.py, Cluster and Sentinel in tests/top
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -555,14 +557,25 @@ def test_errors_by_kind(
         client_set(app.app.registry).close()
 
 
-def test_pending_requests_while_a_thread_waits(make_app: Any, telemetry: Otel) -> None:
+@contextlib.contextmanager
+def a_thread_waiting(make_app: Any, **settings: str) -> Iterator[tuple[Any, str]]:
+    """(app, client name) while a client of one connection has it taken and a thread
+    waits for it; the connection is given back and the thread joined after."""
     name = "w" + uuid.uuid4().hex[:8]
-    app = make_app(metrics="true", clients=name, **{f"{name}.max_connections": "1"})
+    app = make_app(clients=name, **{f"{name}.max_connections": "1"}, **settings)
     pool = get_redis(app.app.registry, name).connection_pool
     held = pool.get_connection()
     waiter = threading.Thread(target=lambda: get_redis(app.app.registry, name).get("t:x"))
     waiter.start()
     try:
+        yield app, name
+    finally:
+        pool.release(held)
+        waiter.join(5)
+
+
+def test_pending_requests_while_a_thread_waits(make_app: Any, telemetry: Otel) -> None:
+    with a_thread_waiting(make_app, metrics="true") as (_app, name):
         deadline = time.monotonic() + 5
         seen = 0.0
         while time.monotonic() < deadline and not seen:
@@ -571,9 +584,6 @@ def test_pending_requests_while_a_thread_waits(make_app: Any, telemetry: Otel) -
             )
             time.sleep(0.01)
         assert seen == 1
-    finally:
-        pool.release(held)
-        waiter.join(5)
     assert (
         telemetry.value(
             "db.client.connection.pending_requests", db__client__connection__pool__name=name
@@ -699,13 +709,7 @@ def test_prometheus_collector_for_the_apps_own_registry(make_app: Any) -> None:
 
 
 def test_prometheus_pool_figures_while_a_request_holds_and_another_waits(make_app: Any) -> None:
-    name = "w" + uuid.uuid4().hex[:8]
-    app = make_app(metrics_route="/metrics", clients=name, **{f"{name}.max_connections": "1"})
-    pool = get_redis(app.app.registry, name).connection_pool
-    held = pool.get_connection()
-    waiter = threading.Thread(target=lambda: get_redis(app.app.registry, name).get("t:x"))
-    waiter.start()
-    try:
+    with a_thread_waiting(make_app, metrics_route="/metrics") as (app, name):
         labels = {"db_client_connection_pool_name": name}
         deadline = time.monotonic() + 5
         while not sample(
@@ -717,9 +721,6 @@ def test_prometheus_pool_figures_while_a_request_holds_and_another_waits(make_ap
         assert sample(families, "db_client_connection_count", db_client_connection_state="used",
                       **labels) == 1  # fmt: skip
         assert sample(families, "db_client_connection_max", **labels) == 1
-    finally:
-        pool.release(held)
-        waiter.join(5)
 
 
 def test_the_collector_of_an_app_without_the_endpoint_adds_nothing(make_app: Any) -> None:
