@@ -13,6 +13,7 @@ import pytest
 from pyramid.response import Response
 
 from pyramid_redisx import get_redis, stats
+from pyramid_redisx import usage as usage_module
 from pyramid_redisx.usage import KEY_SHOWN
 
 LINE = re.compile(
@@ -566,3 +567,28 @@ def test_slow_command_warning_path_under_a_prefix_and_keys_as_shown(
         f"redis client=default slow command BLPOP key={'k' * KEY_SHOWN}… took "
     )
     assert all(line.endswith(" ms (slow_command 100.00 ms) path=/shop/page") for line in slow)
+
+
+def test_command_names_are_one_upper_case_token_however_they_are_given(
+    make_app: Any, all_logs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name given as bytes, in any case, or as two words (redis-py splits ``"CLIENT
+    INFO"``) shows as one upper-case token, as the stats line and slow warnings grep.
+    (The names' cache is emptied first: names seen earlier in the process are not
+    worked out again, and a mutation run's forked test runs inherit them.)"""
+    monkeypatch.setattr(usage_module, "_NAMES", {})
+
+    def as_bytes(request: Any) -> str:
+        return repr(request.redis.execute_command(b"Echo", "hi"))
+
+    def two_words(request: Any) -> str:
+        return repr(request.redis.execute_command("client info"))
+
+    app = make_app({"/bytes": as_bytes, "/words": two_words})
+    shown = {}
+    for path in ("/bytes", "/words"):
+        all_logs.clear()
+        app.get(path)
+        (line,) = [r for r in all_logs.records if r.name == "pyramid_redisx.stats"]
+        shown[path] = line.redis_slowest.split(":")[0]  # type: ignore[attr-defined]
+    assert shown == {"/bytes": "ECHO", "/words": "CLIENT_INFO"}
