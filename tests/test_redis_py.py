@@ -343,3 +343,28 @@ def test_every_row_is_used_by_the_package() -> None:
         attribute = path.rpartition(".")[2]
         texts = [(PACKAGE / f"{m}.py").read_text(encoding="utf-8") for m in modules]
         assert all(attribute in text for text in texts), (path, who)
+
+
+def test_each_problem_is_named_and_they_are_joined(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two internals wrong at once: both named, in the table's order, joined by "; "; a
+    callable that no longer takes two of its keywords names both."""
+
+    def __init__(self: object, max_connections: int = 0) -> None: ...
+
+    __init__.__module__ = "redis.connection"  # redis-py's own, reshaped
+    monkeypatch.setattr(redis.connection.BlockingConnectionPool, "__init__", __init__)
+    monkeypatch.delattr(redis.client.Pipeline, "_execute_transaction")
+    message = refused()
+    assert (
+        "as expected: redis.client.Pipeline._execute_transaction is missing; "
+        "redis.connection.BlockingConnectionPool.__init__ no longer takes timeout, queue_class. "
+    ) in message
+
+
+def test_the_range_ends_are_read_as_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """8.1 is the first version tested and 8.3 the first not; a redis-py without a
+    version says so."""
+    assert redis_py.tested("8.1") and redis_py.tested("8.2.99")
+    assert not redis_py.tested("8.3") and not redis_py.tested("8.0.99")
+    monkeypatch.delattr(redis, "__version__")
+    assert redis_py.version() == "unknown"
