@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import re
 import sys
 import threading
@@ -12,10 +13,10 @@ from typing import Any
 import pytest
 import redis
 from pyramid.config import Configurator
-from pyramid.exceptions import ConfigurationConflictError
+from pyramid.exceptions import ConfigurationConflictError, ConfigurationExecutionError
 from pyramid.request import Request
 
-from pyramid_redisx import get_redis
+from pyramid_redisx import RedisSettingsError, get_redis
 from pyramid_redisx.pools import PoolFigures, pool_figures
 from pyramid_redisx.request import client_set
 from tests.conftest import pools_of
@@ -471,3 +472,56 @@ def test_a_copy_of_a_request_whose_view_raised_keeps_no_connection(make_app: Any
     assert client.set("k", "v") is True
     assert client.get("k") == b"v"
     assert pool_figures(get_redis(app.app.registry).connection_pool).in_use == 0
+
+
+def test_a_directive_client_as_introspection_and_the_settings_see_it(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its introspectable (title, type, options) shows the options parsed at commit
+    (a setting added after the include counts); keys of its own in the settings are no
+    unknown keys; a bad name names the directive call."""
+    config = Configurator(settings={"redis.url": redis_url})
+    config.include("pyramid_redisx")
+    config.add_redis_client("jobs", max_connections=3)
+    config.add_settings({"redis.jobs.socket_timeout": "250ms", "redis.sessions_client": "jobs"})
+    caplog.set_level(logging.WARNING, logger="pyramid_redisx")
+    config.commit()
+    try:
+        shown = config.registry.introspector.get("redis clients", "jobs")
+        assert (shown.title, shown.type_name) == ("jobs", "redis client")
+        assert (shown["options"]["max_connections"], shown["options"]["socket_timeout"]) == (
+            3,
+            0.25,
+        )
+        assert not [r for r in caplog.records if "unknown" in r.getMessage()]
+        assert client_set(config.registry).app.sessions_client == "jobs"  # read at commit
+    finally:
+        client_set(config.registry).close()
+    bad = Configurator(settings={"redis.url": redis_url})
+    bad.include("pyramid_redisx")
+    with pytest.raises(RedisSettingsError) as raised:
+        bad.add_redis_client("9jobs")
+    assert str(raised.value).startswith("add_redis_client('9jobs') = '9jobs' is not valid: ")
+    typo = Configurator(settings={"redis.url": redis_url, "redis.jobs.sokcet_timeout": "1"})
+    typo.include("pyramid_redisx")
+    typo.add_redis_client("jobs")
+    with pytest.raises(ConfigurationExecutionError) as refused:
+        typo.commit()  # a key of the directive's client, misspelt: refused, not ignored
+    assert str(refused.value.evalue) == (
+        "redis.jobs.sokcet_timeout = '1' is not valid: unknown client setting "
+        "(did you mean 'redis.jobs.socket_timeout'?)"
+    )
+    client_set(typo.registry).close()
+
+
+def test_a_sessions_client_that_is_not_declared_lists_those_that_are(redis_url: str) -> None:
+    config = Configurator(settings={"redis.url": redis_url, "redis.clients": "cache jobs",
+                                    "redis.sessions_client": "nope"})  # fmt: skip
+    config.include("pyramid_redisx")
+    with pytest.raises(ConfigurationExecutionError) as raised:
+        config.commit()
+    assert str(raised.value.evalue) == (
+        "redis.sessions_client = 'nope' is not valid: no client named 'nope'; "
+        "declared: default, cache, jobs"
+    )
+    client_set(config.registry).close()
