@@ -1179,3 +1179,41 @@ def test_a_telemetry_setting_without_its_extra_names_the_extra(
         f"redis.{setting} = 'on' is not valid: needs the {extra} extra: "
         f"pip install 'pyramid_redisx[{extra}]'"
     )
+
+
+def test_statements_show_keys_as_text_and_cut_long_ones() -> None:
+    from pyramid_redisx.telemetry import KEY_SHOWN, pipeline_statement
+
+    exact = "k" * KEY_SHOWN
+    assert statement(("GET", exact), "keys") == f"GET {exact}"  # as long as allowed: whole
+    assert statement(("GET", exact + "k"), "keys") == f"GET {exact}…"
+    assert statement(("GET", b"\xffkey"), "keys") == "GET \ufffdkey"  # undecodable bytes
+    assert statement(("CLIENT", "kill", "x"), "keys") == "CLIENT KILL ?"
+    assert statement(("CLIENT", "a" * 21), "keys") == "CLIENT ?"  # no subcommand that long
+    assert statement(("CLIENT", "a" * 20), "keys") == f"CLIENT {'A' * 20}"
+    assert statement(("OBJECT", "freq2", "k"), "keys") == "OBJECT ? ?"  # not a word
+    stack = [("SET", "a", "v"), ("PING",)]
+    assert pipeline_statement(stack, "keys") == "SET a ?\nPING"
+    assert pipeline_statement(stack, "none") is None
+
+
+def test_an_error_of_no_known_kind_is_other_with_its_python_name(
+    make_app: Any, telemetry: Otel
+) -> None:
+    """A response callback that raises ``ValueError`` (a builtin): the span's
+    ``error.type`` is its bare name and the errors metric counts it as ``other``."""
+
+    def view(request: Any) -> str:
+        request.redis.set_response_callback("GET", lambda response, **options: int("x"))
+        with pytest.raises(ValueError):
+            request.redis.get("t:k")
+        return "ok"
+
+    app = make_app({"/": view}, tracing="true", metrics="true")
+    telemetry.exporter.clear()
+    app.get("/")
+    (span,) = [s for s in telemetry.redis_spans() if s.name == "GET"]
+    assert span.attributes["error.type"] == "ValueError"
+    assert error_kind(ValueError("x")) == "other"
+    assert telemetry.value("pyramid_redisx.errors", pyramid_redisx__error__kind="other",
+                           error__type="ValueError") >= 1  # fmt: skip
