@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from pyramid.response import Response
 
 from pyramid_redisx import get_redis, stats
@@ -592,3 +593,24 @@ def test_command_names_are_one_upper_case_token_however_they_are_given(
         (line,) = [r for r in all_logs.records if r.name == "pyramid_redisx.stats"]
         shown[path] = line.redis_slowest.split(":")[0]  # type: ignore[attr-defined]
     assert shown == {"/bytes": "ECHO", "/words": "CLIENT_INFO"}
+
+
+def test_slow_warnings_never_show_the_argument_of_auth_hello_or_migrate(
+    make_app: Any, all_logs: Any
+) -> None:
+    """Their first argument is a password, a protocol version or a host, not a key:
+    ``key=-`` (a threshold of one microsecond makes every command slow)."""
+
+    def view(request: Any) -> str:
+        request.redis.execute_command("HELLO", "3")
+        with pytest.raises(redis.RedisError):
+            request.redis.execute_command("AUTH", "not-the-password")
+        request.redis.execute_command("MIGRATE", "127.0.0.1", "1", "k", "0", "10")  # NOKEY
+        request.redis.get("shown-key")
+        return "ok"
+
+    make_app({"/": view}, slow_command="0.000001").get("/")
+    slow = [r.getMessage() for r in all_logs.records if r.name == "pyramid_redisx.slow"]
+    keys = [re.search(r"slow command (\S+) key=(\S+) ", line).groups() for line in slow]  # type: ignore[union-attr]
+    assert keys == [("HELLO", "-"), ("AUTH", "-"), ("MIGRATE", "-"), ("GET", "shown-key")]
+    assert "not-the-password" not in "".join(slow)
