@@ -201,8 +201,11 @@ def test_check_shows_the_servers_role_and_version(
     kind: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``check`` names the server as it names itself: Valkey says ``valkey/8.1.x`` (its
-    ``redis_version`` is a compatibility figure), Redis ``redis/7.0.x``."""
-    server = RedisServer(binary=server_binaries()[kind]).start()
+    ``redis_version`` is a compatibility figure), Redis ``redis/7.0.x``. Bound to IPv6's
+    loopback too (``-::1``: if it exists), as servers bound to ``* -::*`` are: Valkey's
+    INFO then holds a line with several colons (``listener0:...,bind=-::1,...``)."""
+    server = RedisServer(None, None, "--bind", "127.0.0.1 -::1", binary=server_binaries()[kind])
+    server.start()
     try:
         with server.client() as admin:
             info = admin.info("server")
