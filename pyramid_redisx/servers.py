@@ -403,12 +403,25 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def free_cluster_ports(count: int) -> list[int]:
-    """``count`` distinct ports ≤ 55535 whose cluster bus port (+10000) is free too."""
+def _outgoing_ports_start() -> int:
+    """The first port the kernel may give an outgoing connection (Linux; else 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_cluster_ports(count: int, taken: Sequence[int] = ()) -> list[int]:
+    """``count`` distinct free ports whose cluster bus port (+10000) is free too, none in
+    ``taken``. Chosen below the kernel's outgoing-connection ports where there is room,
+    so that no client connection takes one between its choice and the node's bind."""
+    top = _outgoing_ports_start() - 10001
+    low, high = (10000, top) if top - 10000 >= 2000 else (20000, 55535)
     chosen: list[int] = []
     while len(chosen) < count:
-        port = random.randint(20000, 55535)
-        if port in chosen or port + 10000 in chosen or port - 10000 in chosen:
+        port = random.randint(low, high)
+        near = [*chosen, *taken]
+        if port in near or port + 10000 in near or port - 10000 in near:
             continue
         try:
             with socket.socket() as one, socket.socket() as bus:
@@ -723,7 +736,7 @@ class RedisClusterSet:
     def start(self, timeout: float = 30.0) -> RedisClusterSet:
         try:
             for node in self.nodes:
-                node.start()
+                self._start_node(node)
             command = [
                 _cli_binary(), "--cluster", "create",
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
@@ -739,6 +752,18 @@ class RedisClusterSet:
             self.cleanup()
             raise
         return self
+
+    def _start_node(self, node: RedisServer, attempts: int = 3) -> None:
+        """Start a node before the cluster is created; a port something else bound since
+        it was chosen is chosen again (nothing names a node's port before ``create``)."""
+        for attempt in range(attempts):
+            try:
+                node.start()
+                return
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                node.port = free_cluster_ports(1, [n.port for n in self.nodes])[0]
 
     def cluster_nodes(self) -> list[dict[str, Any]]:
         """``CLUSTER NODES`` as seen by the first live node: id, port, role, flags."""

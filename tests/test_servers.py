@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pyramid_redisx.servers import RedisServer, server_binaries
+from pyramid_redisx.servers import RedisServer, free_cluster_ports, server_binaries
 from pyramid_redisx.testing import TLSFiles
 
 NO_RETRY = Retry(NoBackoff(), 0)  # redis-py retries 10 times by default
@@ -73,3 +74,13 @@ def test_an_attached_server_restarts_on_its_own_binary(kind: str) -> None:
         attached.shared = False
         attached.cleanup()
         server.cleanup()
+
+
+def test_cluster_ports_stay_below_the_kernels_outgoing_ports() -> None:
+    """A cluster node's port, and its bus port (+10000), are chosen below the range the
+    kernel gives outgoing connections: a client connecting elsewhere cannot take one
+    between its choice and the server's bind (CI saw ``Address already in use``)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = free_cluster_ports(60)
+    assert len(set(ports)) == 60
+    assert all(port > 1024 and port + 10000 < low for port in ports), ports

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from redis.cluster import RedisCluster
 from pyramid_redisx import RedisUnavailable, get_redis
 from pyramid_redisx.cli import main as cli_main
 from pyramid_redisx.request import client_set
-from pyramid_redisx.testing import FailoverWriter, RedisClusterSet
+from pyramid_redisx.testing import FailoverWriter, RedisClusterSet, cluster_state
 
 from .conftest import cluster_settings
 
@@ -198,3 +199,23 @@ def test_a_request_that_waited_for_a_node_connection_says_so(
         assert lines[-1].redis_waited_ms >= 150, lines[-1].getMessage()
         assert lines[-1].redis_time_ms < 100, lines[-1].getMessage()
     assert any("request waited" in r.getMessage() for r in stats_records.records)
+
+
+def test_a_node_port_taken_after_it_was_chosen_is_chosen_again() -> None:
+    """Something (another test's server, an outgoing connection) binds a node's port
+    between its choice and the node's start: the cluster starts on another port."""
+    topology = RedisClusterSet()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", topology.nodes[2].port))  # as an outgoing connection's port
+    chosen = topology.nodes[2].port
+    try:
+        topology.start()
+        assert topology.nodes[2].port != chosen
+        with topology.nodes[0].client() as client:
+            assert cluster_state(client) == "ok"
+        assert sorted(n["port"] for n in topology.cluster_nodes()) == sorted(
+            n.port for n in topology.nodes
+        )
+    finally:
+        taken.close()
+        topology.cleanup()
