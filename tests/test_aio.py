@@ -413,3 +413,54 @@ def test_an_async_client_of_a_non_blocking_pool(make_app: Any) -> None:
         await close_async_redis(registry)
 
     asyncio.run(use())
+
+
+def test_async_commands_pipelines_and_pubsub_as_redis_pys_own(
+    redis_server: Any, make_app: Any
+) -> None:
+    """redis-py's asyncio client as the oracle, the same steps both ways: a reply parsed
+    with the command's options (ZRANGE ``withscores``), a pipeline transactional by
+    default (one MULTI), a pubsub's own options (``ignore_subscribe_messages``)."""
+    registry = make_app().app.registry
+
+    def multis() -> int:
+        with redis_server.client() as admin:
+            return int(admin.info("commandstats").get("cmdstat_multi", {}).get("calls", 0))
+
+    async def steps(client: Any) -> list[Any]:
+        found: list[Any] = []
+        await client.delete("scores", "n")
+        await client.zadd("scores", {"a": 1.5, "b": 2})
+        found.append(await client.zrange("scores", 0, -1, withscores=True))
+        before = multis()
+        async with client.pipeline() as pipe:
+            found.append(await pipe.incr("n").incr("n").execute())
+        found.append(multis() - before)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe("news")
+        await client.publish("news", "hello")
+        message = None
+        for _ in range(50):
+            message = await pubsub.get_message(timeout=0.1)
+            if message is not None:
+                break
+        found.append(message and (message["type"], message["data"]))
+        await pubsub.aclose()
+        return found
+
+    async def ours() -> list[Any]:
+        try:
+            return await steps(get_async_redis(registry))
+        finally:
+            await close_async_redis(registry)
+
+    async def theirs() -> list[Any]:
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        try:
+            return await steps(client)
+        finally:
+            await client.aclose()
+
+    found = asyncio.run(ours())
+    assert found == asyncio.run(theirs())
+    assert found[1:] == [[1, 2], 1, ("message", b"hello")]

@@ -488,6 +488,22 @@ def test_async_retry_writes_sends_a_transaction_again(
     assert results == [[2]] and counter(redis_server) == 2
 
 
+def test_async_retry_writes_sends_a_command_again(
+    proxy: ResetAfterReplyProxy, redis_server: Any
+) -> None:
+    """With ``retry_writes = true`` an asyncio INCR whose reply was lost is sent again and
+    answers, as redis-py's: it ran twice."""
+    results: list[Any] = []
+
+    async def use(client: Any) -> None:
+        proxy.arm(b"INCR")
+        results.append(await client.incr("n"))
+
+    _async_use(app_through(proxy, {}, retry_writes="true"), use)
+    assert proxy.resets == 1
+    assert results == [2] and counter(redis_server) == 2
+
+
 @pytest.mark.parametrize("retry_writes", ["true", "false"])
 def test_client_keeps_the_write_rule_of_its_client(
     proxy: ResetAfterReplyProxy, redis_server: Any, retry_writes: str

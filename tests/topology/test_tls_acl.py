@@ -126,6 +126,15 @@ def test_cluster_over_tls_with_an_acl_user(
         users = client.execute_command("CLIENT", "LIST")
     assert b"user=app" in users
 
+    async def use_async() -> list[Any]:  # the asyncio Cluster client: TLS too
+        try:
+            client = get_async_redis(app.app.registry)
+            return [await client.get(k) for k in keys]
+        finally:
+            await close_async_redis(app.app.registry)
+
+    assert asyncio.run(use_async()) == [k.encode() for k in keys]
+
 
 def test_tls_without_the_ca_is_refused_at_startup(
     tls_cluster_set: RedisClusterSet, apps: Any
