@@ -167,10 +167,11 @@ def _check_topology(name: str, width: int, options: RedisOptions, out: TextIO) -
     status = f"ok    {where}" if result.ok else f"DOWN  {where}  {result.error}"
     print(f"{name:<{width}}  {status}  {_pool_settings(options)}", file=out)
     for node, entry in (result.nodes or {}).items():
-        state = "ok  " if entry["ok"] else "DOWN"
-        error = f"  {entry['error']}" if "error" in entry else ""
-        print(f"{'':<{width}}    {state}  {node}  role={entry['role']} "
-              f"latency_ms={entry['latency_ms']:.2f}{error}", file=out)  # fmt: skip
+        if entry["ok"]:
+            print(f"{'':<{width}}    ok    {node}  role={entry['role']} "
+                  f"latency_ms={entry['latency_ms']:.2f}", file=out)  # fmt: skip
+        else:  # no role or latency to show: only why
+            print(f"{'':<{width}}    DOWN  {node}  {entry.get('error', '')}", file=out)
     return 0 if result.ok else 1
 
 
