@@ -6,8 +6,6 @@ asyncio Sentinel client with ``retry_writes``, the Sentinels asked without retri
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from typing import Any
 
@@ -20,6 +18,7 @@ from pyramid_redisx import RedisCircuitOpen, get_redis
 from pyramid_redisx.breaker import CLOSED, OPEN, breaker_of
 from pyramid_redisx.testing import RedisClusterSet, SentinelSet
 
+from ..test_breaker import DeadBehindProxy
 from .conftest import cluster_settings, sentinel_settings
 from .test_cluster import _node_with_key
 from .test_cluster_write_safety import KillThenPush, _run_async
@@ -220,37 +219,12 @@ def test_async_sentinel_client_of_a_non_blocking_pool(sentinel_set: SentinelSet,
     assert answers == [b"1"]
 
 
-class _AcceptAndClose:
-    """A port that accepts each connection and closes it at once (a dead Sentinel behind
-    a load balancer), counting them."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_async_sentinel_client_asks_each_sentinel_once(
     sentinel_set: SentinelSet, apps: Any
 ) -> None:
     """The first Sentinel listed is dead (it accepts and closes): the asyncio client asks
     it once, with no retry, then the next one, which names the master."""
-    dead = _AcceptAndClose()
+    dead = DeadBehindProxy()  # accepts, then closes: a dead Sentinel behind a balancer
     try:
         settings = sentinel_settings(sentinel_set)
         settings["redis.sentinels"] = f"127.0.0.1:{dead.port} {settings['redis.sentinels']}"
