@@ -253,12 +253,18 @@ def collect(module: str, work: Path, run: dict[str, Any]) -> dict[str, Any]:
         input=json.dumps(sorted(shown)), capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     previous = load_result(module)
+    hashes = meta.get("hash_by_function_name", {})
+    found = json.loads(diffs)
+    carried = carry_over(verdicts, found, hashes, previous)
+    if carried:
+        run = {**run, "carried": carried}
     result = {
         "module": module,
         "mutmut": version("mutmut"),
         "tests": load_toml("tests_for_modules.toml")["modules"][module],
         "verdicts": dict(sorted(verdicts.items(), key=lambda item: _order(item[0]))),
-        "diffs": json.loads(diffs),
+        "diffs": found,
+        "function_hashes": hashes,
         "runs": [*(previous or {}).get("runs", []), run],
     }
     before = (previous or {}).get("before")
@@ -267,6 +273,31 @@ def collect(module: str, work: Path, run: dict[str, Any]) -> dict[str, Any]:
         before = {"date": run["date"], "commit": run["commit"], "score": percent, "counts": counts}
     result["before"] = before
     return result
+
+
+def carry_over(
+    verdicts: dict[str, str],
+    diffs: dict[str, str],
+    hashes: dict[str, str],
+    previous: dict[str, Any] | None,
+) -> int:
+    """A mutant this run did not check keeps its last verdict (and diff) if mutmut's hash
+    of its function is the one recorded then: runs of a few functions at a time (``--only``)
+    add up to a whole module (``sentinel``, ``cluster``: under 100 mutants an hour). Results
+    recorded without hashes carry nothing. Returns how many were carried."""
+    before = (previous or {}).get("function_hashes") or {}
+    carried = 0
+    for name, verdict in verdicts.items():
+        function = name.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
+        last = (previous or {}).get("verdicts", {}).get(name, "not checked")
+        if verdict != "not checked" or last == "not checked":
+            continue
+        if function in hashes and before.get(function) == hashes[function]:
+            verdicts[name] = last
+            if name in (previous or {}).get("diffs", {}):
+                diffs[name] = previous["diffs"][name]  # type: ignore[index]
+            carried += 1
+    return carried
 
 
 DIFFS = """
