@@ -14,7 +14,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import RedisClusterException
 
-from pyramid_redisx import RedisCircuitOpen, get_redis
+from pyramid_redisx import CommandMayHaveBeenApplied, RedisCircuitOpen, get_redis
 from pyramid_redisx.breaker import CLOSED, OPEN, breaker_of
 from pyramid_redisx.testing import RedisClusterSet, SentinelSet
 
@@ -271,3 +271,40 @@ def test_async_cluster_health_check_that_fails_sent_nothing(
     assert answers == [1, 2]
     with node.client() as admin:
         assert admin.get(KEY) == b"2"
+
+
+def test_async_cluster_write_whose_send_failed_part_way(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """A SET of 32 MB to a node whose ``proto-max-bulk-len`` is 1 MB: the node refuses the
+    length and closes the connection while the client is still sending. A command cut
+    short is never run: it is tried again (and fails again), never "may have been
+    applied". The same cut inside MULTI/EXEC: what was sent of the transaction may have
+    run as far as anyone can tell, so ``CommandMayHaveBeenApplied``."""
+    app = apps(cluster_settings(cluster_set, socket_timeout="5", retries="1"))
+    node = _node_with_key(cluster_set, KEY)
+    big = b"x" * (32 << 20)
+    raised: list[BaseException] = []
+
+    async def use(client: Any) -> None:
+        with pytest.raises(redis.RedisError) as alone:
+            await client.set(KEY, big)
+        raised.append(alone.value)
+        tx = client.pipeline(transaction=True)
+        tx.incr(KEY + "n")
+        tx.set(KEY, big)
+        with pytest.raises(redis.RedisError) as in_transaction:
+            await tx.execute()
+        raised.append(in_transaction.value)
+
+    with node.client() as admin:
+        admin.config_set("proto-max-bulk-len", "1mb")
+    try:
+        _run_async(app, use)
+    finally:
+        with node.client() as admin:
+            admin.config_set("proto-max-bulk-len", "512mb")
+    assert isinstance(raised[0], redis.ConnectionError), raised
+    assert not isinstance(raised[0], CommandMayHaveBeenApplied), raised
+    assert isinstance(raised[1], CommandMayHaveBeenApplied), raised
+    assert "MULTI/EXEC" in str(raised[1]), raised
