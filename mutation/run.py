@@ -237,6 +237,24 @@ def run_mutmut(
     return time.monotonic() - started
 
 
+class Stopped(SystemExit):
+    """SIGTERM: unwinds like ^C (the shared topologies' servers are stopped), and the
+    module's verdicts so far are recorded (mutmut's meta file holds each one as it
+    comes; the mutants it was running stay "not checked")."""
+
+
+def _stop(*_: Any) -> None:
+    raise Stopped(128 + signal.SIGTERM)
+
+
+def _has_verdicts(work: Path, module: str) -> bool:
+    try:
+        meta = json.loads((work / "mutants" / "pyramid_redisx" / f"{module}.py.meta").read_text())
+    except (OSError, ValueError):  # not written yet, or cut while being written
+        return False
+    return any(code is not None for code in meta.get("exit_code_by_key", {}).values())
+
+
 def head_commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                           capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
@@ -247,6 +265,8 @@ def collect(module: str, work: Path, run: dict[str, Any]) -> dict[str, Any]:
     (date, commit, seconds, mutants checked) is added to the runs of its results file."""
     meta = json.loads((work / "mutants" / "pyramid_redisx" / f"{module}.py.meta").read_text())
     verdicts = {name: STATUS.get(code, "other") for name, code in meta["exit_code_by_key"].items()}
+    if run.get("stopped"):  # a mutant cut short by the stop has no verdict
+        verdicts = {name: "not checked" if v == "other" else v for name, v in verdicts.items()}
     shown = [name for name, verdict in verdicts.items() if verdict in ("survived", "no tests")]
     diffs = subprocess.run(  # mutmut's own diff (as ``mutmut show``), in one process
         [sys.executable, "-c", DIFFS, f"pyramid_redisx/{module}.py"], cwd=work,
@@ -452,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"mapped: {', '.join(mapping)}")  # fmt: skip
     if not args.report_only:
         # SIGTERM unwinds like ^C, so the shared topologies' servers are stopped
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+        signal.signal(signal.SIGTERM, _stop)
         reaper = Reaper()
         RESULTS.mkdir(exist_ok=True)
         try:
@@ -462,17 +482,29 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"mutation: {module} ({', '.join(mapping[module])})", flush=True)
                 kinds = topology_kinds(mapping[module])
                 again = open_mutants(module) if args.rerun_open else []
+                started, stopped = time.monotonic(), None
                 with shared_topologies(kinds, args.children, reaper) as env:
-                    seconds = run_mutmut(work, reaper, args.children, args.only, env)
-                    if again:
-                        seconds += run_mutmut(work, reaper, args.children, again, env)
-                checked = len(again) + _newly_checked(module, work)
+                    try:
+                        run_mutmut(work, reaper, args.children, args.only, env)
+                        if again:
+                            run_mutmut(work, reaper, args.children, again, env)
+                    except (Stopped, KeyboardInterrupt) as stop:
+                        stopped = stop  # what was checked until now is kept (below)
+                seconds = time.monotonic() - started
+                if stopped is not None and not _has_verdicts(work, module):
+                    raise stopped
+                checked = (len(again) if stopped is None else 0) + _newly_checked(module, work)
                 run = {"date": datetime.date.today().isoformat(), "commit": commit,
                        "seconds": round(seconds), "checked": checked}  # fmt: skip
+                if stopped is not None:
+                    run["stopped"] = True
                 result = collect(module, work, run)
                 (RESULTS / f"{module}.json").write_text(json.dumps(result, indent=1) + "\n")
                 counts, percent = score(apply_equivalents(result, equivalents())["verdicts"])
                 print(f"mutation: {module}: {counts}, score {percent}, {seconds:.0f} s", flush=True)
+                if stopped is not None:
+                    REPORT.write_text(render())
+                    raise stopped
         finally:
             reaper.stopped.set()
             if reaper.reaped:
