@@ -464,3 +464,64 @@ def test_async_commands_pipelines_and_pubsub_as_redis_pys_own(
     found = asyncio.run(ours())
     assert found == asyncio.run(theirs())
     assert found[1:] == [[1, 2], 1, ("message", b"hello")]
+
+
+def test_async_loading_reply_keeps_its_type_as_redis_pys_own(
+    redis_server_factory: Any, make_app: Any
+) -> None:
+    """A SET and a MULTI/EXEC answered ``-LOADING`` (``BusyLoadingError``, a
+    ``ConnectionError`` redis-py raises for an error reply) while the server reloads:
+    the server refused them, so they raise it as it is, never "may have been applied";
+    word for word as redis-py's own asyncio client with no retries."""
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
+
+    server = redis_server_factory()
+    with server.client() as admin:
+        admin.config_set("key-load-delay", "100")  # 100 µs a key: about a second
+        admin.config_set("loading-process-events-interval-bytes", "1024")
+        admin.execute_command("DEBUG", "POPULATE", "10000", "populated")
+    registry = make_app(url=server.url, retries="0").app.registry
+
+    async def steps(client: Any) -> list[Any]:
+        await client.get("warm")  # a connection open before the reload
+        reloader = threading.Thread(
+            target=lambda: redis.Redis(port=server.port, socket_timeout=60).execute_command(
+                "DEBUG", "RELOAD"
+            )
+        )
+        reloader.start()
+        with server.client() as admin:
+            deadline = time.monotonic() + 5
+            while admin.info("persistence")["loading"] != 1:
+                assert time.monotonic() < deadline, "the reload never started"
+                time.sleep(0.005)
+        found: list[Any] = []
+        for call in (lambda: client.set("k", "during"),
+                     lambda: client.pipeline().set("k", "during").incr("n").execute()):  # fmt: skip
+            try:
+                found.append(await call())
+            except redis.RedisError as error:
+                found.append((type(error).__name__, str(error)))
+        await asyncio.to_thread(reloader.join, 60)
+        found.append(await client.set("k", "after"))
+        return found
+
+    async def ours() -> list[Any]:
+        try:
+            return await steps(get_async_redis(registry))
+        finally:
+            await close_async_redis(registry)
+
+    async def theirs() -> list[Any]:
+        client = redis.asyncio.Redis.from_url(server.url, retry=AsyncRetry(NoBackoff(), 0))
+        try:
+            return await steps(client)
+        finally:
+            await client.aclose()
+
+    found = asyncio.run(ours())
+    assert [f[0] if isinstance(f, tuple) else f for f in found] == [
+        "BusyLoadingError", "BusyLoadingError", True
+    ]  # fmt: skip
+    assert found == asyncio.run(theirs())
