@@ -308,3 +308,25 @@ def test_async_cluster_write_whose_send_failed_part_way(
     assert not isinstance(raised[0], CommandMayHaveBeenApplied), raised
     assert isinstance(raised[1], CommandMayHaveBeenApplied), raised
     assert "MULTI/EXEC" in str(raised[1]), raised
+
+
+def test_async_cluster_read_pipeline_to_a_dead_master_is_tried_retries_times(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The key's master is killed: nothing of a read pipeline goes out, so it is tried
+    again ``retries`` times, a quarter second apart (redis-py's pause), then raises:
+    with ``retries = 3`` that is three pauses, 0.75 s and some, not two or fifteen."""
+    app = apps(cluster_settings(cluster_set, retries="3", breaker_failures="0"))
+    node = _node_with_key(cluster_set, KEY)
+    took: list[float] = []
+
+    async def use(client: Any) -> None:
+        await client.set(KEY, "1")
+        node.stop()
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError):
+            await client.pipeline(transaction=False).get(KEY).execute()
+        took.append(time.monotonic() - started)
+
+    _run_async(app, use)
+    assert 0.7 <= took[0] < 2.5, took
