@@ -265,3 +265,52 @@ def test_health_of_a_sentinel_client_names_the_master_node_and_its_state(
     assert down["nodes"][node]["error"] == down["error"]
     assert down["error"].startswith("connection refused: ")
     close_probes(app.app.registry)
+
+
+def test_health_of_a_sentinel_client_keeps_one_sentinel_connection(
+    redis_server_factory: Any, sentinel_for: Any, make_app: Any
+) -> None:
+    """The health view asks the Sentinel where the master is on a connection it keeps:
+    three more calls open no connection to the Sentinel."""
+    master = redis_server_factory()
+    port = sentinel_for(master.port)
+    app = make_app(url="redis://nowhere.invalid:1/0", sentinels=f"127.0.0.1:{port}",
+                   sentinel_service="mymaster", health_route="/health")  # fmt: skip
+
+    def received() -> int:  # (this connection counts itself)
+        with redis.Redis(port=port, socket_timeout=2) as sentinel:
+            return int(sentinel.info("stats")["total_connections_received"])
+
+    try:
+        assert app.get("/health").json["clients"]["default"]["ok"] is True
+        before = received()
+        for _ in range(3):
+            assert app.get("/health").json["clients"]["default"]["ok"] is True
+        assert received() - before == 1
+    finally:
+        close_probes(app.app.registry)
+
+
+def test_health_of_a_sentinel_client_answers_within_its_timeout_when_sentinels_stall(
+    make_app: Any,
+) -> None:
+    """The only Sentinel accepts connections and never answers: the health view gives up
+    after its own timeout (at most 1 s: ``startup_check_timeout`` 0.5 here), not the
+    client's ``socket_timeout`` (5 s)."""
+    import socket
+
+    stalled = socket.create_server(("127.0.0.1", 0))  # never accept()s: the kernel does
+    port = stalled.getsockname()[1]
+    app = make_app(url="redis://nowhere.invalid:1/0", sentinels=f"127.0.0.1:{port}",
+                   sentinel_service="mymaster", health_route="/health", socket_timeout="5",
+                   socket_connect_timeout="5", startup_check="false",
+                   startup_check_timeout="0.5")  # fmt: skip
+    try:
+        started = time.monotonic()
+        body = app.get("/health", status=503).json["clients"]["default"]
+        took = time.monotonic() - started
+        assert body["ok"] is False and body["error"].startswith("no master: ")
+        assert took < 2.5, took
+    finally:
+        close_probes(app.app.registry)
+        stalled.close()
