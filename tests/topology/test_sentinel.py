@@ -15,7 +15,7 @@ from pyramid.config import Configurator
 from pyramid_redisx import RedisUnavailable, get_redis
 from pyramid_redisx.pools import worst_case_seconds
 from pyramid_redisx.request import client_set
-from pyramid_redisx.sentinel import THREAD_NAME, _failing_over
+from pyramid_redisx.sentinel import POLL, THREAD_NAME, SwitchListener, _failing_over
 from pyramid_redisx.testing import FailoverWriter, SentinelSet
 
 from .conftest import SWITCH_LAG_BOUND, client_names_on, sentinel_settings
@@ -436,3 +436,47 @@ def test_a_sentinel_still_failing_over_loses_a_tie() -> None:
     assert not _failing_over({"flags": "master,disconnected"})
     assert not _failing_over({"flags": {"master"}})
     assert not _failing_over({})
+
+
+def _listener_threads() -> int:
+    return sum(t.name == THREAD_NAME and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_listener_of_its_own_watches_wakes_stops_and_starts_again(
+    sentinel_set: SentinelSet, apps: Any
+) -> None:
+    """A ``SwitchListener`` made here (the process's own is made at import, where no
+    mutant of its ``__init__`` runs): a thread while a pool is watched; a failover wakes
+    ``wait_for_switch`` at once; ``stop()`` returns once the thread has ended; it starts
+    again after a stop, and after ``forget_after_fork`` (as in a forked child)."""
+    app = apps(sentinel_settings(sentinel_set, sentinel_listener="false"))
+    pool = get_redis(app.app.registry).connection_pool
+    listener = SwitchListener()
+    listener.stop()  # never started: nothing to stop
+    base = _listener_threads()
+    listener.watch(pool)
+    try:
+        assert _listener_threads() == base + 1
+        time.sleep(2 * POLL)  # subscribed to the Sentinels
+        watcher = sentinel_set.watch_switch()
+        with sentinel_set.sentinel_client() as sentinel:
+            sentinel.sentinel_failover(sentinel_set.service)
+        started = time.monotonic()
+        listener.wait_for_switch(30)  # ends at the announcement
+        assert watcher.wait(15) is not None
+        assert time.monotonic() - started < 15
+    finally:
+        listener.stop()  # the thread has ended when stop() returns
+    assert _listener_threads() == base
+    listener.watch(pool)
+    assert _listener_threads() == base + 1
+    listener.stop()
+    assert _listener_threads() == base
+    listener.forget_after_fork()
+    listener.wait_for_switch(0.01)
+    listener.unwatch(pool)  # a child's pool closed before it was watched there
+    listener.stop()
+    listener.watch(pool)
+    assert _listener_threads() == base + 1
+    listener.stop()
+    assert _listener_threads() == base
