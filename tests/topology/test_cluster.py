@@ -219,3 +219,26 @@ def test_a_node_port_taken_after_it_was_chosen_is_chosen_again() -> None:
     finally:
         taken.close()
         topology.cleanup()
+
+
+def test_health_view_names_the_first_node_down_and_the_slowest_master(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """A master down (just now: its replica is not promoted yet): the client is down, its
+    error names the first master down and why, its latency is the slowest master's
+    (the dead one's 0). The seed node down too: no node, no latency, and why."""
+    app = apps(cluster_settings(cluster_set, health_route="/health"))
+    master = next(m for m in cluster_set.masters() if m is not cluster_set.nodes[0])  # not the seed
+    master.stop()
+    entry = app.get("/health", status=503).json["clients"]["default"]
+    where = f"127.0.0.1:{master.port}"
+    assert entry["ok"] is False and entry["nodes"][where]["ok"] is False
+    assert entry["error"] == f"cluster node {where}: {entry['nodes'][where]['error']}"
+    assert entry["error"].startswith(f"cluster node {where}: connection refused: ")
+    masters = [n["latency_ms"] for n in entry["nodes"].values() if n["role"] == "master"]
+    assert len(masters) == 3 and entry["latency_ms"] == max(masters) > 0
+
+    cluster_set.nodes[0].stop()  # the seed too: no node to ask for the others
+    lost = app.get("/health", status=503).json["clients"]["default"]
+    assert (lost["ok"], lost["latency_ms"], lost["role"], lost["nodes"]) == (False, 0.0, "", {})
+    assert lost["error"].startswith("connection refused: "), lost["error"]
