@@ -443,7 +443,7 @@ def _listener_threads() -> int:
 
 
 def test_a_listener_of_its_own_watches_wakes_stops_and_starts_again(
-    sentinel_set: SentinelSet, apps: Any
+    sentinel_set: SentinelSet, apps: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A ``SwitchListener`` made here (the process's own is made at import, where no
     mutant of its ``__init__`` runs): a thread while a pool is watched; a failover wakes
@@ -465,6 +465,16 @@ def test_a_listener_of_its_own_watches_wakes_stops_and_starts_again(
         listener.wait_for_switch(30)  # ends at the announcement
         assert watcher.wait(15) is not None
         assert time.monotonic() - started < 15
+        assert watcher.message is not None
+        _, _, old, _, new = watcher.message.split()
+        moved = [r.getMessage() for r in caplog.records if "moved from" in r.getMessage()]
+        assert len(moved) == 1, moved  # one pool, moved once (every Sentinel announces it)
+        assert re.fullmatch(
+            rf"redis client=default Sentinel 127\.0\.0\.1:\d+ announced \+switch-master: "
+            rf"service '{sentinel_set.service}' moved from 127\.0\.0\.1:{old} to "
+            rf"127\.0\.0\.1:{new}",
+            moved[0],
+        ), moved
     finally:
         listener.stop()  # the thread has ended when stop() returns
     assert _listener_threads() == base
