@@ -142,10 +142,13 @@ def test_health_view_and_check_report_every_node(
     ini.write_text(
         "[app:main]\nuse = call:demo_app:main\n"
         f"redis.url = {cluster_set.url}\nredis.cluster = true\n"
+        f"redis.cluster_nodes = 127.0.0.1:{cluster_set.nodes[1].port}\n"
     )
     out = io.StringIO()
     assert cli_main(["check", str(ini)], out) == 0
     text = out.getvalue()
+    seeds = f"127.0.0.1:{cluster_set.nodes[0].port}, 127.0.0.1:{cluster_set.nodes[1].port}"
+    assert text.startswith(f"default  ok    cluster via {seeds}  max_connections="), text
     assert text.count("role=master") == 3 and text.count("role=slave") == 3
     assert cluster_set.password not in text  # type: ignore[operator]
 
