@@ -147,7 +147,7 @@ def test_async_cluster_half_open_probe_is_one_task_and_its_failure_reopens(
     20 gathered tasks one probes and 19 fail at once. A probe that times out (the key's
     master stopped) opens the circuit again; the next one, the node back, closes it."""
     app = apps(cluster_settings(cluster_set, breaker_failures="2", breaker_cooldown="0.3",
-                                socket_timeout="0.3", retries="0"))  # fmt: skip
+                                socket_timeout="0.5", retries="0"))  # fmt: skip
     circuit = breaker_of(get_redis(app.app.registry).connection_pool)
     node = _node_with_key(cluster_set, KEY)
     seen: list[Any] = []
