@@ -457,7 +457,12 @@ def test_a_listener_of_its_own_watches_wakes_stops_and_starts_again(
     listener.watch(pool)
     try:
         assert _listener_threads() == base + 1
-        time.sleep(2 * POLL)  # subscribed to the Sentinels
+        # a daemon thread: a process whose app never closed its pools still exits
+        assert all(t.daemon for t in threading.enumerate() if t.name == THREAD_NAME)
+        started = time.monotonic()
+        listener.wait_for_switch(0.6)  # no switch: the whole pause (a retry's backoff)
+        assert time.monotonic() - started >= 0.55
+        time.sleep(POLL)  # subscribed to the Sentinels
         watcher = sentinel_set.watch_switch()
         with sentinel_set.sentinel_client() as sentinel:
             sentinel.sentinel_failover(sentinel_set.service)
