@@ -275,7 +275,9 @@ def collect(module: str, work: Path, run: dict[str, Any]) -> dict[str, Any]:
     previous = load_result(module)
     hashes = meta.get("hash_by_function_name", {})
     found = json.loads(diffs)
-    carried = carry_over(verdicts, found, hashes, previous)
+    carried = carry_over(
+        verdicts, found, hashes, previous, _unchanged_since_last_run(module, previous)
+    )
     if carried:
         run = {**run, "carried": carried}
     result = {
@@ -300,11 +302,13 @@ def carry_over(
     diffs: dict[str, str],
     hashes: dict[str, str],
     previous: dict[str, Any] | None,
+    same_source: bool = False,
 ) -> int:
     """A mutant this run did not check keeps its last verdict (and diff) if mutmut's hash
     of its function is the one recorded then: runs of a few functions at a time (``--only``)
     add up to a whole module (``sentinel``, ``cluster``: under 100 mutants an hour). Results
-    recorded without hashes carry nothing. Returns how many were carried."""
+    recorded without hashes carry nothing, unless ``same_source``: the module's file is
+    the one of the last run's commit. Returns how many were carried."""
     before = (previous or {}).get("function_hashes") or {}
     carried = 0
     for name, verdict in verdicts.items():
@@ -312,12 +316,23 @@ def carry_over(
         last = (previous or {}).get("verdicts", {}).get(name, "not checked")
         if verdict != "not checked" or last == "not checked":
             continue
-        if function in hashes and before.get(function) == hashes[function]:
+        if same_source or (function in hashes and before.get(function) == hashes[function]):
             verdicts[name] = last
             if name in (previous or {}).get("diffs", {}):
                 diffs[name] = previous["diffs"][name]  # type: ignore[index]
             carried += 1
     return carried
+
+
+def _unchanged_since_last_run(module: str, previous: dict[str, Any] | None) -> bool:
+    """The module's file is as it was at the commit of its last recorded run."""
+    runs = (previous or {}).get("runs") or []
+    if not runs:
+        return False
+    path = f"pyramid_redisx/{module}.py"
+    then = subprocess.run(["git", "show", f"{runs[-1]['commit']}:{path}"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    return then.returncode == 0 and then.stdout == (ROOT / path).read_text()
 
 
 DIFFS = """

@@ -42,3 +42,8 @@ def test_a_mutant_not_run_keeps_its_verdict_while_its_function_is_unchanged() ->
     assert diffs == {name(1): "-a\n+b"}
     assert carry_over(dict(verdicts), {}, hashes, {"verdicts": previous["verdicts"]}) == 0
     assert carry_over(dict(verdicts), {}, hashes, None) == 0
+    # results recorded without hashes carry all only from an unchanged source file
+    unhashed = {"verdicts": previous["verdicts"], "diffs": previous["diffs"]}
+    again = {name(1): "not checked", "pyramid_redisx.m.x_g__mutmut_1": "not checked"}
+    assert carry_over(again, {}, hashes, unhashed, same_source=True) == 2
+    assert again == {name(1): "survived", "pyramid_redisx.m.x_g__mutmut_1": "killed"}
