@@ -488,6 +488,26 @@ def test_async_retry_writes_sends_a_transaction_again(
     assert results == [[2]] and counter(redis_server) == 2
 
 
+def test_async_read_pipeline_whose_reply_is_lost_is_sent_again(
+    proxy: ResetAfterReplyProxy, redis_server: Any
+) -> None:
+    """Two GETs in one asyncio pipeline, the reply lost: it only reads, so it is sent
+    again on a new connection and answers (redis-py's own rule for it)."""
+    results: list[Any] = []
+
+    async def use(client: Any) -> None:
+        await client.set("n", "7")
+        pipe = client.pipeline(transaction=False)
+        pipe.get("n")
+        pipe.get("n")
+        proxy.arm(b"GET")
+        results.append(await pipe.execute())
+
+    _async_use(app_through(proxy, {}), use)
+    assert proxy.resets == 1
+    assert results == [[b"7", b"7"]]
+
+
 def test_async_retry_writes_sends_a_command_again(
     proxy: ResetAfterReplyProxy, redis_server: Any
 ) -> None:

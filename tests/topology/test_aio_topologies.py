@@ -330,3 +330,36 @@ def test_async_cluster_read_pipeline_to_a_dead_master_is_tried_retries_times(
 
     _run_async(app, use)
     assert 0.7 <= took[0] < 2.5, took
+
+
+def test_async_cluster_honours_retry_writes_retry_on_timeout_and_a_non_blocking_pool(
+    cluster_set: RedisClusterSet, apps: Any
+) -> None:
+    """The asyncio Cluster client takes the sync one's write rule settings: with
+    ``retry_writes`` a BLPOP whose connection dies after it was sent is sent again and
+    takes the value pushed after; with ``retry_on_timeout`` a timed-out BLPOP is tried
+    four times (1.6 s and more), not once; ``blocking = false`` builds too."""
+    jobs = "{a}jobs"
+    node = _node_with_key(cluster_set, jobs)
+    popped: list[Any] = []
+    took: list[float] = []
+
+    async def pop_after_a_kill(client: Any) -> None:
+        await client.delete(jobs)
+        killer = KillThenPush(node, "blpop", ("LPUSH", jobs, "job-1"))
+        popped.append(await client.blpop(jobs, 3))
+        killer.join()
+        assert killer.sent_again
+
+    async def pop_until_timeout(client: Any) -> None:
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            await client.blpop(jobs, 0)
+        took.append(time.monotonic() - started)
+
+    _run_async(apps(cluster_settings(cluster_set, retry_writes="true", socket_timeout="5")),
+               pop_after_a_kill)  # fmt: skip
+    assert popped == [[b"{a}jobs", b"job-1"]] or popped == [(b"{a}jobs", b"job-1")]
+    _run_async(apps(cluster_settings(cluster_set, socket_timeout="0.4", retry_on_timeout="true",
+                                     blocking="false")), pop_until_timeout)  # fmt: skip
+    assert 1.55 <= took[0] <= 10.0, took
