@@ -415,6 +415,26 @@ def test_an_async_client_of_a_non_blocking_pool(make_app: Any) -> None:
     asyncio.run(use())
 
 
+def _ours_and_redis_pys(registry: Any, plain: Any, steps: Any) -> tuple[Any, Any]:
+    """``steps(client)`` through ``get_async_redis(registry)``, then through ``plain()``
+    (redis-py's own asyncio client), each in an ``asyncio.run`` of its own."""
+
+    async def ours() -> Any:
+        try:
+            return await steps(get_async_redis(registry))
+        finally:
+            await close_async_redis(registry)
+
+    async def theirs() -> Any:
+        client = plain()
+        try:
+            return await steps(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(ours()), asyncio.run(theirs())
+
+
 def test_async_commands_pipelines_and_pubsub_as_redis_pys_own(
     redis_server: Any, make_app: Any
 ) -> None:
@@ -448,21 +468,10 @@ def test_async_commands_pipelines_and_pubsub_as_redis_pys_own(
         await pubsub.aclose()
         return found
 
-    async def ours() -> list[Any]:
-        try:
-            return await steps(get_async_redis(registry))
-        finally:
-            await close_async_redis(registry)
-
-    async def theirs() -> list[Any]:
-        client = redis.asyncio.Redis.from_url(redis_server.url)
-        try:
-            return await steps(client)
-        finally:
-            await client.aclose()
-
-    found = asyncio.run(ours())
-    assert found == asyncio.run(theirs())
+    found, theirs = _ours_and_redis_pys(
+        registry, lambda: redis.asyncio.Redis.from_url(redis_server.url), steps
+    )
+    assert found == theirs
     assert found[1:] == [[1, 2], 1, ("message", b"hello")]
 
 
@@ -507,21 +516,12 @@ def test_async_loading_reply_keeps_its_type_as_redis_pys_own(
         found.append(await client.set("k", "after"))
         return found
 
-    async def ours() -> list[Any]:
-        try:
-            return await steps(get_async_redis(registry))
-        finally:
-            await close_async_redis(registry)
-
-    async def theirs() -> list[Any]:
-        client = redis.asyncio.Redis.from_url(server.url, retry=AsyncRetry(NoBackoff(), 0))
-        try:
-            return await steps(client)
-        finally:
-            await client.aclose()
-
-    found = asyncio.run(ours())
+    found, theirs = _ours_and_redis_pys(
+        registry,
+        lambda: redis.asyncio.Redis.from_url(server.url, retry=AsyncRetry(NoBackoff(), 0)),
+        steps,
+    )
     assert [f[0] if isinstance(f, tuple) else f for f in found] == [
         "BusyLoadingError", "BusyLoadingError", True
     ]  # fmt: skip
-    assert found == asyncio.run(theirs())
+    assert found == theirs
