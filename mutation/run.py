@@ -56,8 +56,17 @@ HERE = ROOT / "mutation"
 RESULTS = HERE / "results"
 WORK = HERE / "work"
 REPORT = ROOT / "docs" / "mutation-report.md"
-COPIED = ("pyramid_redisx", "tests", "demo_app", "docs", "README.md", "CHANGELOG.md",
-          "development.ini", "LICENSE")  # fmt: skip
+COPIED = (
+    "pyramid_redisx",
+    "tests",
+    "demo_app",
+    "docs",
+    "bench",
+    "README.md",
+    "CHANGELOG.md",
+    "development.ini",
+    "LICENSE",
+)  # fmt: skip  (bench/: the client cache's figures test)
 STATUS = {
     1: "killed",
     3: "killed",
