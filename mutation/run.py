@@ -221,9 +221,8 @@ def _servers(topology: Any) -> list[Any]:
 
 def run_mutmut(
     work: Path, reaper: Reaper, children: int, only: list[str], env: dict[str, str]
-) -> float:
+) -> None:
     mutmut = Path(sys.executable).parent / "mutmut"
-    started = time.monotonic()
     with open(work / "mutmut.log", "w") as log:
         process = subprocess.Popen(
             [str(mutmut), "run", "--max-children", str(children), *only],
@@ -243,7 +242,6 @@ def run_mutmut(
     if process.returncode:  # e.g. a mapped test failed before any mutant: no verdicts
         raise SystemExit(f"mutation: mutmut ended with {process.returncode}; nothing "
                          f"recorded: see {work / 'mutmut.log'}")  # fmt: skip
-    return time.monotonic() - started
 
 
 class Stopped(SystemExit):
@@ -318,17 +316,19 @@ def carry_over(
     add up to a whole module (``sentinel``, ``cluster``: under 100 mutants an hour). Results
     recorded without hashes carry nothing, unless ``same_source``: the module's file is
     the one of the last run's commit. Returns how many were carried."""
-    before = (previous or {}).get("function_hashes") or {}
+    previous = previous or {}
+    before, last_verdicts = previous.get("function_hashes") or {}, previous.get("verdicts", {})
+    last_diffs = previous.get("diffs", {})
     carried = 0
     for name, verdict in verdicts.items():
         function = name.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
-        last = (previous or {}).get("verdicts", {}).get(name, "not checked")
+        last = last_verdicts.get(name, "not checked")
         if verdict != "not checked" or last == "not checked":
             continue
         if same_source or (function in hashes and before.get(function) == hashes[function]):
             verdicts[name] = last
-            if name in (previous or {}).get("diffs", {}):
-                diffs[name] = previous["diffs"][name]  # type: ignore[index]
+            if name in last_diffs:
+                diffs[name] = last_diffs[name]
             carried += 1
     return carried
 
